@@ -1,0 +1,196 @@
+"""Durable on-disk buffer between polling and the central writer (SQLite in WAL mode).
+
+Readings and events are appended in one transaction per group commit. The writer takes a
+*pack* (oldest first) and the pack is only forgotten when :meth:`DiskBuffer.ack` is called
+after the central commit, so delivery is at-least-once; the central unique keys make it
+exactly-once. Not thread-safe: use it from one thread (the agent runs it on its own).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from drivers.base import Reading
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "buffer.sqlite3"
+DEFAULT_ROW_BYTES = 64
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL, point TEXT NOT NULL, ts_us INTEGER NOT NULL,
+    value REAL, text TEXT, quality TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A non-reading record for the central DB: alert, power sample, device status, metric."""
+
+    kind: str
+    payload: dict[str, Any]
+
+
+@dataclass
+class Pack:
+    """Oldest buffered records, handed to the writer; ack it after the central commit."""
+
+    readings: list[Reading] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    last_reading_seq: int = 0
+    last_event_seq: int = 0
+
+    def __len__(self) -> int:
+        return len(self.readings) + len(self.events)
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """What happened to one append: rows stored and rows dropped by the size policy."""
+
+    stored: int
+    dropped: int
+
+
+class DiskBuffer:
+    """SQLite-backed FIFO of readings and events with a size cap and a drop policy."""
+
+    def __init__(self, directory: Path, max_bytes: int,
+                 when_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / FILE_NAME
+        self.max_bytes = max_bytes
+        self.when_full = when_full
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        self.reading_rows = int(self._db.execute("SELECT count(*) FROM readings").fetchone()[0])
+        self.event_rows = int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
+        if self.reading_rows or self.event_rows:
+            log.info("buffer %s holds %d readings and %d events from before", self.path,
+                     self.reading_rows, self.event_rows)
+
+    def close(self) -> None:
+        """Checkpoint and close the file."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.close()
+
+    def used_bytes(self) -> int:
+        """Bytes taken by live pages (free pages are reused, so they do not count)."""
+        pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+        return (pages - free) * self._page_size
+
+    def counter(self, name: str) -> int:
+        """A persistent counter (e.g. ``dropped_readings``)."""
+        row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def load_state(self, name: str) -> Any:
+        """State saved with :meth:`put` (e.g. open alerts), or None."""
+        row = self._db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, readings: Sequence[Reading], events: Sequence[Event] = (),
+            state: dict[str, Any] | None = None) -> PutResult:
+        """Append in one durable transaction, applying the size policy to readings.
+
+        ``state`` (name -> JSON-able value) is saved in the same transaction, so state that
+        describes the events (open alerts) can never disagree with them after a crash.
+        """
+        dropped = removed_old = 0
+        rows = list(readings)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            excess = self._excess_rows(len(rows))
+            if excess > 0:
+                if self.when_full == "drop_newest":
+                    dropped = min(excess, len(rows))
+                    rows = rows[: len(rows) - dropped]
+                else:
+                    dropped = removed_old = self._drop_oldest(excess)
+                    if dropped < excess:  # the backlog alone does not make room: drop new ones too
+                        cut = min(excess - dropped, len(rows))
+                        rows, dropped = rows[cut:], dropped + cut
+                self._db.execute(
+                    "INSERT INTO counters(name, value) VALUES ('dropped_readings', ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (dropped,))
+            self._db.executemany(
+                "INSERT INTO readings(device, point, ts_us, value, text, quality) VALUES (?,?,?,?,?,?)",
+                [(r.device, r.point, r.ts_us, r.value, r.text, r.quality) for r in rows])
+            self._db.executemany(
+                "INSERT INTO events(kind, payload) VALUES (?, ?)",
+                [(e.kind, json.dumps(e.payload, separators=(",", ":"))) for e in events])
+            self._db.executemany(
+                "INSERT INTO state(name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                [(k, json.dumps(v)) for k, v in (state or {}).items()])
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self.reading_rows += len(rows) - removed_old
+        self.event_rows += len(events)
+        if dropped:
+            log.warning("buffer full (%d bytes cap): dropped %d readings (%s)", self.max_bytes,
+                        dropped, self.when_full)
+        return PutResult(stored=len(rows), dropped=dropped)
+
+    def _excess_rows(self, incoming: int) -> int:
+        used = self.used_bytes()
+        per_row = used // self.reading_rows if self.reading_rows > 100 else DEFAULT_ROW_BYTES
+        projected = used + incoming * per_row
+        if projected <= self.max_bytes:
+            return 0
+        return (projected - self.max_bytes) // max(per_row, 1) + 1
+
+    def _drop_oldest(self, count: int) -> int:
+        cur = self._db.execute(
+            "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings ORDER BY seq LIMIT ?)", (count,))
+        return int(cur.rowcount)
+
+    def get_pack(self, max_readings: int, max_events: int = 1000) -> Pack:
+        """The oldest records, at most ``max_readings`` readings and ``max_events`` events."""
+        pack = Pack()
+        for seq, device, point, ts_us, value, text, quality in self._db.execute(
+                "SELECT seq, device, point, ts_us, value, text, quality FROM readings "
+                "ORDER BY seq LIMIT ?", (max_readings,)):
+            pack.readings.append(Reading(device, point, ts_us, value, text, quality))
+            pack.last_reading_seq = seq
+        for seq, kind, payload in self._db.execute(
+                "SELECT seq, kind, payload FROM events ORDER BY seq LIMIT ?", (max_events,)):
+            pack.events.append(Event(kind, json.loads(payload)))
+            pack.last_event_seq = seq
+        return pack
+
+    def ack(self, pack: Pack) -> None:
+        """Forget a pack that the central DB has committed."""
+        self._db.execute("BEGIN IMMEDIATE")
+        if pack.readings:
+            cur = self._db.execute("DELETE FROM readings WHERE seq <= ?", (pack.last_reading_seq,))
+            self.reading_rows = max(0, self.reading_rows - cur.rowcount)
+        if pack.events:
+            cur = self._db.execute("DELETE FROM events WHERE seq <= ?", (pack.last_event_seq,))
+            self.event_rows = max(0, self.event_rows - cur.rowcount)
+        self._db.execute("COMMIT")
+
+    def oldest_ts_us(self) -> int | None:
+        """Acquisition time of the oldest buffered reading."""
+        row = self._db.execute("SELECT ts_us FROM readings ORDER BY seq LIMIT 1").fetchone()
+        return int(row[0]) if row else None

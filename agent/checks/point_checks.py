@@ -1,0 +1,113 @@
+"""Per-point checks: min/max limits, stuck value, rate of change."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from agent.checks.base import Condition
+from agent.settings import PointConfig
+from drivers.base import Reading
+
+
+def _fmt(value: float, unit: str | None) -> str:
+    return f"{value:.6g}{(' ' + unit) if unit else ''}"
+
+
+class LimitCheck:
+    """Active while a value is below ``limits.min`` or above ``limits.max``."""
+
+    def __init__(self, points: Mapping[str, Mapping[str, PointConfig]]) -> None:
+        self._points = {dev: {n: p for n, p in pts.items() if p.limits} for dev, pts in points.items()}
+
+    def evaluate(self, device: str, readings: Sequence[Reading]) -> Iterable[Condition]:
+        """One condition per good reading of a limited point."""
+        watched = self._points.get(device, {})
+        for r in readings:
+            point = watched.get(r.point)
+            if point is None or r.value is None or not point.limits:
+                continue
+            lim = point.limits
+            low = lim.min is not None and r.value < lim.min
+            high = lim.max is not None and r.value > lim.max
+            side, bound = ("below min", lim.min) if low else ("above max", lim.max)
+            yield Condition(
+                key=f"limit/{device}/{r.point}", active=low or high, alert_type="limit_violation",
+                severity=lim.severity, title=f"{device} {r.point} {side}",
+                message=(f"{device} {r.point} = {_fmt(r.value, point.unit)} is {side} "
+                         f"{_fmt(bound, point.unit)}" if (low or high) and bound is not None else ""),
+                device=device, point=r.point, value=r.value)
+
+
+@dataclass
+class _Last:
+    value: float | None
+    ts_us: int
+    unchanged: int = 0
+
+
+class StuckCheck:
+    """Active once a value has not changed for ``stuck_after`` consecutive polls."""
+
+    def __init__(self, points: Mapping[str, Mapping[str, PointConfig]]) -> None:
+        self._limit = {(dev, n): p.stuck_after for dev, pts in points.items()
+                       for n, p in pts.items() if p.stuck_after}
+        self._last: dict[tuple[str, str], _Last] = {}
+
+    def evaluate(self, device: str, readings: Sequence[Reading]) -> Iterable[Condition]:
+        """One condition per good reading of a watched point."""
+        for r in readings:
+            limit = self._limit.get((device, r.point))
+            if limit is None or not r.good:
+                continue
+            value = r.value if r.value is not None else hash(r.text)
+            last = self._last.get((device, r.point))
+            unchanged = last.unchanged + 1 if last is not None and last.value == value else 0
+            self._last[(device, r.point)] = _Last(value, r.ts_us, unchanged)
+            yield Condition(
+                key=f"stuck/{device}/{r.point}", active=unchanged + 1 >= limit, alert_type="stuck_value",
+                severity="medium", title=f"{device} {r.point} stuck",
+                message=f"{device} {r.point} unchanged for {unchanged + 1} polls", device=device,
+                point=r.point, value=r.value)
+
+
+class RateCheck:
+    """Active while a value moves faster than ``max_rate`` units per second."""
+
+    def __init__(self, points: Mapping[str, Mapping[str, PointConfig]]) -> None:
+        self._limit = {(dev, n): p.max_rate for dev, pts in points.items()
+                       for n, p in pts.items() if p.max_rate}
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def evaluate(self, device: str, readings: Sequence[Reading]) -> Iterable[Condition]:
+        """One condition per good reading after the first of a watched point."""
+        for r in readings:
+            limit = self._limit.get((device, r.point))
+            if limit is None or r.value is None:
+                continue
+            last = self._last.get((device, r.point))
+            self._last[(device, r.point)] = (r.value, r.ts_us)
+            if last is None or r.ts_us <= last[1]:
+                continue
+            rate = (r.value - last[0]) / ((r.ts_us - last[1]) / 1e6)
+            yield Condition(
+                key=f"rate/{device}/{r.point}", active=abs(rate) > limit, alert_type="rate_of_change",
+                severity="medium", title=f"{device} {r.point} changing too fast",
+                message=f"{device} {r.point} changes {rate:+.4g}/s (max {limit:g}/s)",
+                device=device, point=r.point, value=r.value)
+
+
+class CommunicationCheck:
+    """Active while a whole poll of a device failed (device unreachable or refusing)."""
+
+    def evaluate(self, device: str, readings: Sequence[Reading]) -> Iterable[Condition]:
+        """One condition per poll."""
+        if not readings:
+            return
+        failed = [r for r in readings if not r.good]
+        down = len(failed) == len(readings)
+        reasons = sorted({r.quality.removeprefix("bad:") for r in failed})
+        yield Condition(
+            key=f"comms/{device}", active=down, alert_type="device_offline", severity="high",
+            title=f"{device} not responding", message=f"{device}: every read failed ({', '.join(reasons)})",
+            device=device)

@@ -1,0 +1,202 @@
+"""The ``hacksky-edge`` command line: run, check, demo, simulate, init-db, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent.configload import ConfigError, load_config
+from agent.logsetup import setup_logging
+from agent.settings import AgentConfig
+
+log = logging.getLogger("agent")
+
+
+def _load(path: str) -> AgentConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return None
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _run_agent(cfg: AgentConfig, duration: float | None) -> None:
+    from agent.service import Agent
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    if duration:
+        asyncio.get_running_loop().call_later(duration, stop.set)
+    await Agent(cfg).run(stop)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM/SIGINT."""
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    asyncio.run(_run_agent(cfg, args.duration))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate a device map; exit 1 listing every error."""
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    points = sum(len(d.points) for d in cfg.devices)
+    sys.stdout.write(f"{args.config}: OK ({len(cfg.devices)} devices, {points} points)\n")
+    return 0
+
+
+def cmd_init_db(args: argparse.Namespace) -> int:
+    """Create or upgrade the central schema."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from agent import migrate
+    from agent.central import make_engine
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    engine = make_engine(cfg.central.url, cfg.central.password_file, cfg.central.connect_timeout)
+    try:
+        revision = migrate.upgrade(engine)
+    except SQLAlchemyError as exc:
+        sys.stderr.write(f"cannot migrate the central database: {exc.orig if hasattr(exc, 'orig') else exc}\n")
+        return 1
+    sys.stdout.write(f"central schema at revision {revision}\n")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the running agent's state (from its state file)."""
+    from agent.statefile import read_state
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    state = read_state(cfg.buffer.path)
+    if state is None:
+        sys.stderr.write(f"no state in {cfg.buffer.path}: has the agent run with this config?\n")
+        return 1
+    if args.json:
+        sys.stdout.write(json.dumps(state, indent=2) + "\n")
+        return 0
+    age = time.time() - state["updated"]
+    central = state["central"]
+    buffer = state["buffer"]
+    last = central["last_flush"]
+    lines = [
+        f"gateway {state['gateway']} (pid {state['pid']}), state written {age:.0f}s ago"
+        + ("  [STALE: agent not running?]" if age > 10 else ""),
+        f"readings taken {state['readings_taken']}  ({state['readings_per_s']}/s)   open alerts {state['open_alerts']}",
+        f"buffer  {buffer['readings']} readings, {buffer['events']} events waiting, {buffer['dropped']} dropped",
+        f"central {central['state']}  {central['url']}  rows written {central['rows_written']}"
+        f"  last flush {'never' if not last else f'{time.time() - last:.1f}s ago'}"
+        + (f"  error: {central['error']}" if central["state"] == "down" else ""),
+        "devices:",
+    ]
+    for device_id, d in state["devices"].items():
+        lines.append(f"  {device_id:<20} {d['state']:<9} polls {d['polls']:<7} missed {d['missed_cycles']:<4} "
+                     f"latency p50 {d['latency_ms_p50']:.1f} ms  lag p99 {d['lag_ms_p99']:.1f} ms"
+                     + (f"  ({d['reason']})" if d["reason"] else ""))
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run the built-in simulators standalone."""
+    from simulators import run as simrun
+
+    try:
+        schedule = simrun.parse_schedule(args.at or [])
+        sims = simrun.build(args.meters, args.meter_port, args.plant_port, args.host, args.scenario, schedule)
+    except ValueError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await simrun.serve(sims, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Simulators + agent on config/demo.yaml into a local SQLite file, with a live summary."""
+    from agent.demo import run_demo
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    return run_demo(cfg, args.duration, args.attack_after)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(prog="hacksky-edge", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the agent daemon")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a device map")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("init-db", help="create or upgrade the central schema")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_init_db)
+
+    p = sub.add_parser("status", help="show the running agent's state")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("simulate", help="run the built-in device simulators")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--meters", type=int, default=4, help="power meters (unit ids 1..N)")
+    p.add_argument("--meter-port", type=int, default=15020)
+    p.add_argument("--plant-port", type=int, default=15021)
+    p.add_argument("--scenario", default="normal", help="water plant scenario at start")
+    p.add_argument("--at", action="append", metavar="SECONDS:SCENARIO",
+                   help="switch the plant scenario later, e.g. --at 60:pump_forced_frozen_level")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="simulators + agent + local SQLite, with a live summary")
+    p.add_argument("-c", "--config", default="config/demo.yaml")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    p.add_argument("--attack-after", type=float, default=20.0,
+                   help="seconds before the water plant attack scenario starts")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hacksky-edge`` console script."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,271 @@
+"""Load a YAML device map: environment substitution, validation, precise error locations.
+
+Every problem is reported as ``file:line:column: field.path: message`` and the whole list
+is raised at once as :class:`ConfigError`, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from agent.settings import AgentConfig, ModbusDevice, PointConfig
+
+ConfigPath = tuple[str | int, ...]
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a device map, with its place in the file."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{self.file}:{self.line}:{self.column}: {where}{self.message}"
+
+
+class ConfigError(Exception):
+    """A device map that cannot be used; ``issues`` lists every problem found."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = sorted(issues, key=lambda i: (i.line, i.column))
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+def format_path(path: Iterable[str | int]) -> str:
+    """``('devices', 1, 'points', 0, 'type')`` -> ``devices[1].points[0].type``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class _Document:
+    """The constructed YAML data plus the line/column of every key and value."""
+
+    def __init__(self, file: str, text: str) -> None:
+        self.file = file
+        self.marks: dict[ConfigPath, tuple[int, int]] = {}
+        self.key_marks: dict[ConfigPath, tuple[int, int]] = {}
+        self.from_env: set[ConfigPath] = set()
+        self.issues: list[ConfigIssue] = []
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                self.data: Any = {}
+                return
+            self._index(node, ())
+            self.data = self._substitute(loader.construct_document(node), ())
+        finally:
+            loader.dispose()
+
+    def issue(self, path: ConfigPath, message: str, *, key: bool = False) -> None:
+        """Record a problem at ``path`` (at its key when ``key``), nearest known place."""
+        marks = self.key_marks if key else self.marks
+        probe = path
+        while probe and probe not in marks and probe not in self.marks:
+            probe = probe[:-1]
+        line, col = marks.get(probe) or self.marks.get(probe, (1, 1))
+        self.issues.append(ConfigIssue(self.file, line, col, format_path(path), message))
+
+    def _index(self, node: yaml.Node, path: ConfigPath) -> None:
+        self.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                child = (*path, key)
+                self.key_marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                if key in seen:
+                    self.issue(child, f"duplicate key {key!r}", key=True)
+                seen.add(key)
+                self._index(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._index(item, (*path, index))
+
+    def _substitute(self, value: Any, path: ConfigPath) -> Any:
+        if isinstance(value, dict):
+            return {k: self._substitute(v, (*path, str(k))) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._substitute(v, (*path, i)) for i, v in enumerate(value)]
+        if isinstance(value, str) and "${" in value:
+            self.from_env.add(path)
+            return _ENV_REF.sub(lambda m: self._env_value(m, path), value)
+        return value
+
+    def _env_value(self, match: re.Match[str], path: ConfigPath) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is not None:
+                return default
+            self.issue(path, f"environment variable {name} is not set (use ${{{name}:-default}} for a default)")
+            return ""
+        return value
+
+
+def _pydantic_message(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "literal_error":
+        return f"{error['input']!r} is not one of {error['ctx']['expected']}"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required field is missing"
+    return str(error["msg"])
+
+
+def _suggestion(model_fields: Iterable[str], key: str) -> str:
+    close = difflib.get_close_matches(key, list(model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_fields_at(loc: ConfigPath) -> Iterable[str]:
+    """Field names valid at the parent of ``loc``, for 'did you mean' hints."""
+    model: Any = AgentConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        model = next((c for c in candidates if isinstance(c, type) and hasattr(c, "model_fields")), None)
+        if model is None:
+            return []
+    return model.model_fields.keys()
+
+
+def _point_issues(device: ModbusDevice, base: ConfigPath) -> list[tuple[ConfigPath, str]]:
+    issues: list[tuple[ConfigPath, str]] = []
+    names: dict[str, int] = {}
+    spans: list[tuple[str, int, int, int | None, int]] = []
+    for index, point in enumerate(device.points):
+        here = (*base, "points", index)
+        if point.name in names:
+            issues.append(((*here, "name"), f"duplicate point name {point.name!r} (also points[{names[point.name]}])"))
+        names.setdefault(point.name, index)
+        issues.extend(((*here, field), msg) for field, msg in _point_rules(point))
+        end = point.address + point.register_count - 1
+        if end > 65535:
+            issues.append(((*here, "address"), f"point ends at address {end}, past 65535"))
+        spans.append((point.table, point.address, end, point.bit, index))
+    for table, start, end, bit, index in spans:
+        for other_table, o_start, o_end, o_bit, o_index in spans:
+            if o_index >= index or other_table != table or o_end < start or o_start > end:
+                continue
+            if bit is not None and o_bit is not None and bit != o_bit:
+                continue
+            if (bit is None) != (o_bit is None):
+                continue  # a status word and one of its bits may both be read
+            issues.append(((*base, "points", index, "address"),
+                           f"overlaps points[{o_index}] ({table} {o_start}..{o_end})"))
+    return issues
+
+
+def _point_rules(point: PointConfig) -> list[tuple[str, str]]:
+    bit_table = point.table in ("coil", "discrete")
+    rules: list[tuple[bool, str, str]] = [
+        (bit_table and point.type != "bool", "type", f"{point.table} points must be type bool"),
+        (point.type == "string" and point.length is None, "length", "string points need length (registers)"),
+        (point.type != "string" and point.length is not None, "length", "length applies to string points only"),
+        (point.bit is not None and (bit_table or point.type != "bool"), "bit",
+         "bit applies to bool points of holding or input registers"),
+        (point.type == "bool" and not bit_table and point.bit is None, "bit",
+         "a bool point of a register table needs bit (0-15)"),
+        (point.type in ("bool", "string") and (point.scale != 1.0 or point.offset != 0.0), "scale",
+         "scale and offset apply to numeric points only"),
+        (point.type in ("bool", "string") and (point.limits is not None or point.max_rate is not None),
+         "limits", "limits and max_rate apply to numeric points only"),
+        (point.limits is not None and point.limits.min is not None and point.limits.max is not None
+         and point.limits.min > point.limits.max, "limits", "limits.min is above limits.max"),
+        (point.scale == 0.0, "scale", "scale must not be zero"),
+    ]
+    return [(field, msg) for failed, field, msg in rules if failed]
+
+
+def semantic_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
+    """Cross-field rules pydantic cannot express field by field."""
+    issues: list[tuple[ConfigPath, str]] = []
+    seen: dict[str, int] = {}
+    for index, device in enumerate(cfg.devices):
+        here: ConfigPath = ("devices", index)
+        if device.id in seen:
+            issues.append(((*here, "id"), f"duplicate device id {device.id!r} (also devices[{seen[device.id]}])"))
+        seen.setdefault(device.id, index)
+        resolved = cfg.resolved(device)
+        if resolved.timeout > resolved.interval:
+            issues.append(((*here, "timeout"),
+                           f"timeout {resolved.timeout:g}s exceeds the poll interval {resolved.interval:g}s"))
+        issues.extend(_point_issues(device, here))
+    return issues
+
+
+def _secret_issues(doc: _Document, cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
+    try:
+        url = make_url(cfg.central.url)
+    except ArgumentError as exc:
+        return [(("central", "url"), f"not a database URL: {exc}")]
+    if url.password and ("central", "url") not in doc.from_env:
+        return [(("central", "url"),
+                 "contains a password; secrets never go in YAML: use password_file or ${ENV_VAR}")]
+    return []
+
+
+def load_config_text(text: str, file: str = "<string>") -> AgentConfig:
+    """Parse and validate a device map given as text; raise :class:`ConfigError`."""
+    try:
+        doc = _Document(file, text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise ConfigError([ConfigIssue(file, line, col, "", f"YAML syntax: {exc.problem or exc}")]) from None
+    if not isinstance(doc.data, dict):
+        raise ConfigError([ConfigIssue(file, 1, 1, "", "the device map must be a mapping with gateway, devices, ...")])
+    if doc.issues:
+        raise ConfigError(doc.issues)
+    try:
+        cfg = AgentConfig.model_validate(doc.data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            message = _pydantic_message(error)
+            if error["type"] == "extra_forbidden":
+                message += _suggestion(_model_fields_at(loc), str(loc[-1]))
+            doc.issue(loc, message, key=error["type"] == "extra_forbidden")
+        raise ConfigError(doc.issues) from None
+    for path, message in semantic_issues(cfg) + _secret_issues(doc, cfg):
+        doc.issue(path, message)
+    if doc.issues:
+        raise ConfigError(doc.issues)
+    return cfg
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Load the device map at ``path``; relative buffer paths stay relative to the cwd."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(str(file), 1, 1, "", f"cannot read: {exc.strerror}")]) from None
+    return load_config_text(text, str(file))

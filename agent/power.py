@@ -1,0 +1,48 @@
+"""Rows for the dashboard's ``power_readings`` table, built from points' ``role``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from agent.buffer import Event
+from agent.settings import ModbusDevice
+from drivers.base import Reading
+
+#: point role -> power_readings column
+ROLE_COLUMNS = {
+    "power": "power_consumption", "voltage": "voltage", "current": "current",
+    "frequency": "frequency", "temperature": "temperature", "humidity": "humidity",
+}
+
+
+class PowerSampler:
+    """One ``power`` event per poll of each power meter with at least one role-mapped point.
+
+    When several points share a role (three phase voltages), the column gets their mean
+    (currents: their sum is not meaningful per phase, so the mean too; power: the sum).
+    """
+
+    def __init__(self, devices: Sequence[ModbusDevice]) -> None:
+        self._roles: dict[str, Mapping[str, str]] = {}
+        for d in devices:
+            roles = {p.name: p.role for p in d.points if p.role in ROLE_COLUMNS}
+            if d.type == "power_meter" and roles:
+                self._roles[d.id] = roles
+
+    def sample(self, device: str, readings: Sequence[Reading]) -> Event | None:
+        """The power event of this poll, or None for other devices or an all-bad poll."""
+        roles = self._roles.get(device)
+        if roles is None:
+            return None
+        groups: dict[str, list[float]] = {}
+        ts = 0
+        for r in readings:
+            role = roles.get(r.point)
+            if role is not None and r.value is not None:
+                groups.setdefault(role, []).append(r.value)
+                ts = max(ts, r.ts_us)
+        if not groups:
+            return None
+        fields = {ROLE_COLUMNS[role]: (sum(v) if role == "power" else sum(v) / len(v))
+                  for role, v in groups.items()}
+        return Event("power", {"device": device, "ts_us": ts, "fields": fields})

@@ -1,0 +1,63 @@
+"""One APScheduler job per device: never overlapping, late cycles counted as missed, spread starts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+log = logging.getLogger(__name__)
+
+PollFunc = Callable[[str, float], Awaitable[None]]
+
+
+class PollScheduler:
+    """Runs ``poll(device_id, lag_seconds)`` every device interval.
+
+    Start times are spread evenly across each interval so a hundred devices do not all
+    fire in the same millisecond; a cycle that would overlap the previous one is skipped
+    and reported to ``on_missed``.
+    """
+
+    def __init__(self, poll: PollFunc, on_missed: Callable[[str], None]) -> None:
+        self._poll = poll
+        self._on_missed = on_missed
+        self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self._scheduler.add_listener(self._missed, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self._anchor: dict[str, tuple[float, float]] = {}
+
+    def start(self, devices: list[tuple[str, float]]) -> None:
+        """Schedule ``(device_id, interval)`` pairs and start."""
+        base = time.time() + 0.2
+        by_interval: dict[float, list[str]] = {}
+        for device_id, interval in devices:
+            by_interval.setdefault(interval, []).append(device_id)
+        for interval, ids in by_interval.items():
+            for index, device_id in enumerate(ids):
+                first = base + interval * index / len(ids)
+                self._anchor[device_id] = (first, interval)
+                self._scheduler.add_job(
+                    self._run, IntervalTrigger(
+                        seconds=interval, start_date=datetime.fromtimestamp(first, timezone.utc)),
+                    args=[device_id], id=device_id, name=f"poll {device_id}", max_instances=1,
+                    coalesce=True, misfire_grace_time=max(1, int(interval // 2)),
+                    next_run_time=datetime.fromtimestamp(first, timezone.utc))
+        self._scheduler.start()
+
+    async def _run(self, device_id: str) -> None:
+        first, interval = self._anchor[device_id]
+        lag = (time.time() - first) % interval
+        await self._poll(device_id, lag)
+
+    def _missed(self, event: JobEvent) -> None:
+        self._on_missed(event.job_id)
+
+    def shutdown(self) -> None:
+        """Stop firing new polls (running ones finish on their own)."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)

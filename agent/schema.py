@@ -1,0 +1,131 @@
+"""The central schema (SQLAlchemy Core): the HackSky dashboard tables plus what the gateway adds.
+
+The same tables are created in MySQL/MariaDB and in the embedded SQLite file by the Alembic
+migrations in ``agent/migrations``; a test pins the two together.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, CheckConstraint, Column, DateTime, Enum, Float, ForeignKey, Index,
+    Integer, MetaData, String, Table, Text, UniqueConstraint, func,
+)
+from sqlalchemy.dialects import mysql
+
+SEVERITIES = ("low", "medium", "high", "critical")
+DEVICE_STATUSES = ("online", "degraded", "offline", "unknown")
+
+#: Microsecond timestamps on MySQL/MariaDB; SQLite keeps the full ISO text.
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+#: Auto-increment 64-bit keys (SQLite needs plain INTEGER for its rowid alias).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Double = Float(precision=53).with_variant(mysql.DOUBLE(), "mysql", "mariadb")
+
+metadata = MetaData()
+
+devices = Table(
+    "devices", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("gateway_id", String(64), nullable=False),
+    Column("device_id_str", String(64), nullable=False),
+    Column("name", String(128)),
+    Column("type", String(32), nullable=False, server_default="other"),
+    Column("location", String(128)),
+    Column("protocol", String(16), nullable=False, server_default="modbus"),
+    Column("address", String(255)),
+    Column("status", Enum(*DEVICE_STATUSES, name="device_status"), nullable=False, server_default="unknown"),
+    Column("status_reason", String(255)),
+    Column("last_seen", Timestamp),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
+    UniqueConstraint("gateway_id", "device_id_str", name="uq_devices_gateway_device"),
+)
+
+readings = Table(
+    "readings", metadata,
+    Column("device_id", Integer, ForeignKey("devices.id", name="fk_readings_device"), primary_key=True),
+    Column("point", String(64), primary_key=True),
+    Column("ts", Timestamp, primary_key=True),
+    Column("value", Double),
+    Column("value_text", String(255)),
+    Column("quality", String(32), nullable=False, server_default="good"),
+    Index("ix_readings_device_ts", "device_id", "ts"),
+)
+
+power_readings = Table(
+    "power_readings", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("device_id", Integer, ForeignKey("devices.id", name="fk_power_device"), nullable=False),
+    Column("timestamp", Timestamp, nullable=False),
+    Column("power_consumption", Double),
+    Column("voltage", Double),
+    Column("current", Double),
+    Column("frequency", Double),
+    Column("temperature", Double),
+    Column("humidity", Double),
+    Column("is_anomaly", Boolean, nullable=False, server_default="0"),
+    Column("anomaly_score", Double),
+    UniqueConstraint("device_id", "timestamp", name="uq_power_device_ts"),
+    Index("ix_power_timestamp", "timestamp"),
+)
+
+alerts = Table(
+    "alerts", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("alert_type", String(64), nullable=False),
+    Column("severity", Enum(*SEVERITIES, name="alert_severity"), nullable=False),
+    Column("title", String(255), nullable=False),
+    Column("message", Text),
+    Column("system", String(64)),
+    Column("acknowledged", Boolean, nullable=False, server_default="0"),
+    Column("acknowledged_by", String(64)),
+    Column("acknowledged_at", Timestamp),
+    Column("resolved", Boolean, nullable=False, server_default="0"),
+    Column("resolved_at", Timestamp),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("gateway_id", String(64)),
+    Column("device_id", Integer, ForeignKey("devices.id", name="fk_alerts_device")),
+    Column("point", String(64)),
+    Column("last_value", Double),
+    Column("event_key", String(191), nullable=False),
+    UniqueConstraint("event_key", name="uq_alerts_event_key"),
+    Index("ix_alerts_open", "resolved", "severity"),
+    Index("ix_alerts_created", "created_at"),
+)
+
+attack_detections = Table(
+    "attack_detections", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("attack_type", String(64), nullable=False),
+    Column("confidence", Double, nullable=False),
+    Column("threat_level", Enum(*SEVERITIES, name="threat_level"), nullable=False),
+    Column("source_ip", String(45)),
+    Column("target_system", String(128)),
+    Column("description", Text),
+    Column("indicators", JSON),
+    Column("mitigated", Boolean, nullable=False, server_default="0"),
+    Column("mitigation_action", String(255)),
+    Column("detected_at", Timestamp, nullable=False),
+    Column("ended_at", Timestamp),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("gateway_id", String(64)),
+    Column("device_id", Integer, ForeignKey("devices.id", name="fk_attacks_device")),
+    Column("event_key", String(191), nullable=False),
+    UniqueConstraint("event_key", name="uq_attacks_event_key"),
+    CheckConstraint("confidence >= 0 AND confidence <= 100", name="ck_attacks_confidence"),
+    Index("ix_attacks_detected", "detected_at"),
+)
+
+system_metrics = Table(
+    "system_metrics", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("metric_name", String(64), nullable=False),
+    Column("value", Double, nullable=False),
+    Column("unit", String(16)),
+    Column("category", String(32)),
+    Column("timestamp", Timestamp, nullable=False),
+    Column("gateway_id", String(64), nullable=False, server_default=""),
+    UniqueConstraint("gateway_id", "metric_name", "timestamp", name="uq_metrics_gateway_name_ts"),
+)

@@ -1,0 +1,219 @@
+"""The agent: scheduled polls -> checks -> durable buffer -> batched central writes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from agent.buffer import Event
+from agent.central import make_engine, redacted, resolve_url
+from agent.checks import AlertTracker, CheckEngine, Condition, build_checks
+from agent.delivery import Delivery
+from agent.power import PowerSampler
+from agent.scheduler import PollScheduler
+from agent.settings import AgentConfig, ResolvedDevice
+from agent.statefile import write_state
+from agent.stats import AgentStats, DeviceStats
+from agent.systemd import notify, watchdog_interval
+from agent.writer import DeviceInfo
+from drivers.base import Driver, Reading, now_us
+from drivers.modbus import ConnectionPool, ModbusDriver
+
+log = logging.getLogger(__name__)
+
+STATUS_EVERY = 2.0
+SHUTDOWN_DRAIN_SECONDS = 10.0
+STATUS_OF_HEALTH = {"up": "online", "degraded": "degraded", "down": "offline", "unknown": "unknown"}
+
+
+def device_info(dev: ResolvedDevice) -> DeviceInfo:
+    """How a configured device is registered centrally."""
+    c = dev.config
+    return DeviceInfo(c.id, c.name, c.type, c.location, c.protocol, f"{c.host}:{c.port}/{c.unit_id}")
+
+
+class Agent:
+    """Runs one gateway's device map until asked to stop."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.devices = {d.id: d for d in cfg.enabled_devices()}
+        self.stats = AgentStats()
+        self.device_stats = {d: DeviceStats() for d in self.devices}
+        self.pool = ConnectionPool()
+        self.drivers: dict[str, Driver] = {}
+        self.checks = CheckEngine(build_checks(cfg))
+        self.power = PowerSampler([d.config for d in self.devices.values()])
+        self.tracker = AlertTracker()
+        engine = make_engine(cfg.central.url, cfg.central.password_file, cfg.central.connect_timeout)
+        self.central_url = redacted(resolve_url(cfg.central.url, None))
+        self.delivery = Delivery(cfg.buffer, cfg.central, engine, cfg.gateway.id,
+                                 [device_info(d) for d in self.devices.values()], self.stats)
+        self.scheduler = PollScheduler(self._poll, self._missed)
+        self._pending_readings: list[Reading] = []
+        self._pending_events: list[Event] = []
+        self._state_dirty = False
+        self._reported_health: dict[str, str] = {}
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    def _make_driver(self, dev: ResolvedDevice) -> Driver:
+        c = dev.config
+        return ModbusDriver(c.id, c.host, c.port, c.unit_id, c.points, pool=self.pool, timeout=dev.timeout,
+                            byte_order=dev.byte_order, word_order=dev.word_order, max_gap=dev.max_gap)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll, check, buffer and deliver until ``stop`` is set; then flush and exit."""
+        buffer = await self.delivery.open()
+        self.tracker = AlertTracker(await self.delivery.in_buffer(buffer.load_state, "open_alerts"))
+        self.drivers = {d: self._make_driver(dev) for d, dev in self.devices.items()}
+        workers = [
+            asyncio.create_task(self.delivery.run(stop), name="writer"),
+            asyncio.create_task(self._commit_loop(stop), name="committer"),
+            asyncio.create_task(self._status_loop(stop), name="status"),
+        ]
+        self.scheduler.start([(d, dev.interval) for d, dev in self.devices.items()])
+        log.info("agent %s polling %d devices, writing to %s, buffer %s", self.cfg.gateway.id,
+                 len(self.devices), self.central_url, self.cfg.buffer.path)
+        notify("READY=1")
+        self.ready.set()
+        try:
+            await stop.wait()
+        finally:
+            await self._shutdown(workers)
+
+    async def _shutdown(self, workers: list[asyncio.Task[None]]) -> None:
+        notify("STOPPING=1")
+        self.scheduler.shutdown()
+        if self._in_flight:
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=max(
+                    (d.timeout for d in self.devices.values()), default=1.0) * 2 + 1)
+            except asyncio.TimeoutError:
+                log.warning("%d polls still running at shutdown; their readings are lost", self._in_flight)
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await self._commit()
+        delivered = await self.delivery.drain(time.monotonic() + SHUTDOWN_DRAIN_SECONDS)
+        assert self.delivery.buffer is not None
+        buffer = self.delivery.buffer
+        log.info("agent stopped: %d readings taken, %d written, %d left in the buffer%s",
+                 self.stats.readings_taken, self.stats.rows_written, buffer.reading_rows,
+                 "" if delivered else " (delivered on next start)")
+        self._write_status()
+        for driver in self.drivers.values():
+            await driver.close()
+        self.pool.close_all()
+        await self.delivery.close()
+
+    async def _poll(self, device_id: str, lag: float) -> None:
+        driver = self.drivers[device_id]
+        stats = self.device_stats[device_id]
+        self._in_flight += 1
+        started = time.perf_counter()
+        try:
+            readings = await driver.read()
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+        stats.latency_s.append(time.perf_counter() - started)
+        stats.lag_s.append(lag)
+        stats.polls += 1
+        stats.readings += len(readings)
+        stats.bad_readings += sum(1 for r in readings if not r.good)
+        self.stats.readings_taken += len(readings)
+        self._ingest(device_id, readings, driver)
+
+    def _ingest(self, device_id: str, readings: list[Reading], driver: Driver) -> None:
+        ts = now_us()
+        events = self.tracker.process(self.checks.evaluate(device_id, readings), ts)
+        sample = self.power.sample(device_id, readings)
+        if sample is not None:
+            events.append(sample)
+        health = driver.health
+        status = STATUS_OF_HEALTH[health.state]
+        if self._reported_health.get(device_id) != f"{status}/{health.reason}":
+            self._reported_health[device_id] = f"{status}/{health.reason}"
+            events.append(Event("device_status", {"device": device_id, "status": status, "reason": health.reason,
+                                                  "ts_us": ts, "last_seen_us": health.last_good_us}))
+        self._state_dirty |= any(e.kind == "alert" for e in events)
+        self._pending_readings.extend(readings)
+        self._pending_events.extend(events)
+
+    def _missed(self, device_id: str) -> None:
+        stats = self.device_stats.get(device_id)
+        if stats is not None:
+            stats.missed += 1
+            log.debug("device %s: poll cycle missed (previous poll still running)", device_id)
+
+    async def _commit_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.cfg.buffer.commit_interval)
+            await self._commit()
+
+    async def _commit(self) -> None:
+        """Group-commit everything polled since the last commit into the disk buffer."""
+        if not self._pending_readings and not self._pending_events:
+            return
+        readings, self._pending_readings = self._pending_readings, []
+        events, self._pending_events = self._pending_events, []
+        state = {"open_alerts": self.tracker.state()} if self._state_dirty else None
+        self._state_dirty = False
+        result = await self.delivery.put(readings, events, state)
+        if result.dropped:
+            self.stats.readings_dropped += result.dropped
+        full = Condition(
+            key="buffer/full", active=bool(result.dropped), alert_type="buffer_overflow", severity="critical",
+            title="edge buffer full: readings dropped",
+            message=f"{result.dropped} readings dropped ({self.cfg.buffer.when_full}); "
+                    f"{self.stats.readings_dropped} since start", value=float(result.dropped))
+        overflow = self.tracker.process([full], now_us())
+        if overflow:
+            self._pending_events.extend(overflow)
+            self._state_dirty = True
+
+    async def _status_loop(self, stop: asyncio.Event) -> None:
+        ping = watchdog_interval()
+        while not stop.is_set():
+            self._write_status()
+            if ping:
+                notify("WATCHDOG=1")
+            await asyncio.sleep(min(STATUS_EVERY, ping or STATUS_EVERY))
+
+    def snapshot(self) -> dict[str, Any]:
+        """The live state shown by ``hacksky-edge status`` and the demo."""
+        buffer = self.delivery.buffer
+        st = self.stats
+        devices = {}
+        for device_id, dev_stats in self.device_stats.items():
+            driver = self.drivers.get(device_id)
+            health = driver.health if driver else None
+            devices[device_id] = {"state": health.state if health else "unknown",
+                                  "reason": health.reason if health else "",
+                                  "errors": dict(health.errors) if health else {}, **dev_stats.snapshot()}
+        return {
+            "gateway": self.cfg.gateway.id, "pid": os.getpid(), "updated": time.time(),
+            "started": st.started, "readings_taken": st.readings_taken,
+            "readings_per_s": round(st.readings_per_second(), 1),
+            "open_alerts": len(self.tracker.open),
+            "buffer": {"readings": buffer.reading_rows if buffer else 0,
+                       "events": buffer.event_rows if buffer else 0,
+                       "dropped": st.readings_dropped, "path": str(self.cfg.buffer.path)},
+            "central": {"url": self.central_url, "state": st.central_state, "error": st.central_error,
+                        "rows_written": st.rows_written, "events_written": st.events_written,
+                        "write_errors": st.write_errors, "last_flush": st.last_flush},
+            "devices": devices,
+        }
+
+    def _write_status(self) -> None:
+        try:
+            write_state(self.cfg.buffer.path, self.snapshot())
+        except OSError as exc:
+            log.warning("cannot write state file: %s", exc)

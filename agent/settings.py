@@ -1,0 +1,172 @@
+"""Typed configuration models for the YAML device map, validated once at load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.units import ByteSize, Duration
+
+RegisterTable = Literal["holding", "input", "coil", "discrete"]
+PointType = Literal[
+    "int16", "uint16", "int32", "uint32", "int64", "uint64",
+    "float32", "float64", "bool", "string",
+]
+ByteOrder = Literal["big", "little"]
+Role = Literal["power", "voltage", "current", "frequency", "temperature", "humidity", "energy"]
+DeviceType = Literal["power_meter", "plc", "sensor", "rtu", "meter", "other"]
+Severity = Literal["low", "medium", "high", "critical"]
+
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$"
+
+#: Registers taken by each numeric type.
+REGISTER_COUNT: dict[str, int] = {
+    "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2,
+    "int64": 4, "uint64": 4, "float64": 4,
+}
+
+
+class StrictModel(BaseModel):
+    """Base model: unknown keys are an error, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(StrictModel):
+    """Alarm limits of one point; an alert is raised outside [min, max]."""
+
+    min: float | None = None
+    max: float | None = None
+    severity: Severity = "high"
+
+
+class PointConfig(StrictModel):
+    """One value read from a device."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    table: RegisterTable = "holding"
+    address: int = Field(ge=0, le=65535)
+    type: PointType = "uint16"
+    length: int | None = Field(default=None, ge=1, le=125, description="registers, for strings")
+    bit: int | None = Field(default=None, ge=0, le=15)
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = None
+    role: Role | None = None
+    byte_order: ByteOrder | None = None
+    word_order: ByteOrder | None = None
+    limits: Limits | None = None
+    stuck_after: int | None = Field(default=None, ge=2, description="cycles unchanged")
+    max_rate: float | None = Field(default=None, gt=0, description="units per second")
+
+    @property
+    def register_count(self) -> int:
+        """Registers (or bits, for coil/discrete tables) this point occupies."""
+        if self.table in ("coil", "discrete") or self.type == "bool":
+            return 1
+        if self.type == "string":
+            return self.length or 1
+        return REGISTER_COUNT[self.type]
+
+
+class DeviceDefaults(StrictModel):
+    """Values every device inherits unless it sets its own."""
+
+    interval: Duration = 1.0
+    timeout: Duration = 1.0
+    byte_order: ByteOrder = "big"
+    word_order: ByteOrder = "big"
+    max_gap: int = Field(default=8, ge=0, le=124)
+
+
+class ModbusDevice(StrictModel):
+    """A Modbus TCP device and the points read from it."""
+
+    id: str = Field(pattern=NAME_PATTERN)
+    name: str | None = None
+    type: DeviceType = "other"
+    location: str | None = None
+    enabled: bool = True
+    protocol: Literal["modbus"] = "modbus"
+    host: str
+    port: int = Field(default=502, ge=1, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=255)
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    byte_order: ByteOrder | None = None
+    word_order: ByteOrder | None = None
+    max_gap: int | None = Field(default=None, ge=0, le=124)
+    points: list[PointConfig] = Field(min_length=1)
+
+
+class CentralConfig(StrictModel):
+    """Where and how readings are written centrally."""
+
+    url: str = "sqlite:///hacksky.db"
+    password_file: Path | None = None
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    flush_interval: Duration = 2.0
+    auto_migrate: bool = True
+    connect_timeout: Duration = 5.0
+
+
+class BufferConfig(StrictModel):
+    """The durable on-disk buffer between polling and the central writer."""
+
+    path: Path = Path("hacksky-buffer")
+    max_size: ByteSize = 2 * 2**30
+    when_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    commit_interval: Duration = Field(default=0.1, le=10.0)
+
+
+class GatewayConfig(StrictModel):
+    """Identity of this gateway."""
+
+    id: str = Field(pattern=NAME_PATTERN)
+    name: str | None = None
+
+
+class AgentConfig(StrictModel):
+    """The whole device map."""
+
+    gateway: GatewayConfig
+    central: CentralConfig = CentralConfig()
+    buffer: BufferConfig = BufferConfig()
+    defaults: DeviceDefaults = DeviceDefaults()
+    devices: list[ModbusDevice] = Field(default_factory=list)
+
+    def resolved(self, device: ModbusDevice) -> ResolvedDevice:
+        """The device with every inherited setting filled in from ``defaults``."""
+        d = self.defaults
+        return ResolvedDevice(
+            config=device,
+            interval=device.interval or d.interval,
+            timeout=device.timeout or d.timeout,
+            byte_order=device.byte_order or d.byte_order,
+            word_order=device.word_order or d.word_order,
+            max_gap=d.max_gap if device.max_gap is None else device.max_gap,
+        )
+
+    def enabled_devices(self) -> list[ResolvedDevice]:
+        """Resolved devices that are enabled, in map order."""
+        return [self.resolved(d) for d in self.devices if d.enabled]
+
+
+class ResolvedDevice(BaseModel):
+    """A device plus the effective values of its inheritable settings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config: ModbusDevice
+    interval: float
+    timeout: float
+    byte_order: ByteOrder
+    word_order: ByteOrder
+    max_gap: int
+
+    @property
+    def id(self) -> str:
+        """The YAML id of the device."""
+        return self.config.id

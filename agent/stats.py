@@ -1,0 +1,62 @@
+"""In-memory operating figures of the agent, per device and overall."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+def percentiles(samples: deque[float] | list[float], qs: tuple[float, ...] = (50, 99)) -> list[float]:
+    """Percentiles of recent samples (0 when there are none)."""
+    if not samples:
+        return [0.0 for _ in qs]
+    return [float(v) for v in np.percentile(np.fromiter(samples, float), qs)]
+
+
+@dataclass
+class DeviceStats:
+    """Polling figures of one device."""
+
+    polls: int = 0
+    missed: int = 0
+    readings: int = 0
+    bad_readings: int = 0
+    latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    lag_s: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Figures for the status file."""
+        lat50, lat99 = percentiles(self.latency_s)
+        lag50, lag99 = percentiles(self.lag_s)
+        return {"polls": self.polls, "missed_cycles": self.missed, "readings": self.readings,
+                "bad_readings": self.bad_readings, "latency_ms_p50": round(lat50 * 1e3, 3),
+                "latency_ms_p99": round(lat99 * 1e3, 3), "lag_ms_p50": round(lag50 * 1e3, 3),
+                "lag_ms_p99": round(lag99 * 1e3, 3)}
+
+
+@dataclass
+class AgentStats:
+    """Overall figures: readings taken, buffered, written; central writer state."""
+
+    started: float = field(default_factory=time.time)
+    readings_taken: int = 0
+    readings_dropped: int = 0
+    rows_written: int = 0
+    events_written: int = 0
+    packs_written: int = 0
+    write_errors: int = 0
+    central_state: str = "starting"
+    central_error: str = ""
+    last_flush: float | None = None
+    rate_window: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=30))
+
+    def readings_per_second(self) -> float:
+        """Readings taken per second over the last samples of the status loop."""
+        now = time.time()
+        self.rate_window.append((now, self.readings_taken))
+        (t0, n0), (t1, n1) = self.rate_window[0], self.rate_window[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0

@@ -1,0 +1,52 @@
+"""Parsing of human-friendly durations (``500ms``, ``2s``) and sizes (``2GiB``)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BeforeValidator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_FACTOR = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_FACTOR = {
+    "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string such as ``250ms``, ``2s``, ``5m``, ``1h``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 1s or 500ms")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 500ms, 2s, 5m, 1h)")
+        seconds = float(match.group(1)) * _DURATION_FACTOR[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be greater than zero")
+    return seconds
+
+
+def parse_size(value: object) -> int:
+    """Bytes from a number or a string such as ``512MiB`` or ``2GB``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 512MiB")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a size (use e.g. 512MiB, 2GiB)")
+        size = int(float(match.group(1)) * _SIZE_FACTOR[(match.group(2) or "b").lower()])
+    if size <= 0:
+        raise ValueError("a size must be greater than zero")
+    return size
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+ByteSize = Annotated[int, BeforeValidator(parse_size)]

@@ -1,0 +1,156 @@
+"""Batched, idempotent writes of buffered packs into the central schema (one transaction each)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, select, update
+from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.dml import Insert
+
+from agent import schema
+from agent.buffer import Event, Pack
+
+log = logging.getLogger(__name__)
+EPOCH = datetime(1970, 1, 1)
+
+
+def to_datetime(ts_us: int) -> datetime:
+    """Naive UTC datetime of an epoch-microsecond timestamp, exactly."""
+    return EPOCH + timedelta(microseconds=ts_us)
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """A device as registered in the central ``devices`` table."""
+
+    device_id: str
+    name: str | None = None
+    type: str = "other"
+    location: str | None = None
+    protocol: str = "modbus"
+    address: str | None = None
+
+
+def insert_ignoring_duplicates(engine: Engine, table: Table) -> Insert:
+    """INSERT that skips rows whose unique key exists (and still fails on any other error)."""
+    name = engine.dialect.name
+    if name in ("mysql", "mariadb"):
+        stmt = mysql.insert(table)
+        first_key = next(iter(table.primary_key.columns))
+        return stmt.on_duplicate_key_update({first_key.name: first_key})
+    if name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects import postgresql
+    return postgresql.insert(table).on_conflict_do_nothing()
+
+
+class CentralWriter:
+    """Writes packs of readings and events for one gateway; every write is replay-safe."""
+
+    def __init__(self, engine: Engine, gateway_id: str) -> None:
+        self.engine = engine
+        self.gateway_id = gateway_id
+        self._device_pk: dict[str, int] = {}
+        self._insert_readings = insert_ignoring_duplicates(engine, schema.readings)
+        self._insert_power = insert_ignoring_duplicates(engine, schema.power_readings)
+        self._insert_alert = insert_ignoring_duplicates(engine, schema.alerts)
+        self._insert_metric = insert_ignoring_duplicates(engine, schema.system_metrics)
+
+    def sync_devices(self, devices: Sequence[DeviceInfo]) -> dict[str, int]:
+        """Register or refresh this gateway's devices; returns YAML id -> devices.id."""
+        t = schema.devices
+        with self.engine.begin() as conn:
+            existing = {row.device_id_str: row for row in conn.execute(
+                select(t).where(t.c.gateway_id == self.gateway_id))}
+            new = [d for d in devices if d.device_id not in existing]
+            if new:
+                conn.execute(t.insert(), [self._device_row(d) for d in new])
+            for d in devices:
+                row = existing.get(d.device_id)
+                wanted = self._device_row(d)
+                if row is not None and any(getattr(row, k) != v for k, v in wanted.items()):
+                    conn.execute(update(t).where(t.c.id == row.id).values(**wanted))
+            self._device_pk = {row.device_id_str: row.id for row in conn.execute(
+                select(t.c.id, t.c.device_id_str).where(t.c.gateway_id == self.gateway_id))}
+        return dict(self._device_pk)
+
+    def _device_row(self, d: DeviceInfo) -> dict[str, Any]:
+        return {"gateway_id": self.gateway_id, "device_id_str": d.device_id, "name": d.name,
+                "type": d.type, "location": d.location, "protocol": d.protocol, "address": d.address}
+
+    def _pk(self, conn: Connection, device: str) -> int:
+        """devices.id of ``device``, registering an unknown one (e.g. removed from the map)."""
+        pk = self._device_pk.get(device)
+        if pk is None:
+            t = schema.devices
+            conn.execute(insert_ignoring_duplicates(self.engine, t),
+                         [self._device_row(DeviceInfo(device, protocol="unknown"))])
+            pk = conn.execute(select(t.c.id).where(t.c.gateway_id == self.gateway_id,
+                                                   t.c.device_id_str == device)).scalar_one()
+            self._device_pk[device] = pk
+        return pk
+
+    def write(self, pack: Pack) -> None:
+        """Write a pack in one transaction. Replaying a pack changes nothing."""
+        with self.engine.begin() as conn:
+            if pack.readings:
+                conn.execute(self._insert_readings, [
+                    {"device_id": self._pk(conn, r.device), "point": r.point, "ts": to_datetime(r.ts_us),
+                     "value": r.value, "value_text": r.text, "quality": r.quality}
+                    for r in pack.readings])
+            self._write_events(conn, pack.events)
+
+    def _write_events(self, conn: Connection, events: Iterable[Event]) -> None:
+        power: list[dict[str, Any]] = []
+        metrics: list[dict[str, Any]] = []
+        status: dict[str, dict[str, Any]] = {}
+        for ev in events:
+            p = ev.payload
+            if ev.kind == "power":
+                power.append({"device_id": self._pk(conn, p["device"]), "timestamp": to_datetime(p["ts_us"]),
+                              **p["fields"]})
+            elif ev.kind == "metric":
+                metrics.append({"metric_name": p["name"], "value": p["value"], "unit": p.get("unit"),
+                                "category": p.get("category"), "timestamp": to_datetime(p["ts_us"]),
+                                "gateway_id": self.gateway_id})
+            elif ev.kind == "device_status":
+                status[p["device"]] = p
+            elif ev.kind == "alert":
+                self._apply_alert(conn, p)
+            else:
+                log.warning("unknown buffered event kind %r skipped", ev.kind)
+        if power:
+            conn.execute(self._insert_power, power)
+        if metrics:
+            conn.execute(self._insert_metric, metrics)
+        t = schema.devices
+        for device, p in status.items():
+            values: dict[str, Any] = {"status": p["status"], "status_reason": p.get("reason") or None,
+                                      "updated_at": to_datetime(p["ts_us"])}
+            if p.get("last_seen_us"):
+                values["last_seen"] = to_datetime(p["last_seen_us"])
+            conn.execute(update(t).where(t.c.id == self._pk(conn, device)).values(**values))
+
+    def _apply_alert(self, conn: Connection, p: dict[str, Any]) -> None:
+        t = schema.alerts
+        key = f"{self.gateway_id}/{p['key']}"
+        ts = to_datetime(p["ts_us"])
+        if p["op"] == "open":
+            device = p.get("device")
+            conn.execute(self._insert_alert, [{
+                "alert_type": p["alert_type"], "severity": p["severity"], "title": p["title"][:255],
+                "message": p.get("message"), "system": p.get("system"), "gateway_id": self.gateway_id,
+                "device_id": self._pk(conn, device) if device else None, "point": p.get("point"),
+                "last_value": p.get("value"), "event_key": key, "created_at": ts, "updated_at": ts}])
+        elif p["op"] == "update":
+            conn.execute(update(t).where(t.c.event_key == key).values(
+                severity=p["severity"], message=p.get("message"), last_value=p.get("value"), updated_at=ts))
+        elif p["op"] == "close":
+            conn.execute(update(t).where(t.c.event_key == key, t.c.resolved.is_(False)).values(
+                resolved=True, resolved_at=ts, updated_at=ts))

@@ -1,0 +1,97 @@
+"""The small interface every protocol driver implements, and the data it returns."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+GOOD = "good"
+HealthState = Literal["unknown", "up", "degraded", "down"]
+
+
+def now_us() -> int:
+    """Current UTC time in integer microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+@dataclass(slots=True, frozen=True)
+class Reading:
+    """One value of one point at one acquisition time.
+
+    ``quality`` is ``"good"`` or ``"bad:<reason>"`` (``timeout``, ``connection``,
+    ``exception:2``, ``decode``, ``not_finite`` ...); a bad reading has no value.
+    """
+
+    device: str
+    point: str
+    ts_us: int
+    value: float | None
+    text: str | None = None
+    quality: str = GOOD
+
+    @property
+    def good(self) -> bool:
+        """True when the value was read and decoded."""
+        return self.quality == GOOD
+
+
+class ReadError(Exception):
+    """A read that failed; ``reason`` becomes the quality ``bad:<reason>``."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class DeviceHealth:
+    """What the agent knows about one device's reachability; logs state changes once."""
+
+    device: str
+    state: HealthState = "unknown"
+    reason: str = ""
+    since_us: int = field(default_factory=now_us)
+    last_good_us: int | None = None
+    errors: Counter[str] = field(default_factory=Counter)
+    log: logging.Logger = field(default=logging.getLogger("drivers"), repr=False)
+
+    def record(self, total: int, bad: Counter[str]) -> None:
+        """Update after one poll of ``total`` points, ``bad`` counting failures by reason."""
+        self.errors.update(bad)
+        failed = sum(bad.values())
+        if failed == 0:
+            new_state: HealthState = "up"
+            reason = ""
+        else:
+            reason = ", ".join(f"{r} x{n}" for r, n in bad.most_common())
+            new_state = "down" if failed >= total else "degraded"
+        if failed < total:
+            self.last_good_us = now_us()
+        if new_state == self.state and (new_state == "up" or reason == self.reason):
+            return
+        previous = self.state
+        self.state, self.reason, self.since_us = new_state, reason, now_us()
+        if new_state == "up":
+            if previous != "unknown":
+                self.log.info("device %s recovered (was %s)", self.device, previous)
+        elif previous in ("up", "unknown") or (previous != new_state):
+            self.log.error("device %s is %s: %s", self.device, new_state, reason)
+        else:
+            self.log.debug("device %s still %s: %s", self.device, new_state, reason)
+
+
+class Driver(Protocol):
+    """Reads all configured points of one device."""
+
+    device_id: str
+    health: DeviceHealth
+
+    async def read(self) -> list[Reading]:
+        """Read every point once; failures come back as bad-quality readings, not exceptions."""
+
+    async def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,64 @@
+"""A three-phase power meter with a daily load curve, noise and an energy counter."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+
+from simulators.store import RegisterImage
+
+#: Register map (holding registers, float32, big-endian words and bytes).
+HOLDING_MAP: dict[str, int] = {
+    "voltage_l1": 0, "voltage_l2": 2, "voltage_l3": 4,
+    "current_l1": 6, "current_l2": 8, "current_l3": 10,
+    "active_power": 12, "frequency": 14, "power_factor": 16, "temperature": 18,
+}
+#: Input registers: energy counter in Wh, uint64 at address 10.
+ENERGY_ADDRESS = 10
+#: Coil 0: breaker closed.  Holding 20: status word (bit 0 running, bit 3 overtemperature).
+STATUS_ADDRESS = 20
+
+
+class PowerMeter:
+    """Simulated meter; values follow a daily curve so checks see realistic variation."""
+
+    def __init__(self, seed: int = 0, nominal_kw: float = 40.0) -> None:
+        self.image = RegisterImage()
+        self._rng = random.Random(seed)
+        self.nominal_kw = nominal_kw * (0.8 + 0.4 * self._rng.random())
+        self.energy_wh = 1_000_000.0 * (1 + seed)
+        self._last: float | None = None
+        self.spike_factor = 1.0
+        self.refresh(time.monotonic())
+
+    def load_fraction(self, wall: float) -> float:
+        """Daily curve: low at night, peaks late morning and early evening."""
+        hour = (wall % 86400) / 3600
+        return 0.55 + 0.25 * math.sin((hour - 6) / 24 * 2 * math.pi) + 0.15 * math.sin((hour - 9) / 12 * 2 * math.pi)
+
+    def refresh(self, now: float) -> None:
+        """Recompute every register for time ``now``."""
+        wall = time.time()
+        rng = self._rng
+        power_kw = self.nominal_kw * self.load_fraction(wall) * self.spike_factor * (1 + rng.gauss(0, 0.01))
+        if self._last is not None:
+            self.energy_wh += power_kw * 1000 * (now - self._last) / 3600
+        self._last = now
+        pf = 0.92 + rng.gauss(0, 0.005)
+        voltages = [230.0 + rng.gauss(0, 0.8) for _ in range(3)]
+        current = power_kw * 1000 / (3 * 230.0 * pf)
+        values = {
+            "voltage_l1": voltages[0], "voltage_l2": voltages[1], "voltage_l3": voltages[2],
+            "current_l1": current * (1 + rng.gauss(0, 0.01)),
+            "current_l2": current * (1 + rng.gauss(0, 0.01)),
+            "current_l3": current * (1 + rng.gauss(0, 0.01)),
+            "active_power": power_kw, "frequency": 50.0 + rng.gauss(0, 0.01),
+            "power_factor": pf, "temperature": 35.0 + 10 * power_kw / self.nominal_kw,
+        }
+        for name, address in HOLDING_MAP.items():
+            self.image.put("holding", address, values[name], "float32")
+        self.image.put("input", ENERGY_ADDRESS, int(self.energy_wh), "uint64")
+        self.image.put_bit("coil", 0, True)
+        overtemp = values["temperature"] > 60
+        self.image.put("holding", STATUS_ADDRESS, 0b1 | (overtemp << 3), "uint16")
