@@ -1,0 +1,84 @@
+"""The hacksky-edge command line as an operator uses it (real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from simulators.power_meter import PowerMeter
+from simulators.server import ModbusSimulator, SimulatorThread, free_port
+from tests.helpers import device_map, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_check_reports_errors_with_location_and_exit_1(tmp_path: Path) -> None:
+    good = cli("check", "-c", "config/demo.yaml")
+    assert good.returncode == 0 and "OK (5 devices" in good.stdout
+    bad = tmp_path / "plant.yaml"
+    bad.write_text("gateway: {id: gw}\ndevices:\n  - {id: m, host: h, points: [{name: v, address: 0, type: flaot32}]}\n")
+    result = cli("check", "-c", str(bad))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{bad}:3:") and "devices[0].points[0].type: 'flaot32'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_flushes_on_sigterm_and_status_reports(tmp_path: Path) -> None:
+    sim = ModbusSimulator({1: PowerMeter(seed=5)})
+    db = tmp_path / "central.db"
+    config = tmp_path / "edge.yaml"
+    config.write_text(device_map("gw-cli", f"sqlite:///{db}", str(tmp_path / "buf"), [
+        {"id": "m1", "type": "power_meter", "host": "127.0.0.1", "port": sim.port,
+         "points": [{"name": "v", "address": 0, "type": "float32", "role": "voltage"}]}],
+        flush_interval="30s"))  # long flush interval: the SIGTERM flush must deliver the rest
+    with SimulatorThread([sim]):
+        proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config)], cwd=tmp_path,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
+        state_file = tmp_path / "buf" / "state.json"
+        wait_until(lambda: state_file.exists() and json.loads(state_file.read_text())["readings_taken"] >= 10)
+        status = cli("status", "-c", str(config), cwd=tmp_path)
+        assert status.returncode == 0 and "gateway gw-cli" in status.stdout and "m1" in status.stdout
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    final = json.loads(state_file.read_text())
+    assert final["buffer"]["readings"] == 0
+    with sqlite3.connect(db) as conn:
+        (rows,) = conn.execute("SELECT count(*) FROM readings").fetchone()
+    assert rows == final["readings_taken"] >= 10
+
+
+def test_demo_runs_simulators_agent_and_sqlite(tmp_path: Path) -> None:
+    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    meter_port, plant_port = free_port(), free_port()
+    for device in demo["devices"]:
+        device["port"] = plant_port if device["type"] == "plc" else meter_port
+    demo["central"]["url"] = f"sqlite:///{tmp_path / 'demo.db'}"
+    demo["buffer"]["path"] = str(tmp_path / "buffer")
+    config = tmp_path / "demo.yaml"
+    config.write_text(yaml.safe_dump(demo))
+    started = time.monotonic()
+    result = cli("demo", "-c", str(config), "--duration", "8", "--attack-after", "1", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 40
+    assert "devices up 5/5" in result.stdout and "done:" in result.stdout
+    with sqlite3.connect(tmp_path / "demo.db") as conn:
+        (readings,) = conn.execute("SELECT count(*) FROM readings WHERE quality = 'good'").fetchone()
+        (power,) = conn.execute("SELECT count(*) FROM power_readings").fetchone()
+        alerts = conn.execute("SELECT alert_type FROM alerts").fetchall()
+    assert readings > 200 and power > 20
+    assert ("stuck_value",) in alerts, "the demo's frozen-level attack is caught"
