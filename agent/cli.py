@@ -48,7 +48,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 1
-    asyncio.run(_run_agent(cfg, args.duration))
+    try:
+        asyncio.run(_run_agent(cfg, args.duration))
+    except Exception:
+        log.exception("agent stopped by an unexpected error")
+        return 1
     return 0
 
 

@@ -101,9 +101,12 @@ class Delivery:
         while not stop.is_set():
             try:
                 written = await self._write_once()
-            except SQLAlchemyError as exc:
+            except Exception as exc:  # outermost loop of the writer: it must never die
                 failures += 1
-                self._mark_down(exc)
+                if isinstance(exc, SQLAlchemyError):
+                    self._mark_down(exc)
+                else:
+                    log.exception("writer failed unexpectedly; retrying")
                 delay = min(RETRY_MAX, 0.5 * 2 ** min(failures, 10)) * random.uniform(0.8, 1.2)
                 await self._sleep(stop, delay)
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from typing import Any
 
@@ -58,6 +59,8 @@ class Agent:
         self._state_dirty = False
         self._reported_health: dict[str, str] = {}
         self._in_flight = 0
+        self._crashed: set[str] = set()
+        self._commit_failing = False
         self._idle = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -119,10 +122,16 @@ class Agent:
         started = time.perf_counter()
         try:
             readings = await driver.read()
+        except Exception:  # a driver bug must not kill the schedule: log once per device
+            if device_id not in self._crashed:
+                self._crashed.add(device_id)
+                log.exception("device %s: driver failed; will keep trying every cycle", device_id)
+            return
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
+        self._crashed.discard(device_id)
         stats.latency_s.append(time.perf_counter() - started)
         stats.lag_s.append(lag)
         stats.polls += 1
@@ -166,7 +175,21 @@ class Agent:
         events, self._pending_events = self._pending_events, []
         state = {"open_alerts": self.tracker.state()} if self._state_dirty else None
         self._state_dirty = False
-        result = await self.delivery.put(readings, events, state)
+        try:
+            result = await self.delivery.put(readings, events, state)
+        except sqlite3.Error as exc:
+            # keep what was polled (in order, ahead of newer polls) and try again next commit
+            self._pending_readings[:0] = readings
+            self._pending_events[:0] = events
+            self._state_dirty = state is not None or self._state_dirty
+            if not self._commit_failing:
+                log.error("cannot write the disk buffer (%s); holding %d readings in memory", exc,
+                          len(self._pending_readings))
+            self._commit_failing = True
+            return
+        if self._commit_failing:
+            log.info("disk buffer writable again")
+            self._commit_failing = False
         if result.dropped:
             self.stats.readings_dropped += result.dropped
         full = Condition(

@@ -25,7 +25,7 @@ class WaterPlant:
     """Tank + pump + valve with a mass balance; attack scenarios switchable at run time."""
 
     AREA_M2 = 20.0
-    PUMP_FLOW_M3S = 0.08
+    PUMP_FLOW_M3S = 0.12
     LOW, HIGH, MAX = 2.0, 4.0, 6.0
 
     def __init__(self, seed: int = 0, scenario: str = "normal") -> None:

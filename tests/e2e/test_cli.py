@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
+from sqlalchemy import create_engine, text
 
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread, free_port
@@ -44,9 +47,16 @@ def test_run_flushes_on_sigterm_and_status_reports(tmp_path: Path) -> None:
         {"id": "m1", "type": "power_meter", "host": "127.0.0.1", "port": sim.port,
          "points": [{"name": "v", "address": 0, "type": "float32", "role": "voltage"}]}],
         flush_interval="30s"))  # long flush interval: the SIGTERM flush must deliver the rest
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(20)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "1000000"}
     with SimulatorThread([sim]):
         proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config)], cwd=tmp_path,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
+                                env=env, stderr=subprocess.PIPE, text=True)
+        assert notify.recv(256) == b"READY=1"
+        assert notify.recv(256) == b"WATCHDOG=1"
         state_file = tmp_path / "buf" / "state.json"
         wait_until(lambda: state_file.exists() and json.loads(state_file.read_text())["readings_taken"] >= 10)
         status = cli("status", "-c", str(config), cwd=tmp_path)
@@ -55,6 +65,15 @@ def test_run_flushes_on_sigterm_and_status_reports(tmp_path: Path) -> None:
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
+    messages = []
+    notify.settimeout(0.1)
+    try:
+        while True:
+            messages.append(notify.recv(256))
+    except TimeoutError:
+        pass
+    notify.close()
+    assert messages[-1] == b"STOPPING=1"
     final = json.loads(state_file.read_text())
     assert final["buffer"]["readings"] == 0
     with sqlite3.connect(db) as conn:
@@ -82,3 +101,21 @@ def test_demo_runs_simulators_agent_and_sqlite(tmp_path: Path) -> None:
         alerts = conn.execute("SELECT alert_type FROM alerts").fetchall()
     assert readings > 200 and power > 20
     assert ("stuck_value",) in alerts, "the demo's frozen-level attack is caught"
+
+
+def test_init_db_creates_the_schema_in_mariadb(mariadb_url: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "edge.yaml"
+    config.write_text(device_map("gw", "${CENTRAL_URL}", str(tmp_path / "buf"), [
+        {"id": "m", "host": "127.0.0.1", "points": [{"name": "v", "address": 0}]}]))
+    monkeypatch.setenv("CENTRAL_URL", mariadb_url)
+    first = cli("init-db", "-c", str(config))
+    second = cli("init-db", "-c", str(config))
+    assert first.returncode == 0 and "revision 0001" in first.stdout
+    assert second.returncode == 0
+    engine = create_engine(mariadb_url)
+    with engine.connect() as conn:
+        tables = {r[0] for r in conn.execute(text("SHOW TABLES"))}
+    engine.dispose()
+    assert {"devices", "readings", "power_readings", "alerts", "attack_detections", "system_metrics",
+            "alembic_version"} <= tables

@@ -1,0 +1,40 @@
+"""The poll scheduler: never overlapping, late cycles counted as missed, starts spread out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from agent.scheduler import PollScheduler
+
+
+def test_slow_polls_never_overlap_and_skipped_cycles_are_counted() -> None:
+    running: dict[str, int] = {"slow": 0, "fast": 0}
+    peak: dict[str, int] = {"slow": 0, "fast": 0}
+    polls: dict[str, list[float]] = {"slow": [], "fast": []}
+    missed: dict[str, int] = {"slow": 0, "fast": 0}
+
+    async def poll(device: str, lag: float) -> None:
+        running[device] += 1
+        peak[device] = max(peak[device], running[device])
+        polls[device].append(time.monotonic())
+        await asyncio.sleep(0.35 if device == "slow" else 0.0)
+        running[device] -= 1
+
+    def on_missed(device: str) -> None:
+        missed[device] += 1
+
+    async def main() -> None:
+        scheduler = PollScheduler(poll, on_missed)
+        scheduler.start([("slow", 0.1), ("fast", 0.1)])
+        await asyncio.sleep(1.6)
+        scheduler.shutdown()
+        await asyncio.sleep(0.4)
+
+    asyncio.run(main())
+    assert peak == {"slow": 1, "fast": 1}
+    assert missed["slow"] >= 5 and missed["fast"] == 0
+    assert len(polls["fast"]) >= 10
+    assert len(polls["slow"]) <= 5
+    # the two devices were started half an interval apart, not in the same instant
+    assert abs((polls["fast"][0] - polls["slow"][0]) - 0.05) < 0.04

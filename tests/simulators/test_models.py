@@ -1,0 +1,66 @@
+"""Simulator physics and scenarios, read back through a real Modbus client."""
+
+from __future__ import annotations
+
+from simulators.encoding import encode
+from simulators.power_meter import HOLDING_MAP as METER_MAP
+from simulators.power_meter import PowerMeter
+from simulators.water_plant import HOLDING_MAP, WaterPlant
+from drivers.modbus.decode import decode_number
+import pytest
+
+
+def value(plant: WaterPlant, name: str) -> float:
+    regs = plant.image.read("holding", HOLDING_MAP[name], 2)
+    assert regs is not None
+    return float(decode_number(regs, "float32"))
+
+
+def test_tank_level_follows_the_mass_balance() -> None:
+    plant = WaterPlant(seed=3)
+    t = 1000.0
+    plant.refresh(t)
+    for _ in range(600):
+        before = plant.level
+        t += 1.0
+        plant.refresh(t)
+        inflow = WaterPlant.PUMP_FLOW_M3S if plant.pump_on else 0.0
+        expected = before + (inflow - value(plant, "outflow")) / WaterPlant.AREA_M2
+        assert plant.level == pytest.approx(min(max(expected, 0), WaterPlant.MAX), abs=1e-9)
+        if not plant.pump_on:
+            assert value(plant, "pump1_flow") == 0.0
+    assert WaterPlant.LOW - 0.1 <= plant.level <= WaterPlant.HIGH + 0.1, "the PLC keeps the level in band"
+
+
+def test_frozen_level_scenario_freezes_the_report_while_the_tank_fills() -> None:
+    plant = WaterPlant(seed=3)
+    plant.refresh(0.0)
+    plant.set_scenario("pump_forced_frozen_level")
+    reported = []
+    for step in range(1, 30):
+        plant.refresh(step * 5.0)
+        reported.append(value(plant, "tank1_level"))
+        assert plant.pump_on
+    assert len(set(reported)) == 1, "the attacker replays one level value"
+    assert plant.level > reported[0] + 0.1
+    plant.set_scenario("normal")
+    plant.refresh(200.0)
+    assert value(plant, "tank1_level") != reported[0]
+    with pytest.raises(ValueError, match="unknown scenario"):
+        plant.set_scenario("meltdown")
+
+
+def test_power_meter_values_are_plausible_and_energy_counts_up() -> None:
+    meter = PowerMeter(seed=1)
+    meter.refresh(0.0)
+    regs = meter.image.read("input", 10, 4)
+    assert regs is not None
+    e0 = decode_number(regs, "uint64")
+    meter.refresh(3600.0)
+    voltage = decode_number(meter.image.read("holding", METER_MAP["voltage_l1"], 2) or [], "float32")
+    power = decode_number(meter.image.read("holding", METER_MAP["active_power"], 2) or [], "float32")
+    e1 = decode_number(meter.image.read("input", 10, 4) or [], "uint64")
+    assert 220 < voltage < 240 and 0 < power < 80
+    assert e1 - e0 == pytest.approx(power * 1000, rel=0.05), "one hour at P kW adds P kWh"
+    assert meter.image.read("holding", 21, 1) is None, "addresses outside the map are holes"
+    assert encode(1.0, "float32") == [0x3F80, 0]
