@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
 
+from agent.settings import CentralConfig
+
 
 def resolve_url(url: str, password_file: Path | None = None) -> URL:
     """The URL with the password read from ``password_file`` when one is given."""
@@ -22,9 +24,10 @@ def redacted(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def make_engine(url: str, password_file: Path | None = None, connect_timeout: float = 5.0) -> Engine:
+def make_engine(cfg: CentralConfig) -> Engine:
     """A pooled engine; SQLite files get WAL mode and their directory created."""
-    parsed = resolve_url(url, password_file)
+    parsed = resolve_url(cfg.url, cfg.password_file)
+    connect_timeout = cfg.connect_timeout
     kwargs: dict[str, Any] = {"future": True}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":

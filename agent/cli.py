@@ -10,7 +10,6 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from agent.configload import ConfigError, load_config
 from agent.logsetup import setup_logging
@@ -43,11 +42,8 @@ async def _run_agent(cfg: AgentConfig, duration: float | None) -> None:
     await Agent(cfg).run(stop)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, cfg: AgentConfig) -> int:
     """Run the daemon until SIGTERM/SIGINT."""
-    cfg = _load(args.config)
-    if cfg is None:
-        return 1
     try:
         asyncio.run(_run_agent(cfg, args.duration))
     except Exception:
@@ -56,43 +52,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace, cfg: AgentConfig) -> int:
     """Validate a device map; exit 1 listing every error."""
-    cfg = _load(args.config)
-    if cfg is None:
-        return 1
     points = sum(len(d.points) for d in cfg.devices)
     sys.stdout.write(f"{args.config}: OK ({len(cfg.devices)} devices, {points} points)\n")
     return 0
 
 
-def cmd_init_db(args: argparse.Namespace) -> int:
+def cmd_init_db(args: argparse.Namespace, cfg: AgentConfig) -> int:
     """Create or upgrade the central schema."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from agent import migrate
     from agent.central import make_engine
 
-    cfg = _load(args.config)
-    if cfg is None:
-        return 1
-    engine = make_engine(cfg.central.url, cfg.central.password_file, cfg.central.connect_timeout)
+    engine = make_engine(cfg.central)
     try:
         revision = migrate.upgrade(engine)
     except SQLAlchemyError as exc:
-        sys.stderr.write(f"cannot migrate the central database: {exc.orig if hasattr(exc, 'orig') else exc}\n")
+        sys.stderr.write(f"cannot migrate the central database: {getattr(exc, 'orig', None) or exc}\n")
         return 1
     sys.stdout.write(f"central schema at revision {revision}\n")
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: argparse.Namespace, cfg: AgentConfig) -> int:
     """Print the running agent's state (from its state file)."""
     from agent.statefile import read_state
 
-    cfg = _load(args.config)
-    if cfg is None:
-        return 1
     state = read_state(cfg.buffer.path)
     if state is None:
         sys.stderr.write(f"no state in {cfg.buffer.path}: has the agent run with this config?\n")
@@ -142,13 +129,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace, cfg: AgentConfig) -> int:
     """Simulators + agent on config/demo.yaml into a local SQLite file, with a live summary."""
     from agent.demo import run_demo
 
-    cfg = _load(args.config)
-    if cfg is None:
-        return 1
     return run_demo(cfg, args.duration, args.attack_after)
 
 
@@ -199,7 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hacksky-edge`` console script."""
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
-    return int(args.func(args))
+    if getattr(args, "config", None) is None:
+        return int(args.func(args))
+    cfg = _load(args.config)
+    return 1 if cfg is None else int(args.func(args, cfg))
 
 
 if __name__ == "__main__":

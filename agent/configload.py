@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -122,7 +123,7 @@ class _Document:
         return value
 
 
-def _pydantic_message(error: dict[str, Any]) -> str:
+def _pydantic_message(error: ErrorDetails) -> str:
     kind = error["type"]
     if kind == "literal_error":
         return f"{error['input']!r} is not one of {error['ctx']['expected']}"

@@ -119,7 +119,7 @@ class Delivery:
 
     def _mark_down(self, exc: SQLAlchemyError) -> None:
         self.stats.write_errors += 1
-        reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0][:200]
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
         if self.stats.central_state != "down":
             log.error("central database unavailable, buffering on disk: %s", reason)
         else:
@@ -144,7 +144,7 @@ class Delivery:
             try:
                 remaining = deadline - time.monotonic()
                 await asyncio.wait_for(self._write_once(), timeout=max(remaining, 0.1))
-            except (SQLAlchemyError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, SQLAlchemyError) as exc:
                 log.warning("could not deliver the backlog before shutdown (%s); it stays on disk", exc)
                 return False
         return not self.buffer.reading_rows and not self.buffer.event_rows

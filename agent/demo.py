@@ -54,7 +54,7 @@ async def _demo(cfg: AgentConfig, duration: float | None, attack_after: float) -
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), SUMMARY_EVERY)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             out.write(_line(agent, sims, started) + "\n")
             out.flush()
     await agent_task

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -27,7 +27,7 @@ class PollScheduler:
     def __init__(self, poll: PollFunc, on_missed: Callable[[str], None]) -> None:
         self._poll = poll
         self._on_missed = on_missed
-        self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_listener(self._missed, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._anchor: dict[str, tuple[float, float]] = {}
 
@@ -43,11 +43,15 @@ class PollScheduler:
                 self._anchor[device_id] = (first, interval)
                 self._scheduler.add_job(
                     self._run, IntervalTrigger(
-                        seconds=interval, start_date=datetime.fromtimestamp(first, timezone.utc)),
+                        seconds=interval, start_date=datetime.fromtimestamp(first, UTC)),
                     args=[device_id], id=device_id, name=f"poll {device_id}", max_instances=1,
                     coalesce=True, misfire_grace_time=max(1, int(interval // 2)),
-                    next_run_time=datetime.fromtimestamp(first, timezone.utc))
+                    next_run_time=datetime.fromtimestamp(first, UTC))
         self._scheduler.start()
+
+    def first_runs(self) -> dict[str, float]:
+        """Epoch time of each device's first poll (its phase within the interval)."""
+        return {device_id: first for device_id, (first, _) in self._anchor.items()}
 
     async def _run(self, device_id: str) -> None:
         first, interval = self._anchor[device_id]

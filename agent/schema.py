@@ -7,8 +7,23 @@ migrations in ``agent/migrations``; a test pins the two together.
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, CheckConstraint, Column, DateTime, Enum, Float, ForeignKey, Index,
-    Integer, MetaData, String, Table, Text, UniqueConstraint, func,
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
 )
 from sqlalchemy.dialects import mysql
 
@@ -22,6 +37,19 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 Double = Float(precision=53).with_variant(mysql.DOUBLE(), "mysql", "mariadb")
 
 metadata = MetaData()
+
+
+def _incident_columns(prefix: str) -> list[Column | UniqueConstraint]:
+    """Columns alerts and attack detections share: timestamps, origin and the idempotency key."""
+    return [
+        Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+        Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
+        Column("gateway_id", String(64)),
+        Column("device_id", Integer, ForeignKey("devices.id", name=f"fk_{prefix}_device")),
+        Column("event_key", String(191), nullable=False),
+        UniqueConstraint("event_key", name=f"uq_{prefix}_event_key"),
+    ]
+
 
 devices = Table(
     "devices", metadata,
@@ -82,14 +110,9 @@ alerts = Table(
     Column("acknowledged_at", Timestamp),
     Column("resolved", Boolean, nullable=False, server_default="0"),
     Column("resolved_at", Timestamp),
-    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
-    Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
-    Column("gateway_id", String(64)),
-    Column("device_id", Integer, ForeignKey("devices.id", name="fk_alerts_device")),
+    *_incident_columns("alerts"),
     Column("point", String(64)),
     Column("last_value", Double),
-    Column("event_key", String(191), nullable=False),
-    UniqueConstraint("event_key", name="uq_alerts_event_key"),
     Index("ix_alerts_open", "resolved", "severity"),
     Index("ix_alerts_created", "created_at"),
 )
@@ -108,12 +131,7 @@ attack_detections = Table(
     Column("mitigation_action", String(255)),
     Column("detected_at", Timestamp, nullable=False),
     Column("ended_at", Timestamp),
-    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
-    Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
-    Column("gateway_id", String(64)),
-    Column("device_id", Integer, ForeignKey("devices.id", name="fk_attacks_device")),
-    Column("event_key", String(191), nullable=False),
-    UniqueConstraint("event_key", name="uq_attacks_event_key"),
+    *_incident_columns("attacks"),
     CheckConstraint("confidence >= 0 AND confidence <= 100", name="ck_attacks_confidence"),
     Index("ix_attacks_detected", "detected_at"),
 )

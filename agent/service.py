@@ -49,7 +49,7 @@ class Agent:
         self.checks = CheckEngine(build_checks(cfg))
         self.power = PowerSampler([d.config for d in self.devices.values()])
         self.tracker = AlertTracker()
-        engine = make_engine(cfg.central.url, cfg.central.password_file, cfg.central.connect_timeout)
+        engine = make_engine(cfg.central)
         self.central_url = redacted(resolve_url(cfg.central.url, None))
         self.delivery = Delivery(cfg.buffer, cfg.central, engine, cfg.gateway.id,
                                  [device_info(d) for d in self.devices.values()], self.stats)
@@ -97,7 +97,7 @@ class Agent:
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout=max(
                     (d.timeout for d in self.devices.values()), default=1.0) * 2 + 1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("%d polls still running at shutdown; their readings are lost", self._in_flight)
         for task in workers:
             task.cancel()

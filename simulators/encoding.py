@@ -10,7 +10,7 @@ _FORMATS = {
 }
 
 
-def encode(value: float | int | str, type_: str, byte_order: str = "big", word_order: str = "big",
+def encode(value: float | str, type_: str, byte_order: str = "big", word_order: str = "big",
            length: int = 0) -> list[int]:
     """Registers holding ``value`` as ``type_`` in the given byte and word order."""
     if type_ == "string":

@@ -31,7 +31,7 @@ class RegisterImage:
         for offset, value in enumerate(registers):
             target[address + offset] = int(value)
 
-    def put(self, table: str, address: int, value: float | int | str, type_: str,
+    def put(self, table: str, address: int, value: float | str, type_: str,
             byte_order: str = "big", word_order: str = "big", length: int = 0) -> None:
         """Store ``value`` encoded as ``type_``."""
         self.set(table, address, encode(value, type_, byte_order, word_order, length))

@@ -58,9 +58,7 @@ class WaterPlant:
         self._last = now
         out, opening = self.outflow(time.time())
         attack = self.scenario
-        if attack == "pump_forced_frozen_level":
-            self.pump_on = True
-        elif self.level < self.LOW:
+        if attack == "pump_forced_frozen_level" or self.level < self.LOW:
             self.pump_on = True
         elif self.level > self.HIGH:
             self.pump_on = False

@@ -11,8 +11,9 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from agent.central import make_engine
 from agent import migrate
+from agent.central import make_engine
+from agent.settings import CentralConfig
 
 MARIADB_HOST = os.environ.get("HACKSKY_TEST_MYSQL_HOST", "127.0.0.1")
 MARIADB_PORT = int(os.environ.get("HACKSKY_TEST_MYSQL_PORT", "3306"))
@@ -62,7 +63,7 @@ def central_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def migrated_engine(central_url: str):  # type: ignore[no-untyped-def]
     """An engine on a database at the newest schema revision."""
-    engine = make_engine(central_url)
+    engine = make_engine(CentralConfig(url=central_url))
     migrate.upgrade(engine)
     yield engine
     engine.dispose()

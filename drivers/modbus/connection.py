@@ -43,7 +43,7 @@ class ModbusConnection:
             try:
                 response = await asyncio.wait_for(
                     self._request(client, function_code, address, count, unit_id), timeout * 2)
-            except (ModbusIOException, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ModbusIOException) as exc:
                 self._drop()
                 raise ReadError("timeout", f"no reply within {timeout:g}s") from exc
             except ConnectionException as exc:
@@ -83,7 +83,7 @@ class ModbusConnection:
                                       reconnect_delay=0, name=f"{self.host}:{self.port}")
         try:
             ok = await asyncio.wait_for(client.connect(), timeout * 2)
-        except (OSError, asyncio.TimeoutError, ModbusException):
+        except (TimeoutError, OSError, ModbusException):
             ok = False
         if not ok:
             client.close()

@@ -6,7 +6,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
-from drivers.base import DeviceHealth, Reading, ReadError, now_us
+from drivers.base import DeviceHealth, ReadError, Reading, now_us
 from drivers.modbus.connection import ConnectionPool
 from drivers.modbus.decode import DecodeError, decode_bit, decode_number, decode_string
 from drivers.modbus.plan import PointSpec, ReadRequest, plan_requests, split_request

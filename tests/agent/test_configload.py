@@ -117,7 +117,8 @@ def test_yaml_syntax_error_and_duplicate_keys() -> None:
 
 
 def test_durations_and_sizes() -> None:
-    cfg = load_config_text(VALID + "buffer: {max_size: 512MiB, commit_interval: 250ms}\ncentral: {flush_interval: 2m}\n")
+    extra = "buffer: {max_size: 512MiB, commit_interval: 250ms}\ncentral: {flush_interval: 2m}\n"
+    cfg = load_config_text(VALID + extra)
     assert cfg.buffer.max_size == 512 * 2**20
     assert cfg.buffer.commit_interval == 0.25
     assert cfg.central.flush_interval == 120.0

@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.modbus.decode import DecodeError, decode_bit, decode_number, decode_string, registers_to_bytes
+from drivers.modbus.decode import (
+    DecodeError,
+    decode_bit,
+    decode_number,
+    decode_string,
+    registers_to_bytes,
+)
 from simulators.encoding import encode
 
 ORDERS = [("big", "big"), ("big", "little"), ("little", "big"), ("little", "little")]

@@ -32,7 +32,8 @@ def test_check_reports_errors_with_location_and_exit_1(tmp_path: Path) -> None:
     good = cli("check", "-c", "config/demo.yaml")
     assert good.returncode == 0 and "OK (5 devices" in good.stdout
     bad = tmp_path / "plant.yaml"
-    bad.write_text("gateway: {id: gw}\ndevices:\n  - {id: m, host: h, points: [{name: v, address: 0, type: flaot32}]}\n")
+    bad.write_text("gateway: {id: gw}\ndevices:\n"
+                   "  - {id: m, host: h, points: [{name: v, address: 0, type: flaot32}]}\n")
     result = cli("check", "-c", str(bad))
     assert result.returncode == 1
     assert result.stderr.startswith(f"{bad}:3:") and "devices[0].points[0].type: 'flaot32'" in result.stderr

@@ -19,7 +19,7 @@ FORMATS = {"int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I", "float3
            "int64": ">q", "uint64": ">Q", "float64": ">d"}
 
 
-def words(value: float | int, type_: str, byte_order: str, word_order: str) -> list[int]:
+def words(value: float, type_: str, byte_order: str, word_order: str) -> list[int]:
     """Registers as a device would lay them out (written here with struct, not our encoder)."""
     raw = struct.pack(FORMATS[type_], value)
     regs = [raw[i] << 8 | raw[i + 1] for i in range(0, len(raw), 2)]
@@ -42,7 +42,8 @@ def test_values_from_an_independent_server_land_exactly(mariadb_url: str, tmp_pa
                     value: float | int = struct.unpack(fmt, struct.pack(fmt, rng.uniform(-1e6, 1e6)))[0]
                 else:
                     bits = struct.calcsize(fmt) * 8
-                    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if type_[0] == "i" else (0, 2 ** min(bits, 53) - 1)
+                    signed = type_[0] == "i"
+                    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** min(bits, 53) - 1)
                     value = rng.randint(lo, hi)
                 table = rng.choice(["holding", "input"])
                 regs = words(value, type_, byte_order, word_order)

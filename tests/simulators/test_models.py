@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+from drivers.modbus.decode import decode_number
 from simulators.encoding import encode
 from simulators.power_meter import HOLDING_MAP as METER_MAP
 from simulators.power_meter import PowerMeter
 from simulators.water_plant import HOLDING_MAP, WaterPlant
-from drivers.modbus.decode import decode_number
-import pytest
 
 
 def value(plant: WaterPlant, name: str) -> float:

@@ -27,6 +27,16 @@ def _stamps() -> list[sa.Column]:
     ]
 
 
+def _incident(prefix: str) -> list[sa.Column | sa.UniqueConstraint]:
+    return [
+        *_stamps(),
+        sa.Column("gateway_id", sa.String(64)),
+        sa.Column("device_id", sa.Integer, sa.ForeignKey("devices.id", name=f"fk_{prefix}_device")),
+        sa.Column("event_key", sa.String(191), nullable=False),
+        sa.UniqueConstraint("event_key", name=f"uq_{prefix}_event_key"),
+    ]
+
+
 def upgrade() -> None:
     op.create_table(
         "devices",
@@ -82,13 +92,9 @@ def upgrade() -> None:
         sa.Column("acknowledged_at", TS),
         sa.Column("resolved", sa.Boolean, nullable=False, server_default="0"),
         sa.Column("resolved_at", TS),
-        *_stamps(),
-        sa.Column("gateway_id", sa.String(64)),
-        sa.Column("device_id", sa.Integer, sa.ForeignKey("devices.id", name="fk_alerts_device")),
+        *_incident("alerts"),
         sa.Column("point", sa.String(64)),
         sa.Column("last_value", DOUBLE),
-        sa.Column("event_key", sa.String(191), nullable=False),
-        sa.UniqueConstraint("event_key", name="uq_alerts_event_key"),
     )
     op.create_index("ix_alerts_open", "alerts", ["resolved", "severity"])
     op.create_index("ix_alerts_created", "alerts", ["created_at"])
@@ -106,11 +112,7 @@ def upgrade() -> None:
         sa.Column("mitigation_action", sa.String(255)),
         sa.Column("detected_at", TS, nullable=False),
         sa.Column("ended_at", TS),
-        *_stamps(),
-        sa.Column("gateway_id", sa.String(64)),
-        sa.Column("device_id", sa.Integer, sa.ForeignKey("devices.id", name="fk_attacks_device")),
-        sa.Column("event_key", sa.String(191), nullable=False),
-        sa.UniqueConstraint("event_key", name="uq_attacks_event_key"),
+        *_incident("attacks"),
         sa.CheckConstraint("confidence >= 0 AND confidence <= 100", name="ck_attacks_confidence"),
     )
     op.create_index("ix_attacks_detected", "attack_detections", ["detected_at"])
