@@ -26,7 +26,7 @@ from drivers.base import Reading
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-RETRY_MAX = 30.0
+RETRY_MAX = 10.0
 
 
 class Delivery:

@@ -61,7 +61,12 @@ class PollScheduler:
     def _missed(self, event: JobEvent) -> None:
         self._on_missed(event.job_id)
 
+    def pause(self) -> None:
+        """Stop firing new polls; running ones carry on to completion."""
+        if self._scheduler.running:
+            self._scheduler.pause()
+
     def shutdown(self) -> None:
-        """Stop firing new polls (running ones finish on their own)."""
+        """Stop the scheduler (cancels polls still running: call :meth:`pause` and wait first)."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)

@@ -91,7 +91,7 @@ class Agent:
 
     async def _shutdown(self, workers: list[asyncio.Task[None]]) -> None:
         notify("STOPPING=1")
-        self.scheduler.shutdown()
+        self.scheduler.pause()
         if self._in_flight:
             self._idle.clear()
             try:
@@ -99,6 +99,7 @@ class Agent:
                     (d.timeout for d in self.devices.values()), default=1.0) * 2 + 1)
             except TimeoutError:
                 log.warning("%d polls still running at shutdown; their readings are lost", self._in_flight)
+        self.scheduler.shutdown()
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
