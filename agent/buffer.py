@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from drivers.base import Reading
+from agent import salvage
+from drivers.base import Reading, now_us
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL,
+    error TEXT NOT NULL, ts_us INTEGER NOT NULL
+);
 """
 
 
@@ -75,10 +80,19 @@ class DiskBuffer:
         self.path = directory / FILE_NAME
         self.max_bytes = max_bytes
         self.when_full = when_full
+        self.salvage: salvage.SalvageReport | None = None
+        problem = salvage.check(self.path)
+        if problem is not None:
+            self.salvage = salvage.move_aside(self.path, problem)
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        if self.salvage is not None:
+            self._db.execute("BEGIN")
+            salvage.copy_readable_rows(self.salvage, self._db)
+            self._db.execute("COMMIT")
+            log.error("%s", self.salvage.summary())
         self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         self.reading_rows = int(self._db.execute("SELECT count(*) FROM readings").fetchone()[0])
         self.event_rows = int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
@@ -189,6 +203,25 @@ class DiskBuffer:
             cur = self._db.execute("DELETE FROM events WHERE seq <= ?", (pack.last_event_seq,))
             self.event_rows = max(0, self.event_rows - cur.rowcount)
         self._db.execute("COMMIT")
+
+    def quarantine(self, records: Sequence[Reading | Event], error: str) -> None:
+        """Keep records the central DB refused (poison rows) out of the queue, for inspection."""
+        rows = []
+        for rec in records:
+            if isinstance(rec, Reading):
+                payload = {"device": rec.device, "point": rec.point, "ts_us": rec.ts_us, "value": rec.value,
+                           "text": rec.text, "quality": rec.quality}
+                rows.append(("reading", json.dumps(payload), error[:500], now_us()))
+            else:
+                rows.append((rec.kind, json.dumps(rec.payload), error[:500], now_us()))
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("INSERT INTO quarantine(kind, payload, error, ts_us) VALUES (?,?,?,?)", rows)
+        self._db.execute("COMMIT")
+
+    def quarantined(self) -> list[tuple[str, dict[str, Any], str]]:
+        """Every quarantined record: (kind, payload, error)."""
+        return [(k, json.loads(p), e) for k, p, e in
+                self._db.execute("SELECT kind, payload, error FROM quarantine ORDER BY id")]
 
     def oldest_ts_us(self) -> int | None:
         """Acquisition time of the oldest buffered reading."""

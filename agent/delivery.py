@@ -21,7 +21,7 @@ from agent import migrate
 from agent.buffer import DiskBuffer, Event, Pack, PutResult
 from agent.settings import BufferConfig, CentralConfig
 from agent.stats import AgentStats
-from agent.writer import CentralWriter, DeviceInfo
+from agent.writer import CentralWriter, DeviceInfo, Record, error_text, is_poison
 from drivers.base import Reading
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ class Delivery:
     """Owns the disk buffer and the central writer, and runs the write loop."""
 
     def __init__(self, buffer_cfg: BufferConfig, central_cfg: CentralConfig, engine: Engine,
-                 gateway_id: str, devices: Sequence[DeviceInfo], stats: AgentStats) -> None:
+                 gateway_id: str, devices: Sequence[DeviceInfo], stats: AgentStats,
+                 on_quarantine: Callable[[list[tuple[Record, str]]], None] = lambda refused: None) -> None:
         self.buffer_cfg, self.central_cfg = buffer_cfg, central_cfg
         self.engine = engine
         self.writer = CentralWriter(engine, gateway_id)
@@ -44,6 +45,7 @@ class Delivery:
         self._central_thread = ThreadPoolExecutor(1, thread_name_prefix="central")
         self._wake = asyncio.Event()
         self._prepared = False
+        self._on_quarantine = on_quarantine
 
     async def in_buffer(self, func: Callable[..., T], *args: Any) -> T:
         """Run ``func`` on the buffer thread."""
@@ -86,7 +88,14 @@ class Delivery:
         pack: Pack = await self.in_buffer(self.buffer.get_pack, self.central_cfg.batch_size)
         if not pack:
             return 0
-        await self._in_central(self.writer.write, pack)
+        try:
+            await self._in_central(self.writer.write, pack)
+        except SQLAlchemyError as exc:
+            if not is_poison(exc):
+                raise
+            log.warning("central database refused part of a pack (%s); isolating the bad records", error_text(exc))
+            refused = await self._in_central(self.writer.write_isolating, pack)
+            await self._quarantine(refused)
         await self.in_buffer(self.buffer.ack, pack)
         st = self.stats
         st.rows_written += len(pack.readings)
@@ -94,6 +103,15 @@ class Delivery:
         st.packs_written += 1
         st.last_flush = time.time()
         return len(pack.readings)
+
+    async def _quarantine(self, refused: list[tuple[Record, str]]) -> None:
+        assert self.buffer is not None
+        for record, error in refused:
+            await self.in_buffer(self.buffer.quarantine, [record], error)
+        self.stats.quarantined += len(refused)
+        log.error("%d records refused by the central database were quarantined in the buffer: %s",
+                  len(refused), refused[0][1] if refused else "")
+        self._on_quarantine(refused)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Write until ``stop`` is set: full batches back to back, else every flush_interval."""

@@ -52,7 +52,8 @@ class Agent:
         engine = make_engine(cfg.central)
         self.central_url = redacted(resolve_url(cfg.central.url, None))
         self.delivery = Delivery(cfg.buffer, cfg.central, engine, cfg.gateway.id,
-                                 [device_info(d) for d in self.devices.values()], self.stats)
+                                 [device_info(d) for d in self.devices.values()], self.stats,
+                                 on_quarantine=self._quarantined)
         self.scheduler = PollScheduler(self._poll, self._missed)
         self._pending_readings: list[Reading] = []
         self._pending_events: list[Event] = []
@@ -73,11 +74,14 @@ class Agent:
         """Poll, check, buffer and deliver until ``stop`` is set; then flush and exit."""
         buffer = await self.delivery.open()
         self.tracker = AlertTracker(await self.delivery.in_buffer(buffer.load_state, "open_alerts"))
+        if buffer.salvage is not None:
+            self.incident("buffer_corrupt", "high", "edge buffer file was damaged", buffer.salvage.summary())
         self.drivers = {d: self._make_driver(dev) for d, dev in self.devices.items()}
         workers = [
             asyncio.create_task(self.delivery.run(stop), name="writer"),
             asyncio.create_task(self._commit_loop(stop), name="committer"),
             asyncio.create_task(self._status_loop(stop), name="status"),
+            asyncio.create_task(self._metrics_loop(stop), name="metrics"),
         ]
         self.scheduler.start([(d, dev.interval) for d, dev in self.devices.items()])
         log.info("agent %s polling %d devices, writing to %s, buffer %s", self.cfg.gateway.id,
@@ -140,6 +144,8 @@ class Agent:
         stats.bad_readings += sum(1 for r in readings if not r.good)
         self.stats.readings_taken += len(readings)
         self._ingest(device_id, readings, driver)
+        if not self.cfg.buffer.commit_interval:
+            await self._commit()
 
     def _ingest(self, device_id: str, readings: list[Reading], driver: Driver) -> None:
         ts = now_us()
@@ -157,6 +163,30 @@ class Agent:
         self._pending_readings.extend(readings)
         self._pending_events.extend(events)
 
+    def incident(self, alert_type: str, severity: str, title: str, message: str) -> None:
+        """An alert for a one-off event (no condition to clear it): an operator resolves it."""
+        ts = now_us()
+        self._pending_events.append(Event("alert", {
+            "op": "open", "key": f"incident/{alert_type}/{ts}", "ts_us": ts, "device": None, "point": None,
+            "alert_type": alert_type, "severity": severity, "title": title, "message": message,
+            "value": None, "system": "edge-gateway"}))
+
+    def _quarantined(self, refused: list[tuple[Reading | Event, str]]) -> None:
+        self.incident("records_quarantined", "high", f"central database refused {len(refused)} records",
+                      f"{len(refused)} records quarantined in the edge buffer; first error: {refused[0][1]}")
+
+    def _gateway_conditions(self) -> None:
+        """Gateway-level conditions (central reachability) fed through the alert tracker."""
+        down = self.stats.central_state == "down"
+        condition = Condition(
+            key="central/unavailable", active=down, alert_type="central_unavailable", severity="high",
+            title="central database unreachable: buffering at the edge",
+            message=f"writes failing since the last flush: {self.stats.central_error}" if down else "")
+        events = self.tracker.process([condition], now_us())
+        if events:
+            self._pending_events.extend(events)
+            self._state_dirty = True
+
     def _missed(self, device_id: str) -> None:
         stats = self.device_stats.get(device_id)
         if stats is not None:
@@ -164,9 +194,43 @@ class Agent:
             log.debug("device %s: poll cycle missed (previous poll still running)", device_id)
 
     async def _commit_loop(self, stop: asyncio.Event) -> None:
+        # commit_interval 0: polls commit themselves (see _poll); this loop only sweeps events
+        interval = self.cfg.buffer.commit_interval or 0.1
         while not stop.is_set():
-            await asyncio.sleep(self.cfg.buffer.commit_interval)
+            await asyncio.sleep(interval)
             await self._commit()
+
+    async def _metrics_loop(self, stop: asyncio.Event) -> None:
+        """Every metrics_interval, the agent's own figures into ``system_metrics``."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), self.cfg.central.metrics_interval)
+            except TimeoutError:
+                self._pending_events.extend(self.metric_events())
+
+    def metric_events(self) -> list[Event]:
+        """One ``metric`` event per self-metric, all stamped now."""
+        ts = now_us()
+        st = self.stats
+        buffer = self.delivery.buffer
+        states = [d.health.state for d in self.drivers.values()]
+        lag99 = max((float(s.snapshot()["lag_ms_p99"]) for s in self.device_stats.values()), default=0.0)
+        figures = [
+            ("readings_taken_total", st.readings_taken, "readings", "polling"),
+            ("devices_up", states.count("up"), "devices", "polling"),
+            ("devices_degraded", states.count("degraded"), "devices", "polling"),
+            ("devices_down", states.count("down"), "devices", "polling"),
+            ("missed_cycles_total", sum(s.missed for s in self.device_stats.values()), "cycles", "polling"),
+            ("schedule_lag_p99", lag99, "ms", "polling"),
+            ("buffer_readings", buffer.reading_rows if buffer else 0, "readings", "buffer"),
+            ("buffer_events", buffer.event_rows if buffer else 0, "events", "buffer"),
+            ("readings_dropped_total", st.readings_dropped, "readings", "buffer"),
+            ("rows_written_total", st.rows_written, "rows", "central"),
+            ("write_errors_total", st.write_errors, "errors", "central"),
+            ("records_quarantined_total", st.quarantined, "records", "central"),
+        ]
+        return [Event("metric", {"name": name, "value": float(value), "unit": unit, "category": category,
+                                 "ts_us": ts}) for name, value, unit, category in figures]
 
     async def _commit(self) -> None:
         """Group-commit everything polled since the last commit into the disk buffer."""
@@ -207,6 +271,7 @@ class Agent:
         ping = watchdog_interval()
         while not stop.is_set():
             self._write_status()
+            self._gateway_conditions()
             if ping:
                 notify("WATCHDOG=1")
             await asyncio.sleep(min(STATUS_EVERY, ping or STATUS_EVERY))

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.units import ByteSize, Duration
+from agent.units import ByteSize, Duration, DurationOrZero
 
 RegisterTable = Literal["holding", "input", "coil", "discrete"]
 PointType = Literal[
@@ -110,6 +110,7 @@ class CentralConfig(StrictModel):
     flush_interval: Duration = 2.0
     auto_migrate: bool = True
     connect_timeout: Duration = 5.0
+    metrics_interval: Duration = 60.0
 
 
 class BufferConfig(StrictModel):
@@ -118,7 +119,8 @@ class BufferConfig(StrictModel):
     path: Path = Path("hacksky-buffer")
     max_size: ByteSize = 2 * 2**30
     when_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
-    commit_interval: Duration = Field(default=0.1, le=10.0)
+    #: Group commit period; 0 makes every poll durable before the next one starts.
+    commit_interval: DurationOrZero = Field(default=0.1, le=10.0)
 
 
 class GatewayConfig(StrictModel):

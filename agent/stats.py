@@ -49,6 +49,7 @@ class AgentStats:
     events_written: int = 0
     packs_written: int = 0
     write_errors: int = 0
+    quarantined: int = 0
     central_state: str = "starting"
     central_error: str = ""
     last_flush: float | None = None

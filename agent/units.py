@@ -16,7 +16,7 @@ _SIZE_FACTOR = {
 }
 
 
-def parse_duration(value: object) -> float:
+def parse_duration(value: object, allow_zero: bool = False) -> float:
     """Seconds from a number or a string such as ``250ms``, ``2s``, ``5m``, ``1h``."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 1s or 500ms")
@@ -27,7 +27,7 @@ def parse_duration(value: object) -> float:
         if not match:
             raise ValueError(f"{value!r} is not a duration (use e.g. 500ms, 2s, 5m, 1h)")
         seconds = float(match.group(1)) * _DURATION_FACTOR[match.group(2)]
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ValueError("a duration must be greater than zero")
     return seconds
 
@@ -49,4 +49,5 @@ def parse_size(value: object) -> int:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+DurationOrZero = Annotated[float, BeforeValidator(lambda v: parse_duration(v, allow_zero=True))]
 ByteSize = Annotated[int, BeforeValidator(parse_size)]

@@ -11,13 +11,33 @@ from typing import Any
 from sqlalchemy import Table, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.dml import Insert
 
 from agent import schema
 from agent.buffer import Event, Pack
+from drivers.base import Reading
 
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1)
+
+#: MySQL/MariaDB errors caused by a record's content (not by the server's state): such a record
+#: is a poison row; retrying it can never succeed.
+POISON_CODES = {1048, 1264, 1265, 1292, 1366, 1406, 1452, 3819, 4025}
+Record = Reading | Event
+
+
+def is_poison(exc: SQLAlchemyError) -> bool:
+    """True when the database refused the data itself, false when it is unavailable."""
+    if isinstance(exc, (DataError, IntegrityError)):
+        return True
+    args: tuple[object, ...] = tuple(getattr(getattr(exc, "orig", None), "args", ()))
+    return bool(args) and args[0] in POISON_CODES
+
+
+def error_text(exc: BaseException) -> str:
+    """The driver's own message of a database error, first line only."""
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
 
 
 def to_datetime(ts_us: int) -> datetime:
@@ -105,6 +125,27 @@ class CentralWriter:
                      "value": r.value, "value_text": r.text, "quality": r.quality}
                     for r in pack.readings])
             self._write_events(conn, pack.events)
+
+    def write_isolating(self, pack: Pack) -> list[tuple[Record, str]]:
+        """Write every record the database accepts; return the refused ones with their error.
+
+        Bisects the pack: each accepted half commits on its own (replays are harmless), so one
+        poison row costs about log2(pack size) extra transactions and blocks nothing.
+        """
+        return self._isolate([*pack.readings, *pack.events])
+
+    def _isolate(self, records: list[Record]) -> list[tuple[Record, str]]:
+        try:
+            self.write(Pack(readings=[r for r in records if isinstance(r, Reading)],
+                            events=[r for r in records if isinstance(r, Event)]))
+            return []
+        except SQLAlchemyError as exc:
+            if not is_poison(exc):
+                raise
+            if len(records) == 1:
+                return [(records[0], error_text(exc))]
+            middle = len(records) // 2
+            return self._isolate(records[:middle]) + self._isolate(records[middle:])
 
     def _write_events(self, conn: Connection, events: Iterable[Event]) -> None:
         power: list[dict[str, Any]] = []

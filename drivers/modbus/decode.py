@@ -12,8 +12,26 @@ _STRUCT = {
 }
 
 
+#: Integers beyond this magnitude cannot be stored exactly as a double.
+EXACT_INT_LIMIT = 2**53
+
+
 class DecodeError(ValueError):
     """Registers that cannot become a value of the declared type."""
+
+    reason = "decode"
+
+
+class NotFinite(DecodeError):
+    """A float register pair/quad holding NaN or an infinity."""
+
+    reason = "not_finite"
+
+
+class OutOfRange(DecodeError):
+    """A 64-bit integer too large to be stored exactly."""
+
+    reason = "out_of_range"
 
 
 def registers_to_bytes(registers: Sequence[int], byte_order: str, word_order: str) -> bytes:
@@ -38,7 +56,9 @@ def decode_number(registers: Sequence[int], type_: str, byte_order: str = "big",
         raise DecodeError(f"{type_} needs {struct.calcsize(fmt) // 2} registers, got {len(registers)}")
     value = struct.unpack(fmt, registers_to_bytes(registers, byte_order, word_order))[0]
     if isinstance(value, float) and not math.isfinite(value):
-        raise DecodeError(f"{type_} value is {value}")
+        raise NotFinite(f"{type_} value is {value}")
+    if isinstance(value, int) and abs(value) > EXACT_INT_LIMIT:
+        raise OutOfRange(f"{type_} value {value} exceeds 2**53 and cannot be stored exactly")
     return value
 
 

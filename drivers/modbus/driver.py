@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 
 from drivers.base import DeviceHealth, ReadError, Reading, now_us
 from drivers.modbus.connection import ConnectionPool
-from drivers.modbus.decode import DecodeError, decode_bit, decode_number, decode_string
+from drivers.modbus.decode import DecodeError, NotFinite, decode_bit, decode_number, decode_string
 from drivers.modbus.plan import PointSpec, ReadRequest, plan_requests, split_request
 
 log = logging.getLogger(__name__)
@@ -87,11 +88,14 @@ class ModbusDriver:
             if point.type == "string":
                 return Reading(self.device_id, point.name, ts, None, decode_string(regs, byte_order))
             number = decode_number(regs, point.type, byte_order, point.word_order or self.word_order)
-            return Reading(self.device_id, point.name, ts, float(number) * point.scale + point.offset)
+            value = float(number) * point.scale + point.offset
+            if not math.isfinite(value):
+                raise NotFinite(f"{number} x {point.scale} + {point.offset} is not finite")
+            return Reading(self.device_id, point.name, ts, value)
         except DecodeError as exc:
-            bad["decode"] += 1
+            bad[exc.reason] += 1
             log.debug("device %s point %s: %s", self.device_id, point.name, exc)
-            return Reading(self.device_id, point.name, ts, None, None, "bad:decode")
+            return Reading(self.device_id, point.name, ts, None, None, f"bad:{exc.reason}")
 
     async def close(self) -> None:
         """Give the shared connection back."""
