@@ -131,6 +131,8 @@ def _pydantic_message(error: ErrorDetails) -> str:
         return "unknown key"
     if kind == "missing":
         return "required field is missing"
+    if kind == "string_pattern_mismatch":
+        return f"{error['input']!r} is not a valid name (1-64 letters, digits, _ . : -; not starting with . : -)"
     return str(error["msg"])
 
 

@@ -123,6 +123,8 @@ class Delivery:
                 failures += 1
                 if isinstance(exc, SQLAlchemyError):
                     self._mark_down(exc)
+                    # pooled sessions may cache revoked privileges or a broken state: start afresh
+                    await self._in_central(self.engine.dispose)
                 else:
                     log.exception("writer failed unexpectedly; retrying")
                 delay = min(RETRY_MAX, 0.5 * 2 ** min(failures, 10)) * random.uniform(0.8, 1.2)
@@ -137,7 +139,7 @@ class Delivery:
 
     def _mark_down(self, exc: SQLAlchemyError) -> None:
         self.stats.write_errors += 1
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        reason = error_text(exc)
         if self.stats.central_state != "down":
             log.error("central database unavailable, buffering on disk: %s", reason)
         else:
@@ -163,7 +165,8 @@ class Delivery:
                 remaining = deadline - time.monotonic()
                 await asyncio.wait_for(self._write_once(), timeout=max(remaining, 0.1))
             except (TimeoutError, SQLAlchemyError) as exc:
-                log.warning("could not deliver the backlog before shutdown (%s); it stays on disk", exc)
+                log.warning("could not deliver the backlog before shutdown (%s); it stays on disk",
+                            error_text(exc) or "timeout")
                 return False
         return not self.buffer.reading_rows and not self.buffer.event_rows
 

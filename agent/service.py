@@ -107,6 +107,7 @@ class Agent:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        self._gateway_conditions()
         await self._commit()
         delivered = await self.delivery.drain(time.monotonic() + SHUTDOWN_DRAIN_SECONDS)
         assert self.delivery.buffer is not None

@@ -4,12 +4,43 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import yaml
+from sqlalchemy import create_engine, text
 
+from agent.configload import load_config_text
+from agent.service import Agent
 from simulators.patterns import PatternPoint
+
+
+def run_agent(yaml_text: str, scenario: Callable[[Agent], Awaitable[None]]) -> Agent:
+    """Run an agent in-process while ``scenario(agent)`` runs, then stop it cleanly."""
+    cfg = load_config_text(yaml_text)
+
+    async def main() -> Agent:
+        agent = Agent(cfg)
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        await agent.ready.wait()
+        try:
+            await scenario(agent)
+        finally:
+            stop.set()
+            await task
+        return agent
+
+    return asyncio.run(main())
+
+
+def query(url: str, sql: str) -> list[Any]:
+    """Rows of one SQL query."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(text(sql)).fetchall()
+    engine.dispose()
+    return list(rows)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, every: float = 0.05) -> None:

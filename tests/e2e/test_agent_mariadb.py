@@ -7,15 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from agent.configload import load_config_text
 from agent.service import Agent
 from simulators.patterns import PatternDevice, pattern_points
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread
 from simulators.water_plant import WaterPlant
-from tests.helpers import TcpProxy, async_wait_until, device_map, pattern_yaml_points
+from tests.helpers import TcpProxy, async_wait_until, device_map, pattern_yaml_points, query, run_agent
 
 METER_POINTS = [
     {"name": "voltage", "address": 0, "type": "float32", "role": "voltage"},
@@ -39,33 +37,6 @@ def devices(port: int) -> list[dict]:
         {"id": "meter", "type": "power_meter", "host": "127.0.0.1", "port": port, "unit_id": 2,
          "points": METER_POINTS},
     ]
-
-
-def run_agent(yaml_text: str, scenario) -> Agent:  # type: ignore[no-untyped-def]
-    """Run an agent while ``scenario(agent)`` (a coroutine function) runs, then stop it."""
-    cfg = load_config_text(yaml_text)
-
-    async def main() -> Agent:
-        agent = Agent(cfg)
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        await agent.ready.wait()
-        try:
-            await scenario(agent)
-        finally:
-            stop.set()
-            await task
-        return agent
-
-    return asyncio.run(main())
-
-
-def query(url: str, sql: str) -> list:
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        rows = conn.execute(text(sql)).fetchall()
-    engine.dispose()
-    return rows
 
 
 def test_every_type_and_order_lands_exactly_and_only_reads_are_sent(
