@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 FILE_NAME = "buffer.sqlite3"
 DEFAULT_ROW_BYTES = 64
+#: Room kept free on the disk for the WAL (auto-checkpointed at 256 pages, ~1 MiB).
+WAL_HEADROOM = 2 * 2**20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -69,6 +72,11 @@ class PutResult:
 
     stored: int
     dropped: int
+    events_stored: bool = True
+
+
+def _disk_full(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc)
 
 
 class DiskBuffer:
@@ -81,12 +89,17 @@ class DiskBuffer:
         self.max_bytes = max_bytes
         self.when_full = when_full
         self.salvage: salvage.SalvageReport | None = None
+        self._unpersisted_drops = 0
+        self.overflowing = False
+        self._handed_out = 0  # highest reading seq given to the writer and not yet acked
         problem = salvage.check(self.path)
         if problem is not None:
             self.salvage = salvage.move_aside(self.path, problem)
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA wal_autocheckpoint=256")  # keep the WAL near 1 MiB
+        self._db.execute("PRAGMA journal_size_limit=1048576")  # and truncate it after checkpoints
         self._db.executescript(_SCHEMA)
         if self.salvage is not None:
             self._db.execute("BEGIN")
@@ -101,8 +114,11 @@ class DiskBuffer:
                      self.reading_rows, self.event_rows)
 
     def close(self) -> None:
-        """Checkpoint and close the file."""
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Checkpoint and close the file (on a full disk the WAL simply stays; nothing is lost)."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:
+            log.warning("buffer checkpoint at close failed (%s); the WAL is kept and replayed on start", exc)
         self._db.close()
 
     def used_bytes(self) -> int:
@@ -126,10 +142,28 @@ class DiskBuffer:
         """Append in one durable transaction, applying the size policy to readings.
 
         ``state`` (name -> JSON-able value) is saved in the same transaction, so state that
-        describes the events (open alerts) can never disagree with them after a crash.
+        describes the events (open alerts) can never disagree with them after a crash. If the
+        disk fills up anyway (another process took the space), the new readings are dropped and
+        counted; events are kept if they still fit (``events_stored`` says whether they did).
         """
-        dropped = removed_old = 0
         rows = list(readings)
+        try:
+            return self._append(rows, events, state)
+        except sqlite3.OperationalError as exc:
+            if not _disk_full(exc):
+                raise
+            log.error("buffer disk full (%s): dropping %d new readings", exc, len(rows))
+        self._unpersisted_drops += len(rows)
+        try:
+            result = self._append([], events, state)
+        except sqlite3.OperationalError as exc:
+            if not _disk_full(exc):
+                raise
+            return PutResult(stored=0, dropped=len(rows), events_stored=False)
+        return PutResult(stored=0, dropped=len(rows) + result.dropped)
+
+    def _append(self, rows: list[Reading], events: Sequence[Event], state: dict[str, Any] | None) -> PutResult:
+        dropped = removed_old = 0
         self._db.execute("BEGIN IMMEDIATE")
         try:
             excess = self._excess_rows(len(rows))
@@ -142,9 +176,11 @@ class DiskBuffer:
                     if dropped < excess:  # the backlog alone does not make room: drop new ones too
                         cut = min(excess - dropped, len(rows))
                         rows, dropped = rows[cut:], dropped + cut
+            if dropped or self._unpersisted_drops:
                 self._db.execute(
                     "INSERT INTO counters(name, value) VALUES ('dropped_readings', ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (dropped,))
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (dropped + self._unpersisted_drops,))
             self._db.executemany(
                 "INSERT INTO readings(device, point, ts_us, value, text, quality) VALUES (?,?,?,?,?,?)",
                 [(r.device, r.point, r.ts_us, r.value, r.text, r.quality) for r in rows])
@@ -159,24 +195,51 @@ class DiskBuffer:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        self._unpersisted_drops = 0
         self.reading_rows += len(rows) - removed_old
         self.event_rows += len(events)
-        if dropped:
-            log.warning("buffer full (%d bytes cap): dropped %d readings (%s)", self.max_bytes,
-                        dropped, self.when_full)
+        if dropped and not self.overflowing:
+            log.warning("buffer full (cap %d bytes, disk free %d bytes): dropping readings (%s) until "
+                        "the central database drains it", self.max_bytes, self._disk_free(), self.when_full)
+        elif not dropped and self.overflowing:
+            log.info("buffer has room again; readings dropped while full: %d", self.counter("dropped_readings"))
+        self.overflowing = bool(dropped)
         return PutResult(stored=len(rows), dropped=dropped)
 
+    def _disk_free(self) -> int:
+        stat = os.statvfs(self.path.parent)
+        return int(stat.f_bavail * stat.f_frsize)
+
+    def capacity(self) -> int:
+        """Bytes the buffer may use now: ``max_size``, or less when the disk is nearly full.
+
+        The file's own free pages count as room; a reserve (WAL headroom plus a twentieth of
+        the filesystem, at most 16 MiB) stays free so the policy applies before SQLite hits a
+        full disk.
+        """
+        stat = os.statvfs(self.path.parent)
+        reserve = WAL_HEADROOM + min(16 * 2**20, stat.f_blocks * stat.f_frsize // 20)
+        pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
+        return min(self.max_bytes, pages * self._page_size + stat.f_bavail * stat.f_frsize - reserve)
+
     def _excess_rows(self, incoming: int) -> int:
-        used = self.used_bytes()
-        per_row = used // self.reading_rows if self.reading_rows > 100 else DEFAULT_ROW_BYTES
-        projected = used + incoming * per_row
-        if projected <= self.max_bytes:
+        """Rows to drop so ``incoming`` fit: never more than ``incoming``, since deleting old
+        rows only frees room inside the file (it does not shrink), so the buffer rotates."""
+        if not incoming:
             return 0
-        return (projected - self.max_bytes) // max(per_row, 1) + 1
+        used = self.used_bytes()
+        per_row = max(used // self.reading_rows if self.reading_rows > 100 else DEFAULT_ROW_BYTES, 1)
+        projected = used + incoming * per_row
+        limit = self.capacity()
+        if projected <= limit:
+            return 0
+        return min(incoming, (projected - limit) // per_row + 1)
 
     def _drop_oldest(self, count: int) -> int:
+        # rows of the pack the writer holds are skipped: they may be in the central DB already
         cur = self._db.execute(
-            "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings ORDER BY seq LIMIT ?)", (count,))
+            "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE seq > ? ORDER BY seq LIMIT ?)",
+            (self._handed_out, count))
         return int(cur.rowcount)
 
     def get_pack(self, max_readings: int, max_events: int = 1000) -> Pack:
@@ -191,6 +254,7 @@ class DiskBuffer:
                 "SELECT seq, kind, payload FROM events ORDER BY seq LIMIT ?", (max_events,)):
             pack.events.append(Event(kind, json.loads(payload)))
             pack.last_event_seq = seq
+        self._handed_out = max(self._handed_out, pack.last_reading_seq)
         return pack
 
     def ack(self, pack: Pack) -> None:

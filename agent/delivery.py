@@ -172,8 +172,10 @@ class Delivery:
 
     async def close(self) -> None:
         """Close the buffer and database connections, and stop the threads."""
-        if self.buffer is not None:
-            await self.in_buffer(self.buffer.close)
-        await self._in_central(self.engine.dispose)
-        self._buffer_thread.shutdown(wait=True)
-        self._central_thread.shutdown(wait=False)
+        try:
+            if self.buffer is not None:
+                await self.in_buffer(self.buffer.close)
+            await self._in_central(self.engine.dispose)
+        finally:
+            self._buffer_thread.shutdown(wait=True)
+            self._central_thread.shutdown(wait=False)

@@ -256,6 +256,9 @@ class Agent:
         if self._commit_failing:
             log.info("disk buffer writable again")
             self._commit_failing = False
+        if not result.events_stored:  # disk full: readings were dropped (counted), events wait
+            self._pending_events[:0] = events
+            self._state_dirty = self._state_dirty or state is not None
         if result.dropped:
             self.stats.readings_dropped += result.dropped
         full = Condition(
