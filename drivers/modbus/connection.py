@@ -44,7 +44,13 @@ class ModbusConnection:
                 response = await asyncio.wait_for(
                     self._request(client, function_code, address, count, unit_id), timeout * 2)
             except (TimeoutError, ModbusIOException) as exc:
+                message = str(exc)
+                lost = not client.connected
                 self._drop()
+                if "device id" in message or "transaction id" in message:
+                    raise ReadError("bad_reply", message.split("ERROR: ", 1)[-1][:120]) from exc
+                if lost:
+                    raise ReadError("connection", "connection closed by the device") from exc
                 raise ReadError("timeout", f"no reply within {timeout:g}s") from exc
             except ConnectionException as exc:
                 self._drop()
@@ -53,6 +59,10 @@ class ModbusConnection:
             except ModbusException as exc:
                 self._drop()
                 raise ReadError("bad_reply", str(exc)) from exc
+            if (response.function_code & 0x7F) != function_code:
+                self._drop()
+                raise ReadError("bad_reply", f"reply has function code {response.function_code}, "
+                                             f"request had {function_code}")
             if response.isError():
                 raise ReadError(f"exception:{getattr(response, 'exception_code', 0)}",
                                 f"device answered exception code {getattr(response, 'exception_code', 0)}")
