@@ -45,7 +45,13 @@ def make_engine(cfg: CentralConfig) -> Engine:
         return engine
     if parsed.get_backend_name() in ("mysql", "mariadb"):
         timeout = max(1, int(connect_timeout))
-        kwargs["connect_args"] = {"connect_timeout": timeout, "read_timeout": 60, "write_timeout": 60,
-                                  "charset": "utf8mb4"}
+        connect_args: dict[str, Any] = {"connect_timeout": timeout, "read_timeout": 60, "write_timeout": 60,
+                                        "charset": "utf8mb4"}
+        if cfg.tls is not None:
+            connect_args.update(ssl_ca=str(cfg.tls.ca), ssl_verify_cert=True,
+                                ssl_verify_identity=cfg.tls.verify_hostname)
+            if cfg.tls.cert is not None:
+                connect_args.update(ssl_cert=str(cfg.tls.cert), ssl_key=str(cfg.tls.key or cfg.tls.cert))
+        kwargs["connect_args"] = connect_args
     kwargs.update(pool_pre_ping=True, pool_recycle=3600, pool_size=2, max_overflow=2)
     return create_engine(parsed, **kwargs)

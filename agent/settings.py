@@ -101,6 +101,15 @@ class ModbusDevice(StrictModel):
     points: list[PointConfig] = Field(min_length=1)
 
 
+class TlsConfig(StrictModel):
+    """TLS to MySQL/MariaDB: the CA that signed the server's certificate, optional client cert."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+    verify_hostname: bool = True
+
+
 class CentralConfig(StrictModel):
     """Where and how readings are written centrally."""
 
@@ -111,6 +120,7 @@ class CentralConfig(StrictModel):
     auto_migrate: bool = True
     connect_timeout: Duration = 5.0
     metrics_interval: Duration = 60.0
+    tls: TlsConfig | None = None
 
 
 class BufferConfig(StrictModel):

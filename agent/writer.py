@@ -77,6 +77,7 @@ class CentralWriter:
         self.engine = engine
         self.gateway_id = gateway_id
         self._device_pk: dict[str, int] = {}
+        self._new_pk: dict[str, int] = {}
         self._insert_readings = insert_ignoring_duplicates(engine, schema.readings)
         self._insert_power = insert_ignoring_duplicates(engine, schema.power_readings)
         self._insert_alert = insert_ignoring_duplicates(engine, schema.alerts)
@@ -106,18 +107,26 @@ class CentralWriter:
 
     def _pk(self, conn: Connection, device: str) -> int:
         """devices.id of ``device``, registering an unknown one (e.g. removed from the map)."""
-        pk = self._device_pk.get(device)
+        pk = self._device_pk.get(device) or self._new_pk.get(device)
         if pk is None:
             t = schema.devices
             conn.execute(insert_ignoring_duplicates(self.engine, t),
                          [self._device_row(DeviceInfo(device, protocol="unknown"))])
             pk = conn.execute(select(t.c.id).where(t.c.gateway_id == self.gateway_id,
                                                    t.c.device_id_str == device)).scalar_one()
-            self._device_pk[device] = pk
+            self._new_pk[device] = pk  # cached only once the transaction commits (see write)
         return pk
 
     def write(self, pack: Pack) -> None:
         """Write a pack in one transaction. Replaying a pack changes nothing."""
+        self._new_pk = {}
+        try:
+            self._write(pack)
+            self._device_pk.update(self._new_pk)
+        finally:
+            self._new_pk = {}
+
+    def _write(self, pack: Pack) -> None:
         with self.engine.begin() as conn:
             if pack.readings:
                 conn.execute(self._insert_readings, [
