@@ -120,3 +120,24 @@ def test_init_db_creates_the_schema_in_mariadb(mariadb_url: str, tmp_path: Path,
     engine.dispose()
     assert {"devices", "readings", "power_readings", "alerts", "attack_detections", "system_metrics",
             "alembic_version"} <= tables
+
+
+def test_sigterm_with_central_down_keeps_the_backlog_and_exits_0(tmp_path: Path) -> None:
+    sim = ModbusSimulator({1: PowerMeter(seed=6)})
+    config = tmp_path / "edge.yaml"
+    config.write_text(device_map("gw-down", f"mysql+pymysql://edge@127.0.0.1:{free_port()}/hacksky",
+                                 str(tmp_path / "buf"), [
+        {"id": "m1", "host": "127.0.0.1", "port": sim.port, "points": [{"name": "v", "address": 0,
+                                                                      "type": "float32"}]}]))
+    with SimulatorThread([sim]):
+        proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config)], cwd=tmp_path,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
+        state_file = tmp_path / "buf" / "state.json"
+        wait_until(lambda: state_file.exists() and json.loads(state_file.read_text())["readings_taken"] >= 10)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and time.monotonic() - started < 15
+    final = json.loads(state_file.read_text())
+    assert final["buffer"]["readings"] == final["readings_taken"] >= 10, "everything kept for the next start"
+    assert "left in the buffer (delivered on next start)" in stderr
