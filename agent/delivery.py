@@ -48,8 +48,13 @@ class Delivery:
         self._on_quarantine = on_quarantine
 
     async def in_buffer(self, func: Callable[..., T], *args: Any) -> T:
-        """Run ``func`` on the buffer thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._buffer_thread, func, *args)
+        """Run ``func`` on the buffer thread.
+
+        Shielded: a caller cancelled at shutdown must not cancel a queued append (that would
+        silently lose the readings it carries); the operation always runs to completion.
+        """
+        future = asyncio.get_running_loop().run_in_executor(self._buffer_thread, func, *args)
+        return await asyncio.shield(future)
 
     async def _in_central(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._central_thread, func, *args)

@@ -43,7 +43,7 @@ class PowerMeter:
         rng = self._rng
         power_kw = self.nominal_kw * self.load_fraction(wall) * self.spike_factor * (1 + rng.gauss(0, 0.01))
         if self._last is not None:
-            self.energy_wh += power_kw * 1000 * (now - self._last) / 3600
+            self.energy_wh += power_kw * 1000 * max(now - self._last, 0.0) / 3600
         self._last = now
         pf = 0.92 + rng.gauss(0, 0.005)
         voltages = [230.0 + rng.gauss(0, 0.8) for _ in range(3)]

@@ -54,7 +54,7 @@ class WaterPlant:
 
     def refresh(self, now: float) -> None:
         """Advance the physics to ``now`` and publish what the PLC reports."""
-        dt = 0.0 if self._last is None else min(now - self._last, 5.0)
+        dt = 0.0 if self._last is None else min(max(now - self._last, 0.0), 5.0)
         self._last = now
         out, opening = self.outflow(time.time())
         attack = self.scenario

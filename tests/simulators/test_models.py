@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from drivers.modbus.decode import decode_number
@@ -19,7 +21,7 @@ def value(plant: WaterPlant, name: str) -> float:
 
 def test_tank_level_follows_the_mass_balance() -> None:
     plant = WaterPlant(seed=3)
-    t = 1000.0
+    t = time.monotonic()
     plant.refresh(t)
     for _ in range(600):
         before = plant.level
@@ -35,17 +37,17 @@ def test_tank_level_follows_the_mass_balance() -> None:
 
 def test_frozen_level_scenario_freezes_the_report_while_the_tank_fills() -> None:
     plant = WaterPlant(seed=3)
-    plant.refresh(0.0)
+    t0 = time.monotonic()
     plant.set_scenario("pump_forced_frozen_level")
     reported = []
     for step in range(1, 30):
-        plant.refresh(step * 5.0)
+        plant.refresh(t0 + step * 5.0)
         reported.append(value(plant, "tank1_level"))
         assert plant.pump_on
     assert len(set(reported)) == 1, "the attacker replays one level value"
     assert plant.level > reported[0] + 0.1
     plant.set_scenario("normal")
-    plant.refresh(200.0)
+    plant.refresh(t0 + 200.0)
     assert value(plant, "tank1_level") != reported[0]
     with pytest.raises(ValueError, match="unknown scenario"):
         plant.set_scenario("meltdown")
@@ -53,11 +55,12 @@ def test_frozen_level_scenario_freezes_the_report_while_the_tank_fills() -> None
 
 def test_power_meter_values_are_plausible_and_energy_counts_up() -> None:
     meter = PowerMeter(seed=1)
-    meter.refresh(0.0)
+    t0 = time.monotonic()
+    meter.refresh(t0)
     regs = meter.image.read("input", 10, 4)
     assert regs is not None
     e0 = decode_number(regs, "uint64")
-    meter.refresh(3600.0)
+    meter.refresh(t0 + 3600.0)
     voltage = decode_number(meter.image.read("holding", METER_MAP["voltage_l1"], 2) or [], "float32")
     power = decode_number(meter.image.read("holding", METER_MAP["active_power"], 2) or [], "float32")
     e1 = decode_number(meter.image.read("input", 10, 4) or [], "uint64")
