@@ -115,4 +115,4 @@ def test_damaged_buffer_is_salvaged_and_the_agent_starts(damage: str, tmp_path: 
     assert agent.stats.readings_taken > 0
     fault_report.append(FaultRow(f"Buffer file damaged: {damage}", "random bytes written over the file",
                                  20_000, salvaged, 20_000 - salvaged, 0, None,
-                                 "agent started; good rows salvaged and delivered; file moved aside; alerted"))
+                                 f"agent started; {salvaged} rows salvaged and delivered; file moved aside; alerted"))
