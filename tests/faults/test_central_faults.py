@@ -69,7 +69,8 @@ def outage_run(server: PrivateMariaDB, tmp_path: Path, central: dict[str, str], 
     alerts = query(server.url(), "SELECT resolved FROM alerts WHERE alert_type = 'central_unavailable'")
     assert alerts and all(r[0] for r in alerts), "the outage was alerted and the alert resolved"
     report.append(FaultRow(fault, injected, served, total, served - distinct, total - distinct,
-                           observed["recovery"], f"{int(observed['buffered'])} readings buffered during it"))
+                           observed["recovery"], f"{int(observed['buffered'])} readings buffered during it; "
+                           f"{sum(s.missed for s in agent.device_stats.values())} poll cycles missed"))
 
 
 def test_mariadb_killed_under_load_then_restarted(private_mariadb: PrivateMariaDB, tmp_path: Path,
