@@ -13,7 +13,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -268,16 +268,11 @@ class DiskBuffer:
             self.event_rows = max(0, self.event_rows - cur.rowcount)
         self._db.execute("COMMIT")
 
-    def quarantine(self, records: Sequence[Reading | Event], error: str) -> None:
-        """Keep records the central DB refused (poison rows) out of the queue, for inspection."""
-        rows = []
-        for rec in records:
-            if isinstance(rec, Reading):
-                payload = {"device": rec.device, "point": rec.point, "ts_us": rec.ts_us, "value": rec.value,
-                           "text": rec.text, "quality": rec.quality}
-                rows.append(("reading", json.dumps(payload), error[:500], now_us()))
-            else:
-                rows.append((rec.kind, json.dumps(rec.payload), error[:500], now_us()))
+    def quarantine(self, refused: Sequence[tuple[Reading | Event, str]]) -> None:
+        """Keep records the central DB refused (poison rows), each with its error, for inspection."""
+        ts = now_us()
+        rows = [("reading", json.dumps(asdict(rec)), error[:500], ts) if isinstance(rec, Reading)
+                else (rec.kind, json.dumps(rec.payload), error[:500], ts) for rec, error in refused]
         self._db.execute("BEGIN IMMEDIATE")
         self._db.executemany("INSERT INTO quarantine(kind, payload, error, ts_us) VALUES (?,?,?,?)", rows)
         self._db.execute("COMMIT")

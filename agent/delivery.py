@@ -111,8 +111,7 @@ class Delivery:
 
     async def _quarantine(self, refused: list[tuple[Record, str]]) -> None:
         assert self.buffer is not None
-        for record, error in refused:
-            await self.in_buffer(self.buffer.quarantine, [record], error)
+        await self.in_buffer(self.buffer.quarantine, refused)
         self.stats.quarantined += len(refused)
         log.error("%d records refused by the central database were quarantined in the buffer: %s",
                   len(refused), refused[0][1] if refused else "")

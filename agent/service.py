@@ -183,7 +183,11 @@ class Agent:
             key="central/unavailable", active=down, alert_type="central_unavailable", severity="high",
             title="central database unreachable: buffering at the edge",
             message=f"writes failing since the last flush: {self.stats.central_error}" if down else "")
-        events = self.tracker.process([condition], now_us())
+        self._track([condition])
+
+    def _track(self, conditions: list[Condition]) -> None:
+        """Alert events for gateway-level conditions, queued with the open-alert state."""
+        events = self.tracker.process(conditions, now_us())
         if events:
             self._pending_events.extend(events)
             self._state_dirty = True
@@ -266,10 +270,7 @@ class Agent:
             title="edge buffer full: readings dropped",
             message=f"{result.dropped} readings dropped ({self.cfg.buffer.when_full}); "
                     f"{self.stats.readings_dropped} since start", value=float(result.dropped))
-        overflow = self.tracker.process([full], now_us())
-        if overflow:
-            self._pending_events.extend(overflow)
-            self._state_dirty = True
+        self._track([full])
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
         ping = watchdog_interval()
