@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -96,13 +97,15 @@ class Agent:
     async def _shutdown(self, workers: list[asyncio.Task[None]]) -> None:
         notify("STOPPING=1")
         self.scheduler.pause()
-        if self._in_flight:
+        await asyncio.sleep(0)  # polls the scheduler launched just before the pause take their first step
+        deadline = time.monotonic() + max((d.timeout for d in self.devices.values()), default=1.0) * 2 + 1
+        while self._in_flight and time.monotonic() < deadline:
             self._idle.clear()
-            try:
-                await asyncio.wait_for(self._idle.wait(), timeout=max(
-                    (d.timeout for d in self.devices.values()), default=1.0) * 2 + 1)
-            except TimeoutError:
-                log.warning("%d polls still running at shutdown; their readings are lost", self._in_flight)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=deadline - time.monotonic())
+            await asyncio.sleep(0)
+        if self._in_flight:
+            log.warning("%d polls still running at shutdown; their readings are lost", self._in_flight)
         self.scheduler.shutdown()
         for task in workers:
             task.cancel()
