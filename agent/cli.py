@@ -1,4 +1,4 @@
-"""The ``hacksky-edge`` command line: run, check, demo, simulate, init-db, status."""
+"""The ``hacksky-edge`` command line: run, check, demo, simulate, init-db, status, train, evaluate."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 
 from agent.configload import ConfigError, load_config
+from agent.detect.cli import add_commands as add_detection_commands
 from agent.logsetup import setup_logging
 from agent.settings import AgentConfig
 
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack-after", type=float, default=20.0,
                    help="seconds before the water plant attack scenario starts")
     p.set_defaults(func=cmd_demo)
+    add_detection_commands(sub)
     return parser
 
 

@@ -1,0 +1,127 @@
+"""``hacksky-edge train`` / ``evaluate``: fit on normal rows, stream labelled rows, score."""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import ValidationError
+
+from agent.detect.dataset import Dataset, load_csv
+from agent.detect.model import DetectorModel, Tuning
+from agent.detect.plant import PlantRelations
+from agent.detect.scoring import Scores, score
+from agent.detect.stream import StreamingDetector, Verdict
+from agent.detect.train import fit
+
+#: The C-Town relations shipped with the vendored BATADAL data, used when a file has its columns.
+CTOWN_RELATIONS = Path(__file__).resolve().parents[2] / "data" / "batadal" / "ctown.yaml"
+
+
+def load_relations(path: str | Path | None, signals: list[str]) -> PlantRelations:
+    """Relations from a YAML file's ``plant:`` section; none given: C-Town's for BATADAL columns."""
+    if path is None:
+        if CTOWN_RELATIONS.exists() and {"L_T1", "S_PU1", "P_J269"} <= set(signals):
+            path = CTOWN_RELATIONS
+        else:
+            return PlantRelations()
+    with open(path) as f:
+        doc = yaml.safe_load(f) or {}
+    try:
+        return PlantRelations(**(doc.get("plant") or {}))
+    except ValidationError as exc:
+        problems = "; ".join(f"plant.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"{path}: {problems}") from None
+
+
+def train_from_csv(path: str | Path, relations: str | Path | None = None, tuning: Tuning | None = None
+                   ) -> DetectorModel:
+    """Fit a model on a CSV of normal operation (labelled attack rows, if any, are left out)."""
+    data = load_csv(path)
+    rows = np.ones(len(data.values), dtype=bool) if data.labels is None else data.labels == 0
+    plant = load_relations(relations, data.signals)
+    return fit(data.values[rows], data.hours[rows], data.signals, plant, tuning,
+               meta={"trained_on": Path(path).name, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "relations": str(relations or (CTOWN_RELATIONS if plant.tanks else ""))})
+
+
+def stream(model: DetectorModel, data: Dataset) -> list[Verdict]:
+    """Feed the rows one by one to a fresh streaming detector, as the agent does."""
+    detector = StreamingDetector(model)
+    x = data.select(model.signals)
+    hours = data.hours
+    return [detector.step(x[i], float(hours[i])) for i in range(len(x))]
+
+
+@dataclass
+class Evaluation:
+    """An evaluation run: the scores and what is needed to print or re-score them."""
+
+    train: str
+    test: str
+    scores: Scores
+    rows: int
+    seconds: float
+    data: Dataset
+    verdicts: list[Verdict]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = self.scores.as_dict()
+        for a in d["attacks"]:
+            a["start_time"] = self.data.times[a["start"]].strftime("%Y-%m-%d %H:%M")
+            a["end_time"] = self.data.times[a["end"]].strftime("%Y-%m-%d %H:%M")
+            a["duration"] = a["end"] - a["start"] + 1
+            a["detected_by"] = self._first_finding(a)
+        return {"train": self.train, "test": self.test, "rows": self.rows,
+                "rows_per_second": round(self.rows / self.seconds) if self.seconds else None, **d}
+
+    def _first_finding(self, attack: dict[str, Any]) -> list[str]:
+        if attack["detected_after"] is None:
+            return []
+        verdict = self.verdicts[attack["start"] + attack["detected_after"]]
+        return [f"{f.kind}: {f.name}" for f in verdict.findings]
+
+    def write_predictions(self, path: str | Path) -> None:
+        """One row per input row: DATETIME, ATT_FLAG, alarm 0/1, score."""
+        labels = self.data.labels if self.data.labels is not None else np.zeros(self.rows, dtype=int)
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["DATETIME", "ATT_FLAG", "alarm", "score"])
+            for t, label, v in zip(self.data.times, labels, self.verdicts, strict=True):
+                w.writerow([t.strftime("%d/%m/%y %H"), int(label), int(v.alarm), f"{v.score:.4f}"])
+
+
+def evaluate(train: str | Path, test: str | Path, relations: str | Path | None = None,
+             model: DetectorModel | None = None) -> Evaluation:
+    """Train on ``train`` (unless a model is given), stream ``test`` and score it against ATT_FLAG."""
+    data = load_csv(test)
+    if data.labels is None:
+        raise ValueError(f"{test}: no ATT_FLAG column to score against")
+    model = model or train_from_csv(train, relations)
+    started = time.perf_counter()
+    verdicts = stream(model, data)
+    seconds = time.perf_counter() - started
+    alarm = np.array([v.alarm for v in verdicts])
+    return Evaluation(str(train), str(test), score(alarm, data.labels), len(verdicts), seconds, data, verdicts)
+
+
+def report(ev: Evaluation) -> str:
+    """The evaluation as a readable table."""
+    d = ev.as_dict()
+    lines = [f"trained on {Path(ev.train).name}, tested on {Path(ev.test).name}: {ev.rows} rows "
+             f"({d['rows_per_second']} rows/s through the streaming detector)", "",
+             "| attack | start | end | hours | detected after (h) | first evidence |",
+             "|---|---|---|---|---|---|"]
+    for i, a in enumerate(d["attacks"], start=1):
+        after = "missed" if a["detected_after"] is None else str(a["detected_after"])
+        lines.append(f"| {i} | {a['start_time']} | {a['end_time']} | {a['duration']} | {after} | "
+                     f"{'; '.join(a['detected_by'][:2])} |")
+    lines += ["", f"TPR {d['tpr']:.3f}  TNR {d['tnr']:.3f}  precision {d['precision']:.3f}  F1 {d['f1']:.3f}  "
+              f"(TP {d['tp']}, FP {d['fp']}, TN {d['tn']}, FN {d['fn']})",
+              f"S_TTD {d['s_ttd']:.3f}  S_CLF {d['s_clf']:.3f}  S {d['s']:.3f}"]
+    return "\n".join(lines) + "\n"

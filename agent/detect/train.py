@@ -1,0 +1,165 @@
+"""Fit a detector model from rows of normal operation (no attack in them)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.detect.model import Bands, DetectorModel, Residuals, Tuning
+from agent.detect.plant import PlantRelations
+from agent.detect.stream import StreamingDetector, _ReplayWatch, feature_vector
+
+log = logging.getLogger(__name__)
+
+RIDGE = 1e-3
+#: bands are widened by this share of the signal's normal span (sampling overshoots setpoints)
+BAND_MARGIN = 0.05
+
+
+@dataclass
+class _Design:
+    """The training rows as feature vectors, and index helpers into them."""
+
+    x: np.ndarray          # (rows, n) quantized values
+    f: np.ndarray          # (rows, 2n + 5)
+    signals: list[str]
+
+    def at(self, name: str, lag: int = 0) -> int:
+        return lag * len(self.signals) + self.signals.index(name)
+
+    def hours_and_bias(self) -> list[int]:
+        n2 = 2 * len(self.signals)
+        return list(range(n2, n2 + 5))
+
+
+def _fit_row(d: _Design, target: np.ndarray, columns: list[int], resolution: float) -> tuple[np.ndarray, float]:
+    """Ridge fit of target (a combination of features) on ``columns``; the residual row and its scale."""
+    a = d.f[:, columns]
+    y = d.f @ target
+    w = np.linalg.solve(a.T @ a + RIDGE * np.eye(len(columns)), a.T @ y)
+    row = target.copy()
+    row[columns] -= w
+    residual = d.f @ row
+    return row, float(np.sqrt(residual.var() + resolution**2 / 12))
+
+
+def _unit(d: _Design, *terms: tuple[str, int, float]) -> np.ndarray:
+    v = np.zeros(d.f.shape[1])
+    for name, lag, coef in terms:
+        v[d.at(name, lag)] += coef
+    return v
+
+
+def _residuals(d: _Design, active: list[str], plant: PlantRelations, resolution: float) -> Residuals:
+    names: list[str] = []
+    kinds: list[str] = []
+    involved: list[list[str]] = []
+    rows: list[np.ndarray] = []
+    scales: list[float] = []
+
+    def add(kind: str, name: str, signals: list[str], target: np.ndarray, columns: list[int]) -> None:
+        row, scale = _fit_row(d, target, columns, resolution)
+        names.append(name)
+        kinds.append(kind)
+        involved.append(signals)
+        rows.append(row)
+        scales.append(scale)
+
+    n = len(d.signals)
+    for s in active:  # every signal predicted from all the others, now and one sample ago
+        own = {d.at(s), d.at(s, 1)}
+        add("signal", s, [s], _unit(d, (s, 0, 1.0)), [c for c in range(d.f.shape[1]) if c not in own])
+    for t in plant.tanks:
+        flows = [*t.inflows, *t.outflows, *(p.flow for p in t.pumps if p.flow)]
+        if flows:  # mass balance: level change against the flows in and out over the interval
+            cols = [d.at(f, lag) for f in flows for lag in (0, 1)] + d.hours_and_bias()
+            add("mass_balance", f"mass balance {t.level}", [t.level, *flows],
+                _unit(d, (t.level, 0, 1.0), (t.level, 1, -1.0)), cols)
+        for p in t.pressures:  # a pressure downstream follows the tank level and its pumps
+            cols = [d.at(t.level)] + [d.at(a.status) for a in t.pumps] + d.hours_and_bias()
+            add("pressure", f"{p} vs {t.level}", [p, t.level], _unit(d, (p, 0, 1.0)), cols)
+    log.debug("%d residuals over %d features", len(rows), n)
+    return Residuals(names, kinds, involved, np.array(rows), np.array(scales))
+
+
+def _bands(d: _Design, active: list[str], plant: PlantRelations, resolution: float) -> Bands:
+    kinds: list[str] = []
+    sig: list[int] = []
+    status: list[int] = []
+    low: list[tuple[float, float]] = []
+    high: list[tuple[float, float]] = []
+    margin: list[float] = []
+
+    def add(kind: str, signal: str, by: str | None) -> None:
+        v = d.x[:, d.signals.index(signal)]
+        span = float(v.max() - v.min())
+        if by is None:
+            lo = hi = (float(v.min()),) * 2
+            hi = (float(v.max()),) * 2
+        else:
+            on = d.x[:, d.signals.index(by)] > 0.5
+            if on.all() or not on.any():
+                return  # never switched in the training data: nothing learned about its states
+            lo = (float(v[~on].min()), float(v[on].min()))
+            hi = (float(v[~on].max()), float(v[on].max()))
+        kinds.append(kind)
+        sig.append(d.signals.index(signal))
+        status.append(-1 if by is None else d.signals.index(by))
+        low.append(lo)
+        high.append(hi)
+        margin.append(max(BAND_MARGIN * span, 2 * resolution))
+
+    for s in active:
+        add("range", s, None)
+    for t in plant.tanks:
+        for p in t.pumps:
+            add("control", t.level, p.status)
+    for a in plant.all_actuators():
+        assert a.flow is not None
+        add("actuator", a.flow, a.status)
+    return Bands(kinds, np.array(sig, dtype=int), np.array(status, dtype=int),
+                 np.array(low, dtype=float).reshape(-1, 2), np.array(high, dtype=float).reshape(-1, 2),
+                 np.array(margin, dtype=float))
+
+
+def _replay_candidates(d: _Design, active: list[str], tuning: Tuning) -> list[int]:
+    """Continuous signals whose normal history never repeats a window (so a repeat means replay)."""
+    keep = []
+    for s in active:
+        i = d.signals.index(s)
+        q = np.round(d.x[:, i] / tuning.resolution).astype(int)
+        if len(np.unique(q)) <= 3:
+            continue  # on/off signals repeat by nature
+        watch = _ReplayWatch(tuning.replay_window, tuning.replay_history)
+        if all(watch.step(int(v)) is None for v in q):
+            keep.append(i)
+    return keep
+
+
+def fit(values: np.ndarray, hours: np.ndarray, signals: list[str], plant: PlantRelations | None = None,
+        tuning: Tuning | None = None, meta: dict[str, object] | None = None) -> DetectorModel:
+    """Learn a model from normal rows (time order, regular sampling) and calibrate its thresholds."""
+    plant = plant or PlantRelations()
+    tuning = tuning or Tuning()
+    unknown = sorted(plant.signals() - set(signals))
+    if unknown:
+        raise ValueError(f"relations name signals the data does not have: {', '.join(unknown)}")
+    if len(values) < 48:
+        raise ValueError(f"{len(values)} rows are too few to learn normal operation (need >= 48)")
+    res = tuning.resolution
+    x = np.round(values / res) * res if res > 0 else values.astype(float)
+    prev = np.vstack((x[:1], x[:-1]))
+    f = np.array([feature_vector(x[i], prev[i], float(hours[i])) for i in range(len(x))])
+    d = _Design(x, f, signals)
+    active = [s for s in signals if x[:, signals.index(s)].std() > 5 * max(res, 1e-9)]
+    model = DetectorModel(signals, _residuals(d, active, plant, res), _bands(d, active, plant, res),
+                          _replay_candidates(d, active, tuning), tuning, dict(meta or {}))
+    detector = StreamingDetector(model, np.ones(1 + int(sum(k != "signal" for k in model.residuals.kinds))))
+    scores = np.array([detector.raw_scores(x[i], float(hours[i]))[0].copy() for i in range(len(x))])
+    thresholds = tuning.headroom * np.concatenate((
+        np.quantile(scores[:, :1], tuning.quantile, axis=0),
+        np.quantile(scores[:, 1:], tuning.relation_quantile, axis=0)))
+    model.meta.update(thresholds=[float(t) for t in thresholds], rows=len(x), active_signals=active)
+    return model
