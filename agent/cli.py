@@ -117,7 +117,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     try:
         schedule = simrun.parse_schedule(args.at or [])
         sims = simrun.build(args.meters, args.meter_port, args.plant_port, args.host, args.scenario, schedule)
-    except ValueError as exc:
+        if args.batadal:
+            simrun.add_replay(sims, args.batadal, args.batadal_port, args.row_seconds, args.start_row,
+                              host=args.host)
+    except (ValueError, OSError) as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
 
@@ -169,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default="normal", help="water plant scenario at start")
     p.add_argument("--at", action="append", metavar="SECONDS:SCENARIO",
                    help="switch the plant scenario later, e.g. --at 60:pump_forced_frozen_level")
+    p.add_argument("--batadal", metavar="CSV", help="also replay a BATADAL-format file as a PLC")
+    p.add_argument("--batadal-port", type=int, default=15022)
+    p.add_argument("--row-seconds", type=float, default=1.0, help="seconds per replayed row (an hour of data)")
+    p.add_argument("--start-row", type=int, default=0, help="first row of the file to replay")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="simulators + agent + local SQLite, with a live summary")

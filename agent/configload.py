@@ -224,6 +224,26 @@ def semantic_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
     return issues
 
 
+def _detection_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
+    """The model must be readable and every one of its signals wired to a point."""
+    from agent.detect.builtin import builtin_signals
+    from agent.detect.model import DetectorModel
+    from agent.detect.wiring import wire
+
+    det = cfg.detection
+    if det is None:
+        return []
+    signals = builtin_signals(det.model)
+    if signals is None:
+        if det.model.startswith("builtin:"):
+            return [(("detection", "model"), f"unknown built-in model {det.model!r} (builtin:water-plant)")]
+        try:
+            signals = DetectorModel.load(det.model).signals
+        except (OSError, ValueError) as exc:
+            return [(("detection", "model"), f"cannot use the model: {exc}")]
+    return wire(det, cfg.devices, signals)[2]
+
+
 def _secret_issues(doc: _Document, cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
     try:
         url = make_url(cfg.central.url)
@@ -257,7 +277,7 @@ def load_config_text(text: str, file: str = "<string>") -> AgentConfig:
                 message += _suggestion(_model_fields_at(loc), str(loc[-1]))
             doc.issue(loc, message, key=error["type"] == "extra_forbidden")
         raise ConfigError(doc.issues) from None
-    for path, message in semantic_issues(cfg) + _secret_issues(doc, cfg):
+    for path, message in semantic_issues(cfg) + _secret_issues(doc, cfg) + _detection_issues(cfg):
         doc.issue(path, message)
     if doc.issues:
         raise ConfigError(doc.issues)

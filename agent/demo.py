@@ -6,12 +6,15 @@ import asyncio
 import signal
 import sys
 import time
+from typing import Any
 
 from agent.service import Agent
 from agent.settings import AgentConfig
 from simulators import run as simrun
 
 SUMMARY_EVERY = 2.0
+#: how long the demo's attack lasts before the plant goes back to normal
+ATTACK_SECONDS = 90.0
 
 
 def _ports(cfg: AgentConfig) -> tuple[int, int, int]:
@@ -29,12 +32,22 @@ def _line(agent: Agent, sims: simrun.SimulatorSet, started: float) -> str:
             f"{snap['readings_per_s']:7.1f} readings/s | taken {snap['readings_taken']} | "
             f"written {snap['central']['rows_written']} | buffer {snap['buffer']['readings']} | "
             f"open alerts {snap['open_alerts']} | central {snap['central']['state']} | "
-            f"plant scenario {sims.water_plant.scenario}")
+            f"plant scenario {sims.water_plant.scenario}{_detection(snap)}")
+
+
+def _detection(snap: dict[str, Any]) -> str:
+    det = snap.get("detection")
+    if not det:
+        return ""
+    inc = det["open_detection"]
+    if inc is None:
+        return f" | detection quiet (score {det['score'] or 0:.2f})"
+    return f" | DETECTED {inc['attack_type']} {inc['confidence']:.0f}% on {', '.join(inc['signals'][:3])}"
 
 
 async def _demo(cfg: AgentConfig, duration: float | None, attack_after: float) -> Agent:
     meters, meter_port, plant_port = _ports(cfg)
-    schedule = [(attack_after, "pump_forced_frozen_level"), (attack_after + 40, "normal")]
+    schedule = [(attack_after, "pump_forced_frozen_level"), (attack_after + ATTACK_SECONDS, "normal")]
     sims = simrun.build(meters, meter_port, plant_port, schedule=schedule)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -64,6 +77,13 @@ async def _demo(cfg: AgentConfig, duration: float | None, attack_after: float) -
     return agent
 
 
+def _detections(agent: Agent) -> str:
+    d = agent.detection
+    if d is None:
+        return ""
+    return f"detection: {d.rows_scored} rows scored, {d.alarms} in alarm, {d.incidents.opened} incident(s) opened\n"
+
+
 def run_demo(cfg: AgentConfig, duration: float | None, attack_after: float) -> int:
     """Run the demo; prints where the data went and how to look at it."""
     try:
@@ -76,5 +96,6 @@ def run_demo(cfg: AgentConfig, duration: float | None, attack_after: float) -> i
         f"done: {st.readings_taken} readings taken, {st.rows_written} written, "
         f"{agent.delivery.buffer.reading_rows if agent.delivery.buffer else 0} left buffered, "
         f"{st.readings_dropped} dropped\n"
-        f"look at the data: {agent.central_url}  (tables readings, power_readings, alerts, devices)\n")
+        f"{_detections(agent)}"
+        f"look at the data: {agent.central_url}  (tables readings, power_readings, alerts, attack_detections)\n")
     return 0

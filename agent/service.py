@@ -14,6 +14,7 @@ from agent.buffer import Event
 from agent.central import make_engine, redacted, resolve_url
 from agent.checks import AlertTracker, CheckEngine, Condition, build_checks
 from agent.delivery import Delivery
+from agent.detect.runner import DetectionRunner, load_model
 from agent.power import PowerSampler
 from agent.scheduler import PollScheduler
 from agent.settings import AgentConfig, ResolvedDevice
@@ -50,6 +51,7 @@ class Agent:
         self.checks = CheckEngine(build_checks(cfg))
         self.power = PowerSampler([d.config for d in self.devices.values()])
         self.tracker = AlertTracker()
+        self.detection: DetectionRunner | None = None
         engine = make_engine(cfg.central)
         self.central_url = redacted(resolve_url(cfg.central.url, None))
         self.delivery = Delivery(cfg.buffer, cfg.central, engine, cfg.gateway.id,
@@ -75,6 +77,10 @@ class Agent:
         """Poll, check, buffer and deliver until ``stop`` is set; then flush and exit."""
         buffer = await self.delivery.open()
         self.tracker = AlertTracker(await self.delivery.in_buffer(buffer.load_state, "open_alerts"))
+        if self.cfg.detection is not None:
+            model = await asyncio.to_thread(load_model, self.cfg.detection)
+            self.detection = DetectionRunner(self.cfg.detection, [d.config for d in self.devices.values()], model,
+                                             await self.delivery.in_buffer(buffer.load_state, "open_attacks"))
         if buffer.salvage is not None:
             self.incident("buffer_corrupt", "high", "edge buffer file was damaged", buffer.salvage.summary())
         self.drivers = {d: self._make_driver(dev) for d, dev in self.devices.items()}
@@ -84,6 +90,8 @@ class Agent:
             asyncio.create_task(self._status_loop(stop), name="status"),
             asyncio.create_task(self._metrics_loop(stop), name="metrics"),
         ]
+        if self.detection is not None and self.detection.clock is None:
+            workers.append(asyncio.create_task(self._detection_loop(stop), name="detection"))
         self.scheduler.start([(d, dev.interval) for d, dev in self.devices.items()])
         log.info("agent %s polling %d devices, writing to %s, buffer %s", self.cfg.gateway.id,
                  len(self.devices), self.central_url, self.cfg.buffer.path)
@@ -163,7 +171,11 @@ class Agent:
             self._reported_health[device_id] = f"{status}/{health.reason}"
             events.append(Event("device_status", {"device": device_id, "status": status, "reason": health.reason,
                                                   "ts_us": ts, "last_seen_us": health.last_good_us}))
-        self._state_dirty |= any(e.kind == "alert" for e in events)
+        if self.detection is not None:
+            tick = self.detection.observe(device_id, readings)
+            if tick is not None:
+                events.extend(self.detection.score(ts, tick))
+        self._state_dirty |= any(e.kind in ("alert", "attack") for e in events)
         self._pending_readings.extend(readings)
         self._pending_events.extend(events)
 
@@ -216,6 +228,19 @@ class Agent:
             except TimeoutError:
                 self._pending_events.extend(self.metric_events())
 
+    async def _detection_loop(self, stop: asyncio.Event) -> None:
+        """Score a row of the latest values every detection interval (no clock point configured)."""
+        assert self.detection is not None
+        interval = self.detection.cfg.interval
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except TimeoutError:
+                events = self.detection.score(now_us())
+                if events:
+                    self._pending_events.extend(events)
+                    self._state_dirty = True
+
     def metric_events(self) -> list[Event]:
         """One ``metric`` event per self-metric, all stamped now."""
         ts = now_us()
@@ -240,13 +265,20 @@ class Agent:
         return [Event("metric", {"name": name, "value": float(value), "unit": unit, "category": category,
                                  "ts_us": ts}) for name, value, unit, category in figures]
 
+    def _state(self) -> dict[str, Any]:
+        """What must survive a restart with the buffer: open alerts and the open detection."""
+        state: dict[str, Any] = {"open_alerts": self.tracker.state()}
+        if self.detection is not None:
+            state["open_attacks"] = self.detection.incidents.state()
+        return state
+
     async def _commit(self) -> None:
         """Group-commit everything polled since the last commit into the disk buffer."""
         if not self._pending_readings and not self._pending_events:
             return
         readings, self._pending_readings = self._pending_readings, []
         events, self._pending_events = self._pending_events, []
-        state = {"open_alerts": self.tracker.state()} if self._state_dirty else None
+        state = self._state() if self._state_dirty else None
         self._state_dirty = False
         try:
             result = await self.delivery.put(readings, events, state)
@@ -307,7 +339,19 @@ class Agent:
                         "rows_written": st.rows_written, "events_written": st.events_written,
                         "write_errors": st.write_errors, "last_flush": st.last_flush},
             "devices": devices,
+            "detection": self._detection_snapshot(),
         }
+
+    def _detection_snapshot(self) -> dict[str, Any] | None:
+        d = self.detection
+        if d is None:
+            return None
+        inc = d.incidents.open
+        return {"rows_scored": d.rows_scored, "alarms": d.alarms,
+                "score": round(d.last.score, 2) if d.last else None,
+                "open_detection": None if inc is None else {
+                    "attack_type": inc.attack_type, "confidence": inc.confidence, "signals": inc.signals,
+                    "since": inc.opened_us / 1e6}}
 
     def _write_status(self) -> None:
         try:

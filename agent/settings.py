@@ -133,6 +133,20 @@ class BufferConfig(StrictModel):
     commit_interval: DurationOrZero = Field(default=0.1, le=10.0)
 
 
+class DetectionConfig(StrictModel):
+    """Attack and anomaly detection across the plant's signals (see ``hacksky-edge train``)."""
+
+    model: str = Field(description="model file from `hacksky-edge train`, or builtin:water-plant")
+    #: model signal -> "device/point"; a signal not listed reads the one point of the same name
+    signals: dict[str, str] = Field(default_factory=dict)
+    interval: Duration = Field(default=1.0, description="a row is scored this often (the model's sampling period)")
+    #: "device/point": score a row whenever this point changes; its value is the hour of day of the row
+    clock: str | None = None
+    target_system: str = Field(default="process", max_length=128)
+    #: confidence (0-100) from which a detection also raises an alert
+    alert_from: float = Field(default=50.0, ge=0, le=100)
+
+
 class GatewayConfig(StrictModel):
     """Identity of this gateway."""
 
@@ -148,6 +162,7 @@ class AgentConfig(StrictModel):
     buffer: BufferConfig = BufferConfig()
     defaults: DeviceDefaults = DeviceDefaults()
     devices: list[ModbusDevice] = Field(default_factory=list)
+    detection: DetectionConfig | None = None
 
     def resolved(self, device: ModbusDevice) -> ResolvedDevice:
         """The device with every inherited setting filled in from ``defaults``."""

@@ -81,6 +81,7 @@ class CentralWriter:
         self._insert_readings = insert_ignoring_duplicates(engine, schema.readings)
         self._insert_power = insert_ignoring_duplicates(engine, schema.power_readings)
         self._insert_alert = insert_ignoring_duplicates(engine, schema.alerts)
+        self._insert_attack = insert_ignoring_duplicates(engine, schema.attack_detections)
         self._insert_metric = insert_ignoring_duplicates(engine, schema.system_metrics)
 
     def sync_devices(self, devices: Sequence[DeviceInfo]) -> dict[str, int]:
@@ -173,6 +174,8 @@ class CentralWriter:
                 status[p["device"]] = p
             elif ev.kind == "alert":
                 self._apply_alert(conn, p)
+            elif ev.kind == "attack":
+                self._apply_attack(conn, p)
             else:
                 log.warning("unknown buffered event kind %r skipped", ev.kind)
         if power:
@@ -204,3 +207,21 @@ class CentralWriter:
         elif p["op"] == "close":
             conn.execute(update(t).where(t.c.event_key == key, t.c.resolved.is_(False)).values(
                 resolved=True, resolved_at=ts, updated_at=ts))
+
+    def _apply_attack(self, conn: Connection, p: dict[str, Any]) -> None:
+        t = schema.attack_detections
+        key = f"{self.gateway_id}/{p['key']}"
+        ts = to_datetime(p["ts_us"])
+        if p["op"] == "close":
+            conn.execute(update(t).where(t.c.event_key == key, t.c.ended_at.is_(None)).values(
+                ended_at=ts, updated_at=ts))
+            return
+        values = {"confidence": p["confidence"], "threat_level": p["threat_level"],
+                  "description": p.get("description"), "indicators": p.get("indicators"), "updated_at": ts}
+        if p["op"] == "open":
+            conn.execute(self._insert_attack, [{
+                **values, "attack_type": p["attack_type"], "target_system": p.get("target_system"),
+                "gateway_id": self.gateway_id, "event_key": key, "detected_at": to_datetime(p["opened_us"]),
+                "created_at": ts}])
+        else:
+            conn.execute(update(t).where(t.c.event_key == key).values(**values))

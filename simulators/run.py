@@ -6,6 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from simulators.batadal import BatadalReplay
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator
 from simulators.store import UnitModel
@@ -22,11 +23,12 @@ class SimulatorSet:
     plant: ModbusSimulator
     water_plant: WaterPlant
     schedule: list[tuple[float, str]] = field(default_factory=list)
+    replay: ModbusSimulator | None = None
 
     @property
     def servers(self) -> list[ModbusSimulator]:
         """Every listening simulator."""
-        return [self.meters, self.plant]
+        return [self.meters, self.plant] + ([self.replay] if self.replay else [])
 
 
 def build(meters: int = 4, meter_port: int = 15020, plant_port: int = 15021, host: str = "127.0.0.1",
@@ -36,6 +38,14 @@ def build(meters: int = 4, meter_port: int = 15020, plant_port: int = 15021, hos
     plant = WaterPlant(seed=7, scenario=scenario)
     return SimulatorSet(ModbusSimulator(units, host, meter_port),
                         ModbusSimulator({1: plant}, host, plant_port), plant, list(schedule or []))
+
+
+def add_replay(sims: SimulatorSet, path: str, port: int, row_seconds: float, start: int = 0,
+               stop: int | None = None, host: str = "127.0.0.1") -> BatadalReplay:
+    """Also serve a BATADAL-format file as unit 1 on ``port``, one row per ``row_seconds``."""
+    replay = BatadalReplay(path, row_seconds, start, stop)
+    sims.replay = ModbusSimulator({1: replay}, host, port)
+    return replay
 
 
 def parse_schedule(items: list[str]) -> list[tuple[float, str]]:

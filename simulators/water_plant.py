@@ -36,6 +36,7 @@ class WaterPlant:
         self.scenario = "normal"
         self._frozen_level: float | None = None
         self._last: float | None = None
+        self.reported: dict[str, float] = {}
         self.set_scenario(scenario)
         self.refresh(time.monotonic())
 
@@ -77,6 +78,7 @@ class WaterPlant:
             "pump1_flow": reported_inflow, "outflow": out, "valve1_open": opening,
             "pressure_out": 1.0 + 0.098 * self.level + self._rng.gauss(0, 0.003),
         }
+        self.reported = {**values, "pump1_running": float(self.pump_on)}
         for name, address in HOLDING_MAP.items():
             self.image.put("holding", address, values[name], "float32")
         self.image.put_bit("coil", 0, self.pump_on)

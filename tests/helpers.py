@@ -76,13 +76,16 @@ def pattern_yaml_points(points: list[PatternPoint]) -> list[dict[str, Any]]:
     return out
 
 
-def device_map(gateway: str, url: str, buffer: str, devices: list[dict[str, Any]], **central: Any) -> str:
+def device_map(gateway: str, url: str, buffer: str, devices: list[dict[str, Any]],
+               detection: dict[str, Any] | None = None, **central: Any) -> str:
     """YAML text of a device map."""
     doc = {"gateway": {"id": gateway},
            "central": {"url": url, "flush_interval": "200ms", **central},
            "buffer": {"path": buffer, "commit_interval": "50ms"},
            "defaults": {"interval": "200ms", "timeout": "200ms"},
            "devices": devices}
+    if detection is not None:
+        doc["detection"] = detection
     return yaml.safe_dump(doc, sort_keys=False)
 
 

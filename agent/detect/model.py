@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,5 +97,5 @@ class DetectorModel:
                                 z["band_high"], z["band_margin"]),
                     replay_signals=header["replay_signals"], tuning=Tuning(**header["tuning"]),
                     meta=header["meta"])
-        except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path}: not a HackSky detector model ({exc})") from None

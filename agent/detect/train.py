@@ -42,7 +42,10 @@ def _fit_row(d: _Design, target: np.ndarray, columns: list[int], resolution: flo
     row = target.copy()
     row[columns] -= w
     residual = d.f @ row
-    return row, float(np.sqrt(residual.var() + resolution**2 / 12))
+    # a relation that is exact in the training data (one signal computed from another) still
+    # gets a noise floor: 0.1 % of the target's variability, so transport rounding is not an attack
+    floor = 1e-3 * float(y.std())
+    return row, float(np.sqrt(residual.var() + resolution**2 / 12 + floor**2))
 
 
 def _unit(d: _Design, *terms: tuple[str, int, float]) -> np.ndarray:
@@ -129,7 +132,7 @@ def _replay_candidates(d: _Design, active: list[str], tuning: Tuning) -> list[in
     keep = []
     for s in active:
         i = d.signals.index(s)
-        q = np.round(d.x[:, i] / tuning.resolution).astype(int)
+        q = np.round(d.x[:, i] / max(tuning.resolution, 1e-6)).astype(int)
         if len(np.unique(q)) <= 3:
             continue  # on/off signals repeat by nature
         watch = _ReplayWatch(tuning.replay_window, tuning.replay_history)

@@ -1,0 +1,147 @@
+"""Each detector fires on its own kind of attack and stays quiet on normal operation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.detect.builtin import WATER_PLANT_SIGNALS, water_plant_model
+from agent.detect.model import DetectorModel, Tuning
+from agent.detect.plant import Actuator, PlantRelations, Tank
+from agent.detect.stream import StreamingDetector, Verdict
+from agent.detect.train import fit
+from simulators.water_plant import WaterPlant
+
+INTERVAL = 2.0
+ATTACK_AT = 100
+
+
+@pytest.fixture(scope="module")
+def plant_model() -> DetectorModel:
+    return water_plant_model(INTERVAL)
+
+
+def run_plant(model: DetectorModel, scenario: str, seed: int, rows: int = 250) -> list[Verdict]:
+    """The simulated plant sampled every INTERVAL s; ``scenario`` starts at row ATTACK_AT."""
+    detector = StreamingDetector(model)
+    plant = WaterPlant(seed=seed)
+    verdicts = []
+    for k in range(rows):
+        if k == ATTACK_AT:
+            plant.set_scenario(scenario)
+        plant.refresh(1000.0 + k * INTERVAL)
+        x = np.array([plant.reported[s] for s in WATER_PLANT_SIGNALS], dtype=np.float32).astype(float)
+        verdicts.append(detector.step(x, 12.0))
+    return verdicts
+
+
+def kinds(verdicts: list[Verdict]) -> set[str]:
+    return {f.kind for v in verdicts for f in v.findings}
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_normal_plant_raises_no_alarm(plant_model: DetectorModel, seed: int) -> None:
+    verdicts = run_plant(plant_model, "normal", seed, rows=400)
+    assert sum(v.alarm for v in verdicts) == 0, kinds(verdicts)
+
+
+@pytest.mark.parametrize(("scenario", "evidence", "within"), [
+    ("level_spoof", {"mass_balance", "pressure"}, 2),          # level reported constant mid-range
+    ("flow_spoof", {"mass_balance"}, 2),                       # pump flow reported as zero while it runs
+    ("pump_forced_frozen_level", {"pressure"}, 40),            # pump forced on, level frozen: pressure betrays it
+])
+def test_each_attack_is_detected_with_its_evidence(plant_model: DetectorModel, scenario: str, evidence: set[str],
+                                                   within: int) -> None:
+    verdicts = run_plant(plant_model, scenario, seed=21)
+    assert not any(v.alarm for v in verdicts[:ATTACK_AT]), "no alarm before the attack"
+    alarms = [i for i, v in enumerate(verdicts) if v.alarm]
+    assert alarms and alarms[0] - ATTACK_AT <= within, f"first alarm at row {alarms[:1]}"
+    assert evidence <= kinds(verdicts[ATTACK_AT:]), kinds(verdicts[ATTACK_AT:])
+    assert sum(v.alarm for v in verdicts[ATTACK_AT:]) > 0.5 * (len(verdicts) - alarms[0])
+
+
+def _cycling_plant(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A tank under on/off level control: level, pump status, pump flow, a smooth demand signal."""
+    rng = np.random.default_rng(seed)
+    level, pump, out = 3.0, 1.0, []
+    for k in range(rows):
+        if level > 4.0:
+            pump = 0.0
+        elif level < 2.0:
+            pump = 1.0
+        demand = 0.5 + 0.2 * np.sin(2 * np.pi * k / 24) + rng.normal(0, 0.01)
+        level += 0.3 * pump - 0.4 * demand * 0.5
+        out.append([level + rng.normal(0, 0.005), pump, 10.0 * pump + rng.normal(0, 0.05) * pump, demand])
+    return np.array(out), np.arange(rows) % 24.0
+
+
+SIGNALS = ["level", "pump", "pump_flow", "demand"]
+RELATIONS = PlantRelations(tanks=[Tank(level="level", pumps=[Actuator(status="pump", flow="pump_flow")])])
+
+
+@pytest.fixture(scope="module")
+def cycling_model() -> DetectorModel:
+    x, hours = _cycling_plant(3000, seed=1)
+    return fit(x, hours, SIGNALS, RELATIONS, Tuning(resolution=0.001, replay_window=8))
+
+
+def _stream(model: DetectorModel, x: np.ndarray, hours: np.ndarray) -> list[Verdict]:
+    det = StreamingDetector(model)
+    return [det.step(x[i], float(hours[i])) for i in range(len(x))]
+
+
+def test_pump_running_above_its_stop_level_is_a_control_violation(cycling_model: DetectorModel) -> None:
+    x, hours = _cycling_plant(300, seed=2)
+    assert not any(v.alarm for v in _stream(cycling_model, x, hours))
+    tampered = x.copy()
+    tampered[200:, 1] = 1.0                            # pump forced on...
+    tampered[200:, 2] = 10.0
+    tampered[200:, 0] = np.linspace(4.0, 6.5, 100)     # ...while the level climbs past where it stops
+    found = kinds(_stream(cycling_model, tampered, hours)[200:])
+    assert "control" in found
+
+
+def test_pump_on_without_flow_is_an_actuator_violation(cycling_model: DetectorModel) -> None:
+    x, hours = _cycling_plant(300, seed=3)
+    tampered = x.copy()
+    running = np.flatnonzero(tampered[150:, 1] > 0.5) + 150
+    tampered[running, 2] = 0.0                         # flow reported as zero while the pump runs
+    verdicts = _stream(cycling_model, tampered, hours)
+    assert "actuator" in kinds(verdicts[150:])
+    assert all(not v.alarm for v in verdicts[:150])
+
+
+def test_replayed_window_is_recognised(cycling_model: DetectorModel) -> None:
+    x, hours = _cycling_plant(300, seed=4)
+    replayed = x.copy()
+    replayed[250:270, 0] = x[200:220, 0]               # the level sensor replays 20 earlier samples
+    verdicts = _stream(cycling_model, replayed, hours)
+    replay = [f for v in verdicts[250:270] for f in v.findings if f.kind == "replay"]
+    assert replay and replay[0].signals == ("level",) and replay[0].detail["samples_back"] == 50
+
+
+def test_model_file_round_trip_gives_identical_verdicts(cycling_model: DetectorModel, tmp_path: Path) -> None:
+    path = tmp_path / "m.npz"
+    cycling_model.save(path)
+    loaded = DetectorModel.load(path)
+    x, hours = _cycling_plant(200, seed=5)
+    x[150:, 0] += 1.0
+    a, b = _stream(cycling_model, x, hours), _stream(loaded, x, hours)
+    assert [(v.alarm, round(v.score, 9)) for v in a] == [(v.alarm, round(v.score, 9)) for v in b]
+    assert any(v.alarm for v in a)
+
+
+def test_damaged_model_file_is_refused_with_its_name(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match=r"bad\.npz: not a HackSky detector model"):
+        DetectorModel.load(bad)
+
+
+def test_relations_naming_unknown_signals_are_refused() -> None:
+    x, hours = _cycling_plant(100, seed=6)
+    wrong = PlantRelations(tanks=[Tank(level="levle")])
+    with pytest.raises(ValueError, match="levle"):
+        fit(x, hours, SIGNALS, wrong)
