@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from agent.buffer import Event
+from agent.detect.load import LoadWatch
 from agent.settings import ModbusDevice
 from drivers.base import Reading
 
@@ -24,6 +25,7 @@ class PowerSampler:
 
     def __init__(self, devices: Sequence[ModbusDevice]) -> None:
         self._roles: dict[str, Mapping[str, str]] = {}
+        self._load: dict[str, LoadWatch] = {}
         for d in devices:
             roles = {p.name: p.role for p in d.points if p.role in ROLE_COLUMNS}
             if d.type == "power_meter" and roles:
@@ -43,6 +45,9 @@ class PowerSampler:
                 ts = max(ts, r.ts_us)
         if not groups:
             return None
-        fields = {ROLE_COLUMNS[role]: (sum(v) if role == "power" else sum(v) / len(v))
-                  for role, v in groups.items()}
+        fields: dict[str, float | bool] = {ROLE_COLUMNS[role]: (sum(v) if role == "power" else sum(v) / len(v))
+                                           for role, v in groups.items()}
+        if "power" in groups:
+            score, anomalous = self._load.setdefault(device, LoadWatch()).score(float(fields["power_consumption"]))
+            fields.update(anomaly_score=score, is_anomaly=anomalous)
         return Event("power", {"device": device, "ts_us": ts, "fields": fields})
