@@ -11,12 +11,12 @@ WARMUP = 30
 
 
 class LoadWatch:
-    """EWMA baseline of one meter's power and of its sample-to-sample change.
+    """EWMA baseline (mean and spread) of one meter's power.
 
-    The level baseline follows the slow daily curve (``alpha`` per sample); a reading far from
-    it (off-pattern load) or a jump far beyond normal sample-to-sample changes (spike, drop)
-    scores high. Anomalous samples do not move the baseline; a new level lasting ``adopt_after``
-    samples becomes the new normal (a machine added to the feeder, not an anomaly forever).
+    The baseline follows the slow daily curve (``alpha`` per sample); a reading far from it
+    scores high: a spike, a drop or off-pattern load. A return to normal is not an anomaly.
+    Anomalous samples do not move the baseline; a new level lasting ``adopt_after`` samples
+    becomes the new normal (a machine added to the feeder, not an anomaly forever).
     """
 
     def __init__(self, alpha: float = 0.02, threshold: float = THRESHOLD, warmup: int = WARMUP,
@@ -24,29 +24,22 @@ class LoadWatch:
         self.alpha, self.threshold, self.warmup, self.adopt_after = alpha, threshold, warmup, adopt_after
         self.run = 0
         self.n = 0
-        self.mean = self.var = self.step_var = 0.0
-        self.prev: float | None = None
+        self.mean = self.var = 0.0
 
     def score(self, power: float) -> tuple[float, bool]:
         """(anomaly score, is_anomaly) of this reading; the score is a z-score."""
-        if self.prev is None:
-            self.n, self.mean, self.prev = 1, power, power
+        if not self.n:
+            self.n, self.mean = 1, power
             return 0.0, False
-        floor = (0.005 * abs(self.mean)) ** 2 + 1e-12
-        level_z = abs(power - self.mean) / math.sqrt(self.var + floor)
-        step_z = abs(power - self.prev) / math.sqrt(self.step_var + floor)
-        z = max(level_z, step_z)
+        z = abs(power - self.mean) / math.sqrt(self.var + (0.005 * abs(self.mean)) ** 2 + 1e-12)
         anomalous = self.n >= self.warmup and z >= self.threshold
         a = self.alpha if self.n >= self.warmup else 1 / (self.n + 1)
         d = power - self.mean
-        step = power - self.prev
         self.run = self.run + 1 if anomalous else 0
         if self.run >= self.adopt_after:
             self.mean, self.run = power, 0
         elif not anomalous:
             self.mean += a * d
             self.var = (1 - a) * (self.var + a * d * d)
-            self.step_var = (1 - a) * (self.step_var + a * step * step) if self.n > 1 else step * step
-        self.prev = power
         self.n += 1
         return (round(z, 3) if self.n > self.warmup else 0.0), anomalous
