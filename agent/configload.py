@@ -236,7 +236,8 @@ def _detection_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
     signals = builtin_signals(det.model)
     if signals is None:
         if det.model.startswith("builtin:"):
-            return [(("detection", "model"), f"unknown built-in model {det.model!r} (builtin:water-plant)")]
+            return [(("detection", "model"),
+                     f"unknown built-in model {det.model!r} (builtin:water-plant, builtin:ctown)")]
         try:
             signals = DetectorModel.load(det.model).signals
         except (OSError, ValueError) as exc:
@@ -255,7 +256,7 @@ def _secret_issues(doc: _Document, cfg: AgentConfig) -> list[tuple[ConfigPath, s
     return []
 
 
-def load_config_text(text: str, file: str = "<string>") -> AgentConfig:
+def load_config_text(text: str, file: str = "<string>", check_model: bool = True) -> AgentConfig:
     """Parse and validate a device map given as text; raise :class:`ConfigError`."""
     try:
         doc = _Document(file, text)
@@ -277,18 +278,22 @@ def load_config_text(text: str, file: str = "<string>") -> AgentConfig:
                 message += _suggestion(_model_fields_at(loc), str(loc[-1]))
             doc.issue(loc, message, key=error["type"] == "extra_forbidden")
         raise ConfigError(doc.issues) from None
-    for path, message in semantic_issues(cfg) + _secret_issues(doc, cfg) + _detection_issues(cfg):
+    model_issues = _detection_issues(cfg) if check_model else []
+    for path, message in semantic_issues(cfg) + _secret_issues(doc, cfg) + model_issues:
         doc.issue(path, message)
     if doc.issues:
         raise ConfigError(doc.issues)
     return cfg
 
 
-def load_config(path: str | Path) -> AgentConfig:
-    """Load the device map at ``path``; relative buffer paths stay relative to the cwd."""
+def load_config(path: str | Path, check_model: bool = True) -> AgentConfig:
+    """Load the device map at ``path``; relative buffer paths stay relative to the cwd.
+
+    ``check_model=False`` skips loading the detection model (``train`` is about to write it).
+    """
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([ConfigIssue(str(file), 1, 1, "", f"cannot read: {exc.strerror}")]) from None
-    return load_config_text(text, str(file))
+    return load_config_text(text, str(file), check_model)

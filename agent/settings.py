@@ -136,7 +136,7 @@ class BufferConfig(StrictModel):
 class DetectionConfig(StrictModel):
     """Attack and anomaly detection across the plant's signals (see ``hacksky-edge train``)."""
 
-    model: str = Field(description="model file from `hacksky-edge train`, or builtin:water-plant")
+    model: str = Field(description="model file from `hacksky-edge train`, or builtin:water-plant / builtin:ctown")
     #: model signal -> "device/point"; a signal not listed reads the one point of the same name
     signals: dict[str, str] = Field(default_factory=dict)
     interval: Duration = Field(default=1.0, description="a row is scored this often (the model's sampling period)")

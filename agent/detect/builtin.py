@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -18,9 +19,29 @@ WATER_PLANT_RELATIONS = PlantRelations(tanks=[Tank(
     outflows=["outflow"], pressures=["pressure_out"])])
 
 
+CTOWN = "builtin:ctown"
+#: BATADAL's year of normal operation in C-Town, vendored with the repository
+CTOWN_TRAINING = Path(__file__).resolve().parents[2] / "data" / "batadal" / "BATADAL_dataset03.csv"
+
+
 def builtin_signals(name: str) -> list[str] | None:
     """Signal names of a built-in model, or None if ``name`` is not one."""
-    return WATER_PLANT_SIGNALS if name == WATER_PLANT else None
+    if name == WATER_PLANT:
+        return WATER_PLANT_SIGNALS
+    if name == CTOWN:
+        with open(CTOWN_TRAINING) as f:
+            header = [h.strip() for h in f.readline().split(",")]
+        return [h for h in header if h not in ("DATETIME", "ATT_FLAG")]
+    return None
+
+
+def builtin_model(name: str, interval: float) -> DetectorModel:
+    """Train the named built-in model now (about a second)."""
+    if name == WATER_PLANT:
+        return water_plant_model(interval)
+    from agent.detect.evaluate import train_from_csv
+
+    return train_from_csv(CTOWN_TRAINING)
 
 
 def water_plant_model(interval: float, hours: float = 3.0, seed: int = 7) -> DetectorModel:

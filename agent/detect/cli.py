@@ -7,16 +7,57 @@ import json
 import sys
 from typing import Any
 
-from agent.detect.dataset import DatasetError
+from sqlalchemy.exc import SQLAlchemyError
+
+from agent.configload import ConfigError
+from agent.detect.dataset import DatasetError, parse_time
+from agent.detect.model import DetectorModel, Tuning
+
+
+def _train_from_db(args: argparse.Namespace) -> DetectorModel:
+    """Fit on the readings the central DB holds for the device map's gateway."""
+    from agent.central import make_engine
+    from agent.configload import load_config
+    from agent.detect.evaluate import load_relations
+    from agent.detect.history import load_history
+    from agent.detect.train import fit
+    from agent.detect.wiring import wire
+    from agent.settings import DetectionConfig
+
+    cfg = load_config(args.from_db, check_model=False)
+    det = cfg.detection or DetectionConfig(model=args.out)
+    relations = load_relations(args.relations, []) if args.relations else None
+    names = sorted(set(det.signals) | (relations.signals() if relations else set())
+                   | set(filter(None, (args.signals or "").split(","))))
+    if not names:
+        raise ValueError("name the signals to learn: --signals, --relations or detection.signals in the map")
+    wired, _, problems = wire(det, cfg.devices, names)
+    if problems:
+        raise ValueError("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))
+    engine = make_engine(cfg.central)
+    try:
+        data = load_history(engine, cfg.gateway.id, {n: wired[n] for n in names}, det.interval,
+                            parse_time(args.since), parse_time(args.until))
+    finally:
+        engine.dispose()
+    return fit(data.values, data.hours, data.signals, relations, Tuning(resolution=args.resolution),
+               meta={"trained_on": f"{cfg.gateway.id} readings {args.since} .. {args.until}"})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Fit a detector model on normal operation and save it."""
     from agent.detect.evaluate import train_from_csv
 
+    if bool(args.csv) == bool(args.from_db):
+        sys.stderr.write("train from either --csv FILE or --from-db MAP (readings in its central database)\n")
+        return 2
     try:
-        model = train_from_csv(args.csv, args.relations)
-    except (DatasetError, ValueError, OSError) as exc:
+        model = (train_from_csv(args.csv, args.relations, Tuning(resolution=args.resolution)) if args.csv
+                 else _train_from_db(args))
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    except (DatasetError, ValueError, OSError, SQLAlchemyError) as exc:
         sys.stderr.write(f"cannot train: {exc}\n")
         return 1
     model.save(args.out)
@@ -51,8 +92,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     """Register the detection sub-commands on the main parser."""
     p = sub.add_parser("train", help="learn a detector model from normal operation")
-    p.add_argument("--csv", required=True, help="rows of normal operation (BATADAL layout: DATETIME, signals...)")
+    p.add_argument("--csv", help="rows of normal operation (BATADAL layout: DATETIME, signals...)")
+    p.add_argument("--from-db", metavar="MAP.yaml",
+                   help="or: learn from the readings this device map's central database holds")
+    p.add_argument("--since", default="1970-01-01 00:00:00", help="with --from-db: first reading (UTC)")
+    p.add_argument("--until", default="2100-01-01 00:00:00", help="with --from-db: end of the period (UTC)")
+    p.add_argument("--signals", help="with --from-db: comma-separated point names to learn (besides relations)")
     p.add_argument("--relations", help="YAML with a plant: section (default: C-Town's for BATADAL columns)")
+    p.add_argument("--resolution", type=float, default=Tuning.resolution,
+                   help="reporting resolution of the signals (training rows are rounded to it)")
     p.add_argument("-o", "--out", required=True, help="model file to write (.npz)")
     p.set_defaults(func=cmd_train)
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from agent.buffer import Event
-from agent.detect.builtin import WATER_PLANT, water_plant_model
+from agent.detect.builtin import builtin_model, builtin_signals
 from agent.detect.incidents import IncidentTracker
 from agent.detect.model import DetectorModel
 from agent.detect.stream import StreamingDetector, Verdict
@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 def load_model(cfg: DetectionConfig) -> DetectorModel:
     """The configured model: a built-in one is trained now, a file is read."""
-    if cfg.model == WATER_PLANT:
-        return water_plant_model(cfg.interval)
+    if builtin_signals(cfg.model) is not None:
+        return builtin_model(cfg.model, cfg.interval)
     return DetectorModel.load(cfg.model)
 
 

@@ -76,7 +76,7 @@ class StreamingDetector:
     def __init__(self, model: DetectorModel, thresholds: np.ndarray | None = None) -> None:
         self.model = model
         res = model.residuals
-        self._signal_rows = np.array([k == "signal" for k in res.kinds])
+        self._signal_rows = np.array([k == "signal" for k in res.kinds], dtype=bool)
         self._relation_rows = np.flatnonzero(~self._signal_rows)
         #: score groups: 0 = the cross-signal model (mean z^2), then one per relation residual
         self.group_names = ["cross-signal model"] + [res.names[i] for i in self._relation_rows]

@@ -157,6 +157,8 @@ def fit(values: np.ndarray, hours: np.ndarray, signals: list[str], plant: PlantR
     f = np.array([feature_vector(x[i], prev[i], float(hours[i])) for i in range(len(x))])
     d = _Design(x, f, signals)
     active = [s for s in signals if x[:, signals.index(s)].std() > 5 * max(res, 1e-9)]
+    if not active:
+        raise ValueError(f"no signal varies by more than 5 x the resolution ({res:g}) in the training rows")
     model = DetectorModel(signals, _residuals(d, active, plant, res), _bands(d, active, plant, res),
                           _replay_candidates(d, active, tuning), tuning, dict(meta or {}))
     detector = StreamingDetector(model, np.ones(1 + int(sum(k != "signal" for k in model.residuals.kinds))))

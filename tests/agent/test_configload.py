@@ -150,3 +150,16 @@ def test_generated_maps_load_or_fail_with_located_errors(tree: dict) -> None:
         assert exc.issues
         for issue in exc.issues:
             assert str(issue).startswith("gen.yaml:") and issue.line >= 1 and issue.message
+
+
+def test_detection_wiring_errors_name_line_and_field(tmp_path: Path) -> None:
+    plant = VALID + ("detection:\n  model: builtin:water-plant\n"
+                     "  signals: {tank1_level: meter-01/nope, pump1_flow: voltage_l1}\n  clock: meter-01/missing\n")
+    errors = errors_of(plant)
+    assert "plant.yaml:14:26: detection.signals.tank1_level: no point 'nope' on an enabled device 'meter-01'" in errors
+    assert "plant.yaml:14:53: detection.signals.pump1_flow: 'voltage_l1' is not device/point" in errors
+    assert "plant.yaml:15:10: detection.clock: no point 'missing' on an enabled device 'meter-01'" in errors
+    assert any("detection.signals: model signal 'outflow' has no point of that name" in e for e in errors)
+    missing = VALID + f"detection: {{model: {tmp_path / 'none.npz'}}}\n"
+    (error,) = errors_of(missing)
+    assert error.startswith("plant.yaml:12:20: detection.model: cannot use the model:") and "none.npz" in error

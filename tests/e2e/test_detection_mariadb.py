@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +22,8 @@ from simulators.server import ModbusSimulator, SimulatorThread
 from simulators.water_plant import WaterPlant
 from tests.helpers import async_wait_until, device_map, query, run_agent
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "batadal"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "data" / "batadal"
 #: rows of dataset04 from 25/09/2016 00:00; attack 2 is labelled 26/09 11:00 - 27/09 10:00 (rows 2027-2050)
 FIRST_ROW, LAST_ROW = 1992, 2060
 ROW_SECONDS = 0.15
@@ -99,3 +103,33 @@ def test_water_plant_attack_detected_by_the_running_agent(central_url: str, tmp_
     rows = query(central_url, "SELECT attack_type, target_system FROM attack_detections")
     assert rows and rows[0][1] == "tank 1"
     assert rows[0][0] in {"Flow Manipulation", "Sensor Tampering", "Process Anomaly"}
+
+
+def test_train_from_readings_in_the_central_database(central_url: str, tmp_path: Path) -> None:
+    plant = WaterPlant(seed=9)
+    server = ModbusSimulator({1: plant})
+    points = [{"name": n, "address": a, "type": "float32"} for n, a in
+              [("tank1_level", 0), ("pump1_flow", 2), ("outflow", 4), ("pressure_out", 8)]]
+    with SimulatorThread([server]):
+        device = {"id": "plc", "type": "plc", "host": "127.0.0.1", "port": server.port, "unit_id": 1,
+                  "interval": "100ms", "timeout": "90ms", "points": points}
+        text = device_map("gw-hist", central_url, str(tmp_path / "buf"), [device])
+
+        async def scenario(agent: Agent) -> None:
+            await async_wait_until(lambda: agent.stats.rows_written >= 4 * 70, timeout=30)
+
+        run_agent(text, scenario)
+    model = tmp_path / "plant.npz"
+    config = tmp_path / "map.yaml"
+    config.write_text(text + f"detection: {{model: {model}, interval: 100ms}}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "train", "--from-db", str(config), "--signals",
+         "tank1_level,pump1_flow,outflow,pressure_out", "--resolution", "0.0001", "-o", str(model)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    trained = DetectorModel.load(model)
+    assert trained.signals == ["outflow", "pressure_out", "pump1_flow", "tank1_level"]
+    assert trained.meta["rows"] >= 60 and trained.meta["trained_on"].startswith("gw-hist readings")
+    check = subprocess.run([sys.executable, "-m", "agent", "check", "-c", str(config)], capture_output=True,
+                           text=True, timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert check.returncode == 0, check.stderr
