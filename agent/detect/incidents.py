@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 ATTACK_TYPES = [
     ("replay", "Replay"),
     ("control", "Flow Manipulation"), ("actuator", "Flow Manipulation"), ("mass_balance", "Flow Manipulation"),
-    ("pressure", "Sensor Tampering"), ("range", "Sensor Tampering"),
-    ("residual", "Process Anomaly"),
+    ("pressure", "Sensor Tampering"), ("frozen", "Sensor Tampering"), ("range", "Sensor Tampering"),
+    ("rate", "Sensor Tampering"),
+    ("residual", "Process Anomaly"), ("baseline", "Process Anomaly"),
 ]
 #: an open detection is refreshed at most this often unless its threat level changes
 UPDATE_EVERY_US = 60_000_000

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -41,6 +41,17 @@ class Bands:
 
 
 @dataclass
+class PerSignal:
+    """Per-signal limits learned from normal data (index = model signal; 0/inf = not checked)."""
+
+    rate_limit: np.ndarray            # largest normal change between two samples, with margin
+    frozen_limit: np.ndarray          # samples a signal may stay exactly constant (0: not checked)
+    tod_median: np.ndarray            # (24, n) median per hour of day
+    tod_scale: np.ndarray             # (24, n) robust spread per hour of day
+    tod_limit: np.ndarray             # (n,) largest normal |z| against that baseline, with margin
+
+
+@dataclass
 class Tuning:
     """Streaming parameters; thresholds are calibrated on the training rows themselves."""
 
@@ -63,6 +74,7 @@ class DetectorModel:
     signals: list[str]
     residuals: Residuals
     bands: Bands
+    per_signal: PerSignal
     replay_signals: list[int]
     tuning: Tuning
     meta: dict[str, Any] = field(default_factory=dict)
@@ -79,7 +91,9 @@ class DetectorModel:
             np.savez_compressed(
                 f, header=np.array(json.dumps(header)), matrix=self.residuals.matrix, scale=self.residuals.scale,
                 band_signal=self.bands.signal, band_status=self.bands.status, band_low=self.bands.low,
-                band_high=self.bands.high, band_margin=self.bands.margin)
+                band_high=self.bands.high, band_margin=self.bands.margin, rate_limit=self.per_signal.rate_limit,
+                frozen_limit=self.per_signal.frozen_limit, tod_median=self.per_signal.tod_median,
+                tod_scale=self.per_signal.tod_scale, tod_limit=self.per_signal.tod_limit)
 
     @classmethod
     def load(cls, path: str | Path) -> DetectorModel:
@@ -95,6 +109,8 @@ class DetectorModel:
                     residuals=Residuals(r["names"], r["kinds"], r["signals"], z["matrix"], z["scale"]),
                     bands=Bands(header["bands"]["kinds"], z["band_signal"], z["band_status"], z["band_low"],
                                 z["band_high"], z["band_margin"]),
+                    per_signal=PerSignal(z["rate_limit"], z["frozen_limit"], z["tod_median"], z["tod_scale"],
+                                         z["tod_limit"]),
                     replay_signals=header["replay_signals"], tuning=Tuning(**header["tuning"]),
                     meta=header["meta"])
         except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:

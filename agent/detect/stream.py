@@ -89,6 +89,8 @@ class StreamingDetector:
         t = model.tuning
         self._replay = {i: _ReplayWatch(t.replay_window, t.replay_history) for i in model.replay_signals}
         self._rows = 0
+        self._frozen_run = np.zeros(len(model.signals), dtype=int)
+        self._checked_frozen = model.per_signal.frozen_limit > 0
 
     def raw_scores(self, x: np.ndarray, hour: float) -> tuple[np.ndarray, np.ndarray]:
         """Smoothed group scores (not yet divided by thresholds) and this row's residual z-scores.
@@ -112,12 +114,37 @@ class StreamingDetector:
         """Score one row (values in the model's signal order; NaN = missing, held from before)."""
         if np.isnan(x).any():
             x = np.where(np.isnan(x), self._prev if self._prev is not None else 0.0, x)
+        findings = self._per_signal_findings(x, hour)
         smoothed, z = self.raw_scores(x, hour)
-        findings = self._residual_findings(smoothed / self.thresholds, z)
+        findings += self._residual_findings(smoothed / self.thresholds, z)
         findings += self._band_findings(x)
         findings += self._replay_findings(x)
         score = max((f.score for f in findings), default=float((smoothed / self.thresholds).max()))
         return Verdict(bool(findings), score, tuple(findings))
+
+    def _per_signal_findings(self, x: np.ndarray, hour: float) -> list[Finding]:
+        """Rate of change, exact freeze and time-of-day baseline, each against its learned limit."""
+        ps = self.model.per_signal
+        names = self.model.signals
+        out: list[Finding] = []
+        h = int(hour) % 24
+        tod = np.abs(x - ps.tod_median[h]) / ps.tod_scale[h] / ps.tod_limit
+        for i in np.flatnonzero(tod > 1.0):
+            out.append(Finding("baseline", f"{names[i]} vs its hour-of-day baseline", (names[i],), float(tod[i]),
+                               {"value": round(float(x[i]), 3), "usual": round(float(ps.tod_median[h, i]), 3)}))
+        if self._prev is None:
+            return out
+        step = np.abs(x - self._prev) / ps.rate_limit
+        for i in np.flatnonzero(step > 1.0):
+            out.append(Finding("rate", f"{names[i]} rate of change", (names[i],), float(step[i]),
+                               {"change": round(float(x[i] - self._prev[i]), 3),
+                                "limit": round(float(ps.rate_limit[i]), 3)}))
+        self._frozen_run = np.where(x == self._prev, self._frozen_run + 1, 0)
+        for i in np.flatnonzero(self._checked_frozen & (self._frozen_run >= ps.frozen_limit)):
+            out.append(Finding("frozen", f"{names[i]} frozen", (names[i],),
+                               float(self._frozen_run[i] / ps.frozen_limit[i]),
+                               {"samples": int(self._frozen_run[i]), "limit": int(ps.frozen_limit[i])}))
+        return out
 
     def _residual_findings(self, normalized: np.ndarray, z: np.ndarray) -> list[Finding]:
         res = self.model.residuals

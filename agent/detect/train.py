@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.detect.model import Bands, DetectorModel, Residuals, Tuning
+from agent.detect.model import Bands, DetectorModel, PerSignal, Residuals, Tuning
 from agent.detect.plant import PlantRelations
 from agent.detect.stream import StreamingDetector, _ReplayWatch, feature_vector
 
@@ -127,6 +127,41 @@ def _bands(d: _Design, active: list[str], plant: PlantRelations, resolution: flo
                  np.array(margin, dtype=float))
 
 
+def _longest_constant_run(q: np.ndarray) -> int:
+    """Longest stretch of samples equal to the one before."""
+    longest = run = 0
+    for same in q[1:] == q[:-1]:
+        run = run + 1 if same else 0
+        longest = max(longest, run)
+    return longest
+
+
+def _per_signal(d: _Design, hours: np.ndarray, active: list[str], resolution: float) -> PerSignal:
+    n = len(d.signals)
+    floor = max(resolution, 1e-9)
+    rate = np.full(n, np.inf)
+    frozen = np.zeros(n, dtype=int)
+    bucket = np.floor(hours).astype(int) % 24
+    median = np.zeros((24, n))
+    scale = np.ones((24, n))
+    limit = np.full(n, np.inf)
+    for s in active:
+        i = d.signals.index(s)
+        v = d.x[:, i]
+        rate[i] = 1.25 * float(np.abs(np.diff(v)).max()) + 2 * floor
+        q = np.round(v / floor).astype(np.int64)
+        if len(np.unique(q)) > 10:  # a continuous signal: an exact freeze is suspicious past its normal longest
+            longest = _longest_constant_run(q)
+            frozen[i] = max(2 * longest, longest + 3)
+        for h in range(24):
+            at = v[bucket == h] if (bucket == h).any() else v
+            median[h, i] = np.median(at)
+            scale[h, i] = 1.4826 * np.median(np.abs(at - median[h, i])) + floor
+        z = np.abs(v - median[bucket, i]) / scale[bucket, i]
+        limit[i] = 1.2 * float(z.max()) + 1.0
+    return PerSignal(rate, frozen, median, scale, limit)
+
+
 def _replay_candidates(d: _Design, active: list[str], tuning: Tuning) -> list[int]:
     """Continuous signals whose normal history never repeats a window (so a repeat means replay)."""
     keep = []
@@ -160,7 +195,8 @@ def fit(values: np.ndarray, hours: np.ndarray, signals: list[str], plant: PlantR
     if not active:
         raise ValueError(f"no signal varies by more than 5 x the resolution ({res:g}) in the training rows")
     model = DetectorModel(signals, _residuals(d, active, plant, res), _bands(d, active, plant, res),
-                          _replay_candidates(d, active, tuning), tuning, dict(meta or {}))
+                          _per_signal(d, hours, active, res), _replay_candidates(d, active, tuning), tuning,
+                          dict(meta or {}))
     detector = StreamingDetector(model, np.ones(1 + int(sum(k != "signal" for k in model.residuals.kinds))))
     scores = np.array([detector.raw_scores(x[i], float(hours[i]))[0].copy() for i in range(len(x))])
     thresholds = tuning.headroom * np.concatenate((

@@ -50,7 +50,7 @@ def test_normal_plant_raises_no_alarm(plant_model: DetectorModel, seed: int) -> 
 @pytest.mark.parametrize(("scenario", "evidence", "within"), [
     ("level_spoof", {"mass_balance", "pressure"}, 2),          # level reported constant mid-range
     ("flow_spoof", {"mass_balance"}, 2),                       # pump flow reported as zero while it runs
-    ("pump_forced_frozen_level", {"pressure"}, 40),            # pump forced on, level frozen: pressure betrays it
+    ("pump_forced_frozen_level", {"frozen", "pressure"}, 5),   # pump forced on, level frozen: pressure betrays it
 ])
 def test_each_attack_is_detected_with_its_evidence(plant_model: DetectorModel, scenario: str, evidence: set[str],
                                                    within: int) -> None:
@@ -120,6 +120,19 @@ def test_replayed_window_is_recognised(cycling_model: DetectorModel) -> None:
     verdicts = _stream(cycling_model, replayed, hours)
     replay = [f for v in verdicts[250:270] for f in v.findings if f.kind == "replay"]
     assert replay and replay[0].signals == ("level",) and replay[0].detail["samples_back"] == 50
+
+
+def test_frozen_sensor_and_sudden_jump_are_flagged_per_signal(cycling_model: DetectorModel) -> None:
+    x, hours = _cycling_plant(300, seed=7)
+    tampered = x.copy()
+    tampered[100:140, 0] = tampered[100, 0]            # level frozen at one value for 40 samples
+    tampered[200, 3] += 1.0                            # a demand reading jumps by five times its daily swing
+    verdicts = _stream(cycling_model, tampered, hours)
+    frozen = [i for i, v in enumerate(verdicts) if any(f.kind == "frozen" for f in v.findings)]
+    assert frozen and 100 < frozen[0] < 110 and frozen[-1] < 141
+    rate = [f for f in verdicts[200].findings if f.kind == "rate"]
+    assert rate and rate[0].signals == ("demand",)
+    assert not any(v.alarm for v in verdicts[:100])
 
 
 def test_model_file_round_trip_gives_identical_verdicts(cycling_model: DetectorModel, tmp_path: Path) -> None:

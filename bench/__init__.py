@@ -1,0 +1,1 @@
+"""Benchmarks: each prints a table and writes JSON, every figure next to a raw baseline of the same run."""
