@@ -34,7 +34,8 @@ class Delivery:
 
     def __init__(self, buffer_cfg: BufferConfig, central_cfg: CentralConfig, engine: Engine,
                  gateway_id: str, devices: Sequence[DeviceInfo], stats: AgentStats,
-                 on_quarantine: Callable[[list[tuple[Record, str]]], None] = lambda refused: None) -> None:
+                 on_quarantine: Callable[[list[tuple[Record, str]]], None] = lambda refused: None,
+                 on_write: Callable[[float], None] = lambda seconds: None) -> None:
         self.buffer_cfg, self.central_cfg = buffer_cfg, central_cfg
         self.engine = engine
         self.writer = CentralWriter(engine, gateway_id)
@@ -46,6 +47,7 @@ class Delivery:
         self._wake = asyncio.Event()
         self._prepared = False
         self._on_quarantine = on_quarantine
+        self._on_write = on_write
 
     async def in_buffer(self, func: Callable[..., T], *args: Any) -> T:
         """Run ``func`` on the buffer thread.
@@ -93,8 +95,10 @@ class Delivery:
         pack: Pack = await self.in_buffer(self.buffer.get_pack, self.central_cfg.batch_size)
         if not pack:
             return 0
+        started = time.perf_counter()
         try:
             await self._in_central(self.writer.write, pack)
+            self._on_write(time.perf_counter() - started)
         except SQLAlchemyError as exc:
             if not is_poison(exc):
                 raise

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.interval import IntervalTrigger
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,11 @@ class PollScheduler:
 
     def _missed(self, event: JobEvent) -> None:
         self._on_missed(event.job_id)
+
+    @property
+    def running(self) -> bool:
+        """True while polls are being fired (started, not paused or shut down)."""
+        return bool(self._scheduler.running) and self._scheduler.state == STATE_RUNNING
 
     def pause(self) -> None:
         """Stop firing new polls; running ones carry on to completion."""

@@ -15,6 +15,7 @@ from agent.central import make_engine, redacted, resolve_url
 from agent.checks import AlertTracker, CheckEngine, Condition, build_checks
 from agent.delivery import Delivery
 from agent.detect.runner import DetectionRunner, load_model
+from agent.monitor import Monitor
 from agent.power import PowerSampler
 from agent.scheduler import PollScheduler
 from agent.settings import AgentConfig, ResolvedDevice
@@ -56,7 +57,9 @@ class Agent:
         self.central_url = redacted(resolve_url(cfg.central.url, None))
         self.delivery = Delivery(cfg.buffer, cfg.central, engine, cfg.gateway.id,
                                  [device_info(d) for d in self.devices.values()], self.stats,
-                                 on_quarantine=self._quarantined)
+                                 on_quarantine=self._quarantined,
+                                 on_write=lambda seconds: self.monitor.write_seconds.observe(seconds))
+        self.monitor = Monitor(cfg.monitoring, self.metrics_snapshot, self.health)
         self.scheduler = PollScheduler(self._poll, self._missed)
         self._pending_readings: list[Reading] = []
         self._pending_events: list[Event] = []
@@ -93,6 +96,7 @@ class Agent:
         if self.detection is not None and self.detection.clock is None:
             workers.append(asyncio.create_task(self._detection_loop(stop), name="detection"))
         self.scheduler.start([(d, dev.interval) for d, dev in self.devices.items()])
+        self.monitor.start()
         log.info("agent %s polling %d devices, writing to %s, buffer %s", self.cfg.gateway.id,
                  len(self.devices), self.central_url, self.cfg.buffer.path)
         notify("READY=1")
@@ -130,6 +134,7 @@ class Agent:
         for driver in self.drivers.values():
             await driver.close()
         self.pool.close_all()
+        self.monitor.stop()
         await self.delivery.close()
 
     async def _poll(self, device_id: str, lag: float) -> None:
@@ -149,8 +154,11 @@ class Agent:
             if not self._in_flight:
                 self._idle.set()
         self._crashed.discard(device_id)
-        stats.latency_s.append(time.perf_counter() - started)
+        latency = time.perf_counter() - started
+        stats.latency_s.append(latency)
         stats.lag_s.append(lag)
+        self.monitor.poll_seconds.labels(device_id).observe(latency)
+        self.monitor.lag_seconds.labels(device_id).observe(lag)
         stats.polls += 1
         stats.readings += len(readings)
         stats.bad_readings += sum(1 for r in readings if not r.good)
@@ -337,17 +345,41 @@ class Agent:
                        "dropped": st.readings_dropped, "path": str(self.cfg.buffer.path)},
             "central": {"url": self.central_url, "state": st.central_state, "error": st.central_error,
                         "rows_written": st.rows_written, "events_written": st.events_written,
-                        "write_errors": st.write_errors, "last_flush": st.last_flush},
+                        "write_errors": st.write_errors, "quarantined": st.quarantined,
+                        "last_flush": st.last_flush},
             "devices": devices,
             "detection": self._detection_snapshot(),
         }
+
+    async def metrics_snapshot(self) -> dict[str, Any]:
+        """:meth:`snapshot` plus the buffer's size and oldest reading (read on the buffer thread)."""
+        snap = self.snapshot()
+        buffer = self.delivery.buffer
+        used, oldest = (await self.delivery.in_buffer(lambda: (buffer.used_bytes(), buffer.oldest_ts_us()))
+                        if buffer is not None else (0, None))
+        snap["buffer"]["bytes"] = used
+        snap["buffer"]["oldest_age_s"] = 0.0 if oldest is None else max(0.0, (now_us() - oldest) / 1e6)
+        return snap
+
+    async def health(self) -> dict[str, Any]:
+        """Readiness: the scheduler polls, the buffer takes writes, central is up or we are buffering."""
+        scheduling = self.scheduler.running
+        buffer_ok = self.delivery.buffer is not None and not self._commit_failing
+        central = self.stats.central_state
+        checks = {"scheduler": "running" if scheduling else "stopped",
+                  "buffer": "writable" if buffer_ok else "failing",
+                  "central": "up" if central == "up" else f"{central}, buffering on disk"}
+        states = [d.health.state for d in self.drivers.values()]
+        return {"ready": scheduling and buffer_ok, "gateway": self.cfg.gateway.id, "checks": checks,
+                "devices": {"up": states.count("up"), "degraded": states.count("degraded"),
+                            "down": states.count("down"), "total": len(states)}}
 
     def _detection_snapshot(self) -> dict[str, Any] | None:
         d = self.detection
         if d is None:
             return None
         inc = d.incidents.open
-        return {"rows_scored": d.rows_scored, "alarms": d.alarms,
+        return {"rows_scored": d.rows_scored, "alarms": d.alarms, "opened": d.incidents.opened,
                 "score": round(d.last.score, 2) if d.last else None,
                 "open_detection": None if inc is None else {
                     "attack_type": inc.attack_type, "confidence": inc.confidence, "signals": inc.signals,

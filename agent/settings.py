@@ -147,6 +147,14 @@ class DetectionConfig(StrictModel):
     alert_from: float = Field(default=50.0, ge=0, le=100)
 
 
+class MonitoringConfig(StrictModel):
+    """The gateway's own HTTP endpoints: ``/health`` and Prometheus ``/metrics``."""
+
+    enabled: bool = True
+    listen: str = Field(default="127.0.0.1", description="bind address; 0.0.0.0 exposes it to the network")
+    port: int = Field(default=9108, ge=0, le=65535, description="0 picks a free port (tests)")
+
+
 class GatewayConfig(StrictModel):
     """Identity of this gateway."""
 
@@ -163,6 +171,7 @@ class AgentConfig(StrictModel):
     defaults: DeviceDefaults = DeviceDefaults()
     devices: list[ModbusDevice] = Field(default_factory=list)
     detection: DetectionConfig | None = None
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     def resolved(self, device: ModbusDevice) -> ResolvedDevice:
         """The device with every inherited setting filled in from ``defaults``."""

@@ -83,7 +83,8 @@ def device_map(gateway: str, url: str, buffer: str, devices: list[dict[str, Any]
            "central": {"url": url, "flush_interval": "200ms", **central},
            "buffer": {"path": buffer, "commit_interval": "50ms"},
            "defaults": {"interval": "200ms", "timeout": "200ms"},
-           "devices": devices}
+           "devices": devices,
+           "monitoring": {"port": 0}}
     if detection is not None:
         doc["detection"] = detection
     return yaml.safe_dump(doc, sort_keys=False)

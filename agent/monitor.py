@@ -1,0 +1,172 @@
+"""``/health`` and Prometheus ``/metrics`` on the gateway, served from a small HTTP thread.
+
+Figures are read on the agent's event loop (a snapshot coroutine), never from the HTTP thread
+directly, so a scrape cannot race the polls. Histograms are updated inline by the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from agent.settings import MonitoringConfig
+
+log = logging.getLogger(__name__)
+
+Snapshot = dict[str, Any]
+#: seconds a scrape waits for the agent's loop before answering 503
+SNAPSHOT_TIMEOUT = 5.0
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def _family(kind: str, name: str, doc: str, labels: list[str]) -> CounterMetricFamily | GaugeMetricFamily:
+    return (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, doc, labels=labels)
+
+
+class AgentCollector(Collector):
+    """Turns the agent's live snapshot into metric families at scrape time."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._snapshot()
+        per_device = [
+            ("counter", "hacksky_polls", "Polls completed", "polls"),
+            ("counter", "hacksky_readings_taken", "Readings taken from the device", "readings"),
+            ("counter", "hacksky_bad_readings", "Readings with bad quality", "bad_readings"),
+            ("counter", "hacksky_missed_cycles", "Poll cycles missed (previous poll still running)", "missed_cycles"),
+        ]
+        for kind, name, doc, key in per_device:
+            fam = _family(kind, name, doc, ["device"])
+            for device, d in s["devices"].items():
+                fam.add_metric([device], d[key])
+            yield fam
+        up = GaugeMetricFamily("hacksky_device_up", "1 when the device answers, 0 when degraded or down",
+                               labels=["device", "state"])
+        errors = CounterMetricFamily("hacksky_poll_errors", "Failed requests by reason", labels=["device", "reason"])
+        for device, d in s["devices"].items():
+            up.add_metric([device, d["state"]], 1.0 if d["state"] == "up" else 0.0)
+            for reason, count in d["errors"].items():
+                errors.add_metric([device, reason], count)
+        yield up
+        yield errors
+        b, c = s["buffer"], s["central"]
+        gauges = [
+            ("hacksky_buffer_readings", "Readings waiting in the disk buffer", b["readings"]),
+            ("hacksky_buffer_events", "Events waiting in the disk buffer", b["events"]),
+            ("hacksky_buffer_bytes", "Bytes used by the disk buffer", b["bytes"]),
+            ("hacksky_buffer_oldest_age_seconds", "Age of the oldest buffered reading", b["oldest_age_s"]),
+            ("hacksky_central_up", "1 while the central database accepts writes", float(c["state"] == "up")),
+            ("hacksky_alerts_open", "Alerts this gateway holds open", s["open_alerts"]),
+        ]
+        for name, doc, value in gauges:
+            yield GaugeMetricFamily(name, doc, value=value)
+        counters = [
+            ("hacksky_rows_written", "Readings written to the central database", c["rows_written"]),
+            ("hacksky_events_written", "Events (alerts, power rows...) written centrally", c["events_written"]),
+            ("hacksky_write_errors", "Failed central writes", c["write_errors"]),
+            ("hacksky_readings_dropped", "Readings dropped because the buffer was full", b["dropped"]),
+            ("hacksky_records_quarantined", "Records the central database refused", c["quarantined"]),
+        ]
+        for name, doc, value in counters:
+            yield CounterMetricFamily(name, doc, value=value)
+        det = s.get("detection")
+        if det:
+            yield CounterMetricFamily("hacksky_detection_rows", "Rows scored", value=det["rows_scored"])
+            yield CounterMetricFamily("hacksky_detection_alarm_rows", "Scored rows in alarm", value=det["alarms"])
+            yield CounterMetricFamily("hacksky_detections_opened", "Attack detections opened", value=det["opened"])
+            yield GaugeMetricFamily("hacksky_detection_open", "1 while an attack detection is open",
+                                    value=float(det["open_detection"] is not None))
+            yield GaugeMetricFamily("hacksky_detection_score", "Latest detector score (>= 1 is an alarm)",
+                                    value=det["score"] or 0.0)
+
+
+class Monitor:
+    """Owns the registry, the agent's histograms and the HTTP thread."""
+
+    def __init__(self, cfg: MonitoringConfig, snapshot: Callable[[], Awaitable[Snapshot]],
+                 health: Callable[[], Awaitable[Snapshot]]) -> None:
+        self.cfg = cfg
+        self.registry = CollectorRegistry()
+        self.poll_seconds = Histogram("hacksky_poll_duration_seconds", "Time to poll a device", ["device"],
+                                      buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.lag_seconds = Histogram("hacksky_schedule_lag_seconds", "Poll start after its scheduled time",
+                                     ["device"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.write_seconds = Histogram("hacksky_write_duration_seconds", "Time to write one pack centrally",
+                                       buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._snapshot, self._health = snapshot, health
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.registry.register(AgentCollector(lambda: self._on_loop(self._snapshot)))
+        self._server: ThreadingHTTPServer | None = None
+        self.port = 0
+
+    def _on_loop(self, make: Callable[[], Awaitable[Snapshot]]) -> Snapshot:
+        assert self._loop is not None
+
+        async def run() -> Snapshot:
+            return await make()
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(SNAPSHOT_TIMEOUT)
+
+    def start(self) -> None:
+        """Bind and serve; a port in use is logged, and the agent runs on without endpoints."""
+        if not self.cfg.enabled:
+            return
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._server = ThreadingHTTPServer((self.cfg.listen, self.cfg.port), self._handler())
+        except OSError as exc:
+            log.error("cannot serve /health and /metrics on %s:%d (%s); running without them",
+                      self.cfg.listen, self.cfg.port, exc)
+            return
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, name="monitor-http", daemon=True).start()
+        log.info("health and metrics on http://%s:%d/health and /metrics", self.cfg.listen, self.port)
+
+    def stop(self) -> None:
+        """Stop serving (called before the loop stops)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        monitor = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                try:
+                    if self.path.split("?")[0] == "/metrics":
+                        self._send(200, CONTENT_TYPE_LATEST, generate_latest(monitor.registry))
+                    elif self.path.split("?")[0] in ("/health", "/healthz"):
+                        health = monitor._on_loop(monitor._health)
+                        self._send(200 if health["ready"] else 503, "application/json",
+                                   json.dumps(health).encode())
+                    elif self.path == "/health/live":
+                        self._send(200, "application/json", b'{"live": true}')
+                    else:
+                        self._send(404, "text/plain", b"not found: try /health or /metrics\n")
+                except TimeoutError:
+                    self._send(503, "application/json", b'{"ready": false, "error": "agent loop not answering"}')
+
+            def _send(self, code: int, ctype: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("monitor http: " + format, *args)
+
+        return Handler
