@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="hacksky-edge", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="text lines (default) or one JSON object per line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the agent daemon")
@@ -191,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hacksky-edge`` console script."""
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     if getattr(args, "config", None) is None:
         return int(args.func(args))
     cfg = _load(args.config)

@@ -143,3 +143,18 @@ def test_sigterm_with_central_down_keeps_the_backlog_and_exits_0(tmp_path: Path)
     final = json.loads(state_file.read_text())
     assert final["buffer"]["readings"] == final["readings_taken"] >= 10, "everything kept for the next start"
     assert "left in the buffer (delivered on next start)" in stderr
+
+
+def test_json_log_format_writes_one_object_per_line(tmp_path: Path) -> None:
+    sim = ModbusSimulator({1: PowerMeter(seed=8)})
+    config = tmp_path / "edge.yaml"
+    config.write_text(device_map("gw-json", f"sqlite:///{tmp_path / 'c.db'}", str(tmp_path / "buf"), [
+        {"id": "m1", "host": "127.0.0.1", "port": sim.port, "points": [{"name": "v", "address": 0}]},
+        {"id": "gone", "host": "127.0.0.1", "port": free_port(), "points": [{"name": "v", "address": 0}]}]))
+    with SimulatorThread([sim]):
+        result = cli("--log-format", "json", "run", "-c", str(config), "--duration", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert {"ts", "level", "logger", "message"} <= set(records[0])
+    assert any(r["level"] == "ERROR" and "gone" in r["message"] for r in records), "the down device, once"
+    assert any("agent stopped" in r["message"] for r in records)
