@@ -140,6 +140,37 @@ def cmd_demo(args: argparse.Namespace, cfg: AgentConfig) -> int:
     return run_demo(cfg, args.duration, args.attack_after)
 
 
+def cmd_import_csv(args: argparse.Namespace, cfg: AgentConfig) -> int:
+    """Bulk-load historical readings of one device from a CSV into the central database."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from agent import migrate
+    from agent.central import make_engine
+    from agent.importer import CsvImportError, import_csv, parse_mapping
+    from agent.writer import DeviceInfo
+
+    configured = next((d for d in cfg.devices if d.id == args.device), None)
+    device = (DeviceInfo(configured.id, configured.name, configured.type, configured.location, configured.protocol,
+                         f"{configured.host}:{configured.port}/{configured.unit_id}")
+              if configured else DeviceInfo(args.device, args.device, "other", None, "import"))
+    engine = make_engine(cfg.central)
+    try:
+        if cfg.central.auto_migrate:
+            migrate.upgrade(engine)
+        summary = import_csv(engine, cfg.gateway.id, device, args.file, parse_mapping(args.map), args.time_column,
+                             frozenset(filter(None, args.skip.split(","))), progress=not args.quiet)
+    except (CsvImportError, OSError) as exc:
+        sys.stderr.write(f"cannot import: {exc}\n")
+        return 1
+    except SQLAlchemyError as exc:
+        sys.stderr.write(f"central database refused the import: {getattr(exc, 'orig', None) or exc}\n")
+        return 1
+    finally:
+        engine.dispose()
+    sys.stdout.write(summary.text(args.file, args.device))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="hacksky-edge", description=__doc__)
@@ -186,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack-after", type=float, default=20.0,
                    help="seconds before the water plant attack scenario starts")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("import-csv", help="bulk-load historical readings of one device from a CSV")
+    p.add_argument("file")
+    p.add_argument("--device", required=True, help="device id the readings belong to (registered if new)")
+    p.add_argument("-c", "--config", required=True, help="device map: gateway id and central database")
+    p.add_argument("--map", help="rename columns to point names: COLUMN=POINT,...")
+    p.add_argument("--time-column", default="DATETIME")
+    p.add_argument("--skip", default="ATT_FLAG", help="columns not imported (comma-separated)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_import_csv)
+
     add_detection_commands(sub)
     return parser
 

@@ -1,0 +1,138 @@
+"""``hacksky-edge import-csv``: historical readings from a CSV into the central ``readings`` table.
+
+Idempotent: rows are keyed (device, point, ts) like live readings, so re-running an import, or
+importing a file that overlaps what the agent already wrote, adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.sql.dml import Insert
+from tqdm import tqdm
+
+from agent import schema
+from agent.detect.dataset import parse_time
+from agent.writer import CentralWriter, DeviceInfo, insert_ignoring_duplicates, to_datetime
+
+log = logging.getLogger(__name__)
+
+
+class CsvImportError(ValueError):
+    """A file that cannot be imported; the message names the file and line."""
+
+
+@dataclass
+class ImportSummary:
+    """What an import did."""
+
+    rows: int = 0
+    readings: int = 0
+    inserted: int = 0
+    empty_cells: int = 0
+    seconds: float = 0.0
+
+    @property
+    def already_present(self) -> int:
+        return self.readings - self.inserted
+
+    def text(self, path: str, device: str) -> str:
+        rate = self.readings / self.seconds if self.seconds else 0.0
+        return (f"{path} -> device {device}: {self.rows:,} rows, {self.readings:,} readings "
+                f"({self.inserted:,} new, {self.already_present:,} already present, {self.empty_cells:,} empty cells "
+                f"skipped) in {self.seconds:.1f} s ({rate:,.0f} readings/s)\n")
+
+
+def parse_mapping(text: str | None) -> dict[str, str]:
+    """``"L_T1=tank1_level,F_PU1=pump1_flow"`` -> {column: point}."""
+    mapping: dict[str, str] = {}
+    for item in filter(None, (text or "").split(",")):
+        column, sep, point = item.partition("=")
+        if not sep or not column.strip() or not point.strip():
+            raise CsvImportError(f"--map item {item!r} is not COLUMN=POINT")
+        mapping[column.strip()] = point.strip()
+    return mapping
+
+
+def _rows(path: Path, time_column: str) -> Iterator[tuple[int, list[str], list[str]]]:
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        if time_column not in header:
+            raise CsvImportError(f"{path}:1: no {time_column!r} column (columns: {', '.join(header[:6])}...)")
+        for line, row in enumerate(reader, start=2):
+            if row and any(c.strip() for c in row):
+                yield line, header, row
+
+
+def import_csv(engine: Engine, gateway: str, device: DeviceInfo, path: str | Path, mapping: dict[str, str],
+               time_column: str = "DATETIME", skip: frozenset[str] = frozenset({"ATT_FLAG"}),
+               batch_rows: int = 2000, progress: bool = True) -> ImportSummary:
+    """Load every (time, column) cell as a reading of ``device``; one transaction per batch."""
+    path = Path(path)
+    writer = CentralWriter(engine, gateway)
+    pk = writer.sync_devices([device])[device.device_id]
+    r = schema.readings
+    stmt = insert_ignoring_duplicates(engine, r)
+    count = select(func.count()).select_from(r).where(r.c.device_id == pk)
+    with engine.connect() as conn:
+        before = conn.execute(count).scalar_one()
+    summary = ImportSummary()
+    started = time.perf_counter()
+    with open(path, "rb") as f:
+        total_lines = sum(1 for _ in f) - 1
+    batch: list[dict[str, object]] = []
+    bar = tqdm(total=total_lines, unit=" rows", desc=f"import {path.name}", disable=not progress or None,
+               mininterval=0.5)
+    try:
+        for line, header, row in _rows(path, time_column):
+            if len(row) != len(header):
+                raise CsvImportError(f"{path}:{line}: {len(row)} fields, header has {len(header)}")
+            try:
+                ts = to_datetime(int(parse_time(row[header.index(time_column)].strip()).timestamp() * 1e6))
+            except ValueError as exc:
+                raise CsvImportError(f"{path}:{line}: {exc}") from None
+            for column, cell in zip(header, row, strict=True):
+                if column == time_column or (column in skip and column not in mapping):
+                    continue
+                cell = cell.strip()
+                if not cell:
+                    summary.empty_cells += 1
+                    continue
+                try:
+                    value: float | None = float(cell)
+                    text = None
+                except ValueError:
+                    value, text = None, cell[:255]
+                good = value is None or math.isfinite(value)
+                batch.append({"device_id": pk, "point": mapping.get(column, column), "ts": ts,
+                              "value": value if good else None, "value_text": text,
+                              "quality": "good" if good else "bad:not_finite"})
+            summary.rows += 1
+            if summary.rows % batch_rows == 0:
+                _flush(engine, stmt, batch, summary)
+                bar.update(batch_rows)
+        _flush(engine, stmt, batch, summary)
+        bar.update(summary.rows % batch_rows)
+    finally:
+        bar.close()
+    with engine.connect() as conn:
+        summary.inserted = conn.execute(count).scalar_one() - before
+    summary.seconds = time.perf_counter() - started
+    log.info("imported %s: %d readings, %d new", path, summary.readings, summary.inserted)
+    return summary
+
+
+def _flush(engine: Engine, stmt: Insert, batch: list[dict[str, object]], summary: ImportSummary) -> None:
+    if batch:
+        with engine.begin() as conn:
+            conn.execute(stmt, batch)
+        summary.readings += len(batch)
+        batch.clear()

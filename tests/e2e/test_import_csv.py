@@ -1,0 +1,58 @@
+"""``hacksky-edge import-csv``: BATADAL history into MariaDB, idempotent, checked with SQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import query
+
+ROOT = Path(__file__).resolve().parents[2]
+BATADAL04 = ROOT / "data" / "batadal" / "BATADAL_dataset04.csv"  # the original: headers with leading spaces
+
+
+def import_csv(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", "import-csv", *args, "-c", str(config), "--quiet"],
+                          capture_output=True, text=True, timeout=600, cwd=config.parent,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.fixture
+def config(mariadb_url: str, tmp_path: Path) -> Path:
+    path = tmp_path / "ctown.yaml"
+    path.write_text(f"gateway: {{id: ctown-gw}}\ncentral: {{url: '{mariadb_url}'}}\nmonitoring: {{enabled: false}}\n")
+    return path
+
+
+def test_batadal_file_imports_exactly_once(config: Path, mariadb_url: str) -> None:
+    first = import_csv(config, str(BATADAL04), "--device", "ctown-scada", "--map", "L_T1=tank1_level")
+    assert first.returncode == 0, first.stderr
+    assert "4,177 rows, 179,611 readings (179,611 new, 0 already present" in first.stdout
+    rows = query(mariadb_url, """SELECT count(*), count(DISTINCT r.point), min(r.ts), max(r.ts) FROM readings r
+        JOIN devices d ON d.id = r.device_id WHERE d.gateway_id = 'ctown-gw' AND d.device_id_str = 'ctown-scada'""")
+    count, points, first_ts, last_ts = rows[0]
+    assert (count, points) == (4177 * 43, 43)
+    assert str(first_ts) == "2016-07-04 00:00:00" and str(last_ts) == "2016-12-25 00:00:00"
+    # a cell checked against the file: 04/07/16 00, L_T1 (renamed) = 2.44, F_PU1 = 93.63
+    values = dict(query(mariadb_url, """SELECT point, value FROM readings WHERE ts = '2016-07-04 00:00:00'
+        AND point IN ('tank1_level', 'F_PU1', 'L_T1', 'ATT_FLAG')"""))
+    assert values == {"tank1_level": 2.44, "F_PU1": 93.63}
+    again = import_csv(config, str(BATADAL04), "--device", "ctown-scada", "--map", "L_T1=tank1_level")
+    assert again.returncode == 0 and "(0 new, 179,611 already present" in again.stdout
+    assert query(mariadb_url, "SELECT count(*) FROM readings")[0][0] == 4177 * 43
+    assert query(mariadb_url, "SELECT type, protocol FROM devices WHERE device_id_str = 'ctown-scada'")[0] == (
+        "other", "import")
+
+
+def test_bad_row_names_file_and_line_and_bad_map_is_refused(config: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "history.csv"
+    bad.write_text("DATETIME,flow\n2026-01-01 00:00:00,1.5\n2026-13-01 00:00:00,2\n")
+    result = import_csv(config, str(bad), "--device", "m1")
+    assert result.returncode == 1 and f"{bad}:3: time '2026-13-01 00:00:00'" in result.stderr
+    assert "Traceback" not in result.stderr
+    wrong = import_csv(config, str(bad), "--device", "m1", "--map", "flow")
+    assert wrong.returncode == 1 and "--map item 'flow' is not COLUMN=POINT" in wrong.stderr
