@@ -171,6 +171,30 @@ def cmd_import_csv(args: argparse.Namespace, cfg: AgentConfig) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace, cfg: AgentConfig) -> int:
+    """Serve the central read API over the map's central database."""
+    import os
+
+    import uvicorn
+
+    from agent.api.app import create_app
+    from agent.central import make_engine
+
+    token = os.environ.get("HACKSKY_API_TOKEN")
+    if args.token_file:
+        try:
+            token = open(args.token_file, encoding="utf-8").read().strip()
+        except OSError as exc:
+            sys.stderr.write(f"cannot read --token-file: {exc}\n")
+            return 1
+    if not token:
+        log.warning("no API token (HACKSKY_API_TOKEN or --token-file): the API is read-only")
+    engine = make_engine(cfg.central)
+    uvicorn.run(create_app(engine, token or None), host=args.listen, port=args.port, log_level="warning")
+    engine.dispose()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="hacksky-edge", description=__doc__)
@@ -226,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", default="ATT_FLAG", help="columns not imported (comma-separated)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_import_csv)
+
+    p = sub.add_parser("api", help="serve the central read API (the HackSky dashboard endpoints)")
+    p.add_argument("-c", "--config", required=True, help="device map whose central database to serve")
+    p.add_argument("--listen", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--token-file", help="file holding the token for writes (else $HACKSKY_API_TOKEN)")
+    p.set_defaults(func=cmd_api)
 
     add_detection_commands(sub)
     return parser

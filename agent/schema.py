@@ -34,7 +34,7 @@ DEVICE_STATUSES = ("online", "degraded", "offline", "unknown")
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 #: Auto-increment 64-bit keys (SQLite needs plain INTEGER for its rowid alias).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
-Double = Float(precision=53).with_variant(mysql.DOUBLE(), "mysql", "mariadb")
+Double = Float(precision=53).with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
 
 metadata = MetaData()
 

@@ -75,7 +75,7 @@ def no_leftover_threads() -> Iterator[None]:
     before = set(threading.enumerate())
     yield
     leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()
-                and not t.name.startswith(("pymysql", "asyncio_"))]
+                and not t.name.startswith(("pymysql", "asyncio_", "AnyIO worker"))]
     for t in leftover:
         t.join(timeout=5)
     still = [t.name for t in leftover if t.is_alive()]

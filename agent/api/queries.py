@@ -1,0 +1,166 @@
+"""SQL behind the API: one query per list (joins, never a query per row)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.engine import Connection, Row
+
+from agent import schema
+
+d, p, a, x, m = schema.devices, schema.power_readings, schema.alerts, schema.attack_detections, schema.system_metrics
+
+
+@dataclass
+class Window:
+    """The filters most endpoints share."""
+
+    gateway: str | None = None
+    device: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+def as_dict(row: Row[Any] | Any) -> dict[str, Any]:
+    """A row as JSON-ready values (datetimes in ISO 8601, UTC)."""
+    return {k: (v.isoformat() + "Z" if isinstance(v, datetime) else v) for k, v in row._mapping.items()}
+
+
+def _filtered(q: Any, w: Window, ts: Any, gateway_col: Any) -> Any:
+    if w.gateway:
+        q = q.where(gateway_col == w.gateway)
+    if w.device:
+        q = q.where(d.c.device_id_str == w.device)
+    if w.since:
+        q = q.where(ts >= w.since)
+    if w.until:
+        q = q.where(ts < w.until)
+    return q
+
+
+def page(conn: Connection, q: Any, w: Window, order: Any) -> dict[str, Any]:
+    """Items of one page plus the total count of the filtered set."""
+    total = conn.execute(select(func.count()).select_from(q.order_by(None).subquery())).scalar_one()
+    rows = conn.execute(q.order_by(order).limit(w.limit).offset(w.offset)).fetchall()
+    return {"items": [as_dict(r) for r in rows], "total": total, "limit": w.limit, "offset": w.offset}
+
+
+def power_data(conn: Connection, w: Window, anomalies_only: bool) -> dict[str, Any]:
+    q = (select(p.c.id, d.c.gateway_id, d.c.device_id_str.label("device"), d.c.name.label("device_name"),
+                p.c.timestamp, p.c.power_consumption, p.c.voltage, p.c.current, p.c.frequency, p.c.temperature,
+                p.c.humidity, p.c.is_anomaly, p.c.anomaly_score)
+         .join(d, d.c.id == p.c.device_id))
+    q = _filtered(q, w, p.c.timestamp, d.c.gateway_id)
+    if anomalies_only:
+        q = q.where(p.c.is_anomaly.is_(True))
+    return page(conn, q, w, p.c.timestamp.desc())
+
+
+def devices(conn: Connection, gateway: str | None, status: str | None, type_: str | None) -> dict[str, Any]:
+    q = select(d.c.id, d.c.gateway_id, d.c.device_id_str.label("device"), d.c.name, d.c.type, d.c.location,
+               d.c.protocol, d.c.address, d.c.status, d.c.status_reason, d.c.last_seen, d.c.updated_at)
+    for col, value in ((d.c.gateway_id, gateway), (d.c.status, status), (d.c.type, type_)):
+        if value:
+            q = q.where(col == value)
+    rows = conn.execute(q.order_by(d.c.gateway_id, d.c.device_id_str)).fetchall()
+    return {"items": [as_dict(r) for r in rows], "total": len(rows)}
+
+
+ALERT_COLUMNS = (a.c.id, a.c.alert_type, a.c.severity, a.c.title, a.c.message, a.c.system, a.c.gateway_id,
+                 d.c.device_id_str.label("device"), a.c.point, a.c.last_value, a.c.acknowledged, a.c.acknowledged_by,
+                 a.c.acknowledged_at, a.c.resolved, a.c.resolved_at, a.c.created_at, a.c.updated_at)
+
+
+def alerts(conn: Connection, w: Window, severity: str | None, resolved: bool | None,
+           acknowledged: bool | None) -> dict[str, Any]:
+    q = _filtered(select(*ALERT_COLUMNS).outerjoin(d, d.c.id == a.c.device_id), w, a.c.created_at, a.c.gateway_id)
+    if severity:
+        q = q.where(a.c.severity == severity)
+    if resolved is not None:
+        q = q.where(a.c.resolved.is_(resolved))
+    if acknowledged is not None:
+        q = q.where(a.c.acknowledged.is_(acknowledged))
+    return page(conn, q, w, a.c.created_at.desc())
+
+
+def alert(conn: Connection, alert_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(*ALERT_COLUMNS).outerjoin(d, d.c.id == a.c.device_id).where(a.c.id == alert_id)).first()
+    return as_dict(row) if row else None
+
+
+def attack_analysis(conn: Connection, w: Window, attack_type: str | None) -> dict[str, Any]:
+    base = select(x.c.id, x.c.attack_type, x.c.confidence, x.c.threat_level, x.c.source_ip, x.c.target_system,
+                  x.c.description, x.c.indicators, x.c.mitigated, x.c.mitigation_action, x.c.detected_at,
+                  x.c.ended_at, x.c.gateway_id, x.c.updated_at)
+    base = _filtered(base.outerjoin(d, d.c.id == x.c.device_id), w, x.c.detected_at, x.c.gateway_id)
+    if attack_type:
+        base = base.where(x.c.attack_type == attack_type)
+    sub = base.subquery()  # summaries over the same filtered set as the page
+    by_type = conn.execute(select(
+        sub.c.attack_type, func.count().label("count"), func.max(sub.c.confidence).label("max_confidence"),
+        func.sum(case((sub.c.ended_at.is_(None), 1), else_=0)).label("open"),
+    ).group_by(sub.c.attack_type).order_by(func.count().desc())).fetchall()
+    by_level = conn.execute(select(sub.c.threat_level, func.count()).group_by(sub.c.threat_level)).fetchall()
+    result = page(conn, base, w, x.c.detected_at.desc())
+    result["summary"] = {"by_attack_type": [as_dict(r) for r in by_type],
+                         "by_threat_level": {level: n for level, n in by_level}}
+    return result
+
+
+def statistics(conn: Connection, w: Window) -> dict[str, Any]:
+    r = schema.readings
+    readings = _filtered(select(func.count().label("readings"), func.count(func.distinct(r.c.device_id))
+                                .label("devices"), func.min(r.c.ts).label("first"), func.max(r.c.ts).label("last"))
+                         .select_from(r.join(d, d.c.id == r.c.device_id)), w, r.c.ts, d.c.gateway_id)
+    power = _filtered(select(d.c.gateway_id, d.c.device_id_str.label("device"), func.count().label("samples"),
+                             func.avg(p.c.power_consumption).label("avg_kw"), func.min(p.c.power_consumption)
+                             .label("min_kw"), func.max(p.c.power_consumption).label("max_kw"),
+                             func.sum(case((p.c.is_anomaly.is_(True), 1), else_=0)).label("anomalies"))
+                      .join(d, d.c.id == p.c.device_id), w, p.c.timestamp, d.c.gateway_id)
+    power = power.group_by(d.c.gateway_id, d.c.device_id_str).order_by(d.c.gateway_id, d.c.device_id_str)
+    alert_q = _filtered(select(a.c.severity, func.count().label("total"),
+                               func.sum(case((a.c.resolved.is_(False), 1), else_=0)).label("open"))
+                        .outerjoin(d, d.c.id == a.c.device_id), w, a.c.created_at, a.c.gateway_id)
+    attack_q = _filtered(select(x.c.attack_type, func.count().label("total"))
+                         .outerjoin(d, d.c.id == x.c.device_id), w, x.c.detected_at, x.c.gateway_id)
+    return {
+        "readings": as_dict(conn.execute(readings).one()),
+        "power": [as_dict(row) for row in conn.execute(power)],
+        "alerts": {row.severity: {"total": row.total, "open": int(row.open or 0)}
+                   for row in conn.execute(alert_q.group_by(a.c.severity))},
+        "attack_detections": {row.attack_type: row.total for row in conn.execute(attack_q.group_by(x.c.attack_type))},
+    }
+
+
+def system_status(conn: Connection) -> dict[str, Any]:
+    per_gateway = conn.execute(select(d.c.gateway_id, d.c.status, func.count(), func.max(d.c.last_seen))
+                               .group_by(d.c.gateway_id, d.c.status)).fetchall()
+    gateways: dict[str, dict[str, Any]] = {}
+    for gateway, status, count, last_seen in per_gateway:
+        g = gateways.setdefault(gateway, {"gateway_id": gateway, "devices": {}, "last_seen": None, "metrics": {}})
+        g["devices"][status] = count
+        if last_seen and (g["last_seen"] is None or last_seen.isoformat() + "Z" > g["last_seen"]):
+            g["last_seen"] = last_seen.isoformat() + "Z"
+    latest = select(m.c.gateway_id, m.c.metric_name, func.max(m.c.timestamp).label("ts")).group_by(
+        m.c.gateway_id, m.c.metric_name).subquery()
+    metrics = conn.execute(select(m.c.gateway_id, m.c.metric_name, m.c.value, m.c.unit, m.c.timestamp).join(
+        latest, and_(m.c.gateway_id == latest.c.gateway_id, m.c.metric_name == latest.c.metric_name,
+                     m.c.timestamp == latest.c.ts))).fetchall()
+    for gateway, name, value, unit, ts in metrics:
+        g = gateways.setdefault(gateway, {"gateway_id": gateway, "devices": {}, "last_seen": None, "metrics": {}})
+        g["metrics"][name] = {"value": value, "unit": unit, "at": ts.isoformat() + "Z"}
+    open_alerts: dict[str, int] = dict(conn.execute(select(a.c.severity, func.count()).where(a.c.resolved.is_(False))
+                                    .group_by(a.c.severity)).fetchall())
+    open_attacks = conn.execute(select(func.count()).select_from(x).where(x.c.ended_at.is_(None))).scalar_one()
+    return {"gateways": sorted(gateways.values(), key=lambda g: g["gateway_id"]),
+            "open_alerts": open_alerts, "open_attack_detections": open_attacks}
+
+
+def table_counts(conn: Connection) -> dict[str, int]:
+    return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+            for t in (d, schema.readings, p, a, x, m)}
