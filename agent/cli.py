@@ -10,11 +10,15 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from agent.configload import ConfigError, load_config
 from agent.detect.cli import add_commands as add_detection_commands
 from agent.logsetup import setup_logging
 from agent.settings import AgentConfig
+
+if TYPE_CHECKING:
+    from agent.service import Agent
 
 log = logging.getLogger("agent")
 
@@ -33,20 +37,47 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def _run_agent(cfg: AgentConfig, duration: float | None) -> None:
+async def reload_from_file(agent: Agent, path: str) -> bool:
+    """SIGHUP: re-read the map; an invalid file is refused and the running config kept."""
+    from agent.systemd import notify
+
+    try:
+        new = load_config(path)
+    except ConfigError as exc:
+        log.error("reload refused, keeping the running configuration:\n%s", exc)
+        return False
+    notify("RELOADING=1")
+    try:
+        await agent.reload(new)
+    finally:
+        notify("READY=1")
+    return True
+
+
+async def _run_agent(cfg: AgentConfig, duration: float | None, path: str) -> None:
     from agent.service import Agent
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
+    loop = asyncio.get_running_loop()
     if duration:
-        asyncio.get_running_loop().call_later(duration, stop.set)
-    await Agent(cfg).run(stop)
+        loop.call_later(duration, stop.set)
+    agent = Agent(cfg)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        task = asyncio.create_task(reload_from_file(agent, path), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await agent.run(stop)
 
 
 def cmd_run(args: argparse.Namespace, cfg: AgentConfig) -> int:
     """Run the daemon until SIGTERM/SIGINT."""
     try:
-        asyncio.run(_run_agent(cfg, args.duration))
+        asyncio.run(_run_agent(cfg, args.duration, args.config))
     except Exception:
         log.exception("agent stopped by an unexpected error")
         return 1

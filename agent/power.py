@@ -23,9 +23,11 @@ class PowerSampler:
     (currents: their sum is not meaningful per phase, so the mean too; power: the sum).
     """
 
-    def __init__(self, devices: Sequence[ModbusDevice]) -> None:
+    def __init__(self, devices: Sequence[ModbusDevice], previous: PowerSampler | None = None) -> None:
         self._roles: dict[str, Mapping[str, str]] = {}
-        self._load: dict[str, LoadWatch] = {}
+        # a reload keeps each remaining meter's learned load baseline
+        kept = previous._load if previous else {}
+        self._load: dict[str, LoadWatch] = {d.id: kept[d.id] for d in devices if d.id in kept}
         for d in devices:
             roles = {p.name: p.role for p in d.points if p.role in ROLE_COLUMNS}
             if d.type == "power_meter" and roles:

@@ -50,6 +50,20 @@ class PollScheduler:
                     next_run_time=datetime.fromtimestamp(first, UTC))
         self._scheduler.start()
 
+    def add(self, device_id: str, interval: float) -> None:
+        """Start polling one more device (a reload), its first poll shortly from now."""
+        first = time.time() + 0.1
+        self._anchor[device_id] = (first, interval)
+        self._scheduler.add_job(
+            self._run, IntervalTrigger(seconds=interval, start_date=datetime.fromtimestamp(first, UTC)),
+            args=[device_id], id=device_id, name=f"poll {device_id}", max_instances=1, coalesce=True,
+            misfire_grace_time=max(1, int(interval // 2)), next_run_time=datetime.fromtimestamp(first, UTC))
+
+    def remove(self, device_id: str) -> None:
+        """Stop polling one device (a poll already running finishes)."""
+        self._scheduler.remove_job(device_id)
+        self._anchor.pop(device_id, None)
+
     def first_runs(self) -> dict[str, float]:
         """Epoch time of each device's first poll (its phase within the interval)."""
         return {device_id: first for device_id, (first, _) in self._anchor.items()}

@@ -69,6 +69,7 @@ class Agent:
         self._crashed: set[str] = set()
         self._commit_failing = False
         self._idle = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
 
     def _make_driver(self, dev: ResolvedDevice) -> Driver:
@@ -133,9 +134,72 @@ class Agent:
         self._write_status()
         for driver in self.drivers.values():
             await driver.close()
+        for task in self._background:
+            task.cancel()
         self.pool.close_all()
         self.monitor.stop()
         await self.delivery.close()
+
+    async def reload(self, new: AgentConfig) -> dict[str, list[str]]:
+        """Apply a re-read device map per device: unchanged devices keep polling untouched.
+
+        Added devices start, removed ones stop (their open alerts close), changed ones restart;
+        the buffer and everything in it stay. Gateway, central, buffer and monitoring settings
+        need a restart and are kept as they are.
+        """
+        old = self.cfg
+        fixed = [name for name in ("gateway", "central", "buffer", "monitoring")
+                 if getattr(old, name) != getattr(new, name)]
+        if fixed:
+            log.warning("reload: %s changed; that takes effect at the next restart", ", ".join(fixed))
+        new = new.model_copy(update={name: getattr(old, name) for name in fixed})
+        wanted = {d.id: d for d in new.enabled_devices()}
+        removed = [i for i in self.devices if i not in wanted]
+        added = [i for i in wanted if i not in self.devices]
+        changed = [i for i in wanted if i in self.devices and wanted[i] != self.devices[i]]
+        retired = []
+        for device_id in removed + changed:
+            self.scheduler.remove(device_id)
+            retired.append(self.drivers.pop(device_id))
+        self.cfg, self.devices = new, wanted
+        self.checks = self.checks.reconfigured(new)
+        self.power = PowerSampler([d.config for d in wanted.values()], self.power)
+        for device_id in removed:
+            self.device_stats.pop(device_id, None)
+            self._reported_health.pop(device_id, None)
+            self._pending_events.append(Event("device_status", {
+                "device": device_id, "status": "unknown", "reason": "removed from the device map", "ts_us": now_us()}))
+            self._track([Condition(key, active=False) for key in self.tracker.open
+                         if key.split("/")[1:2] == [device_id]])
+        for device_id in added + changed:
+            self.drivers[device_id] = self._make_driver(wanted[device_id])
+            self.device_stats.setdefault(device_id, DeviceStats())
+            self.scheduler.add(device_id, wanted[device_id].interval)
+        self.delivery.update_devices([device_info(d) for d in wanted.values()])
+        if new.detection != old.detection:
+            await self._reload_detection()
+        if retired:  # after their last poll: a poll still running holds its own reference
+            grace = max((d.timeout for d in self.devices.values()), default=1.0) * 2 + 1
+            task = asyncio.create_task(self._close_later(retired, grace), name="retire-drivers")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        log.info("reload applied: %d added, %d removed, %d changed, %d unchanged", len(added), len(removed),
+                 len(changed), len(wanted) - len(added) - len(changed))
+        return {"added": added, "removed": removed, "changed": changed, "restart_needed": fixed}
+
+    @staticmethod
+    async def _close_later(drivers: list[Driver], delay: float) -> None:
+        await asyncio.sleep(delay)
+        for driver in drivers:
+            await driver.close()
+
+    async def _reload_detection(self) -> None:
+        det = self.cfg.detection
+        state = self.detection.incidents.state() if self.detection else None
+        self.detection = None
+        if det is not None:
+            model = await asyncio.to_thread(load_model, det)
+            self.detection = DetectionRunner(det, [d.config for d in self.devices.values()], model, state)
 
     async def _poll(self, device_id: str, lag: float) -> None:
         driver = self.drivers[device_id]

@@ -22,6 +22,17 @@ class CheckEngine:
     def __init__(self, checks: Sequence[Check]) -> None:
         self.checks = list(checks)
 
+    def reconfigured(self, cfg: AgentConfig) -> CheckEngine:
+        """Checks for a reloaded map; per-point state (stuck counts, last values) carries over."""
+        fresh = build_checks(cfg)
+        for new in fresh:
+            old = next((c for c in self.checks if type(c) is type(new)), None)
+            kept = getattr(old, "_last", None)
+            limits = getattr(new, "_limit", None)
+            if kept is not None and limits is not None:
+                new._last = {k: v for k, v in kept.items() if k in limits}  # type: ignore[attr-defined]
+        return CheckEngine(fresh)
+
     def evaluate(self, device: str, readings: Sequence[Reading]) -> list[Condition]:
         """All conditions reported for one poll of ``device``."""
         out: list[Condition] = []
