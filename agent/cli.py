@@ -133,6 +133,12 @@ def cmd_status(args: argparse.Namespace, cfg: AgentConfig) -> int:
         + (f"  error: {central['error']}" if central["state"] == "down" else ""),
         "devices:",
     ]
+    det = state.get("detection")
+    if det:
+        inc = det["open_detection"]
+        lines.insert(-1, f"detection {det['rows_scored']} rows scored, {det['alarms']} in alarm, "
+                         + (f"OPEN: {inc['attack_type']} {inc['confidence']:.0f}% on {', '.join(inc['signals'][:4])}"
+                            if inc else "no open detection"))
     for device_id, d in state["devices"].items():
         lines.append(f"  {device_id:<20} {d['state']:<9} polls {d['polls']:<7} missed {d['missed_cycles']:<4} "
                      f"latency p50 {d['latency_ms_p50']:.1f} ms  lag p99 {d['lag_ms_p99']:.1f} ms"

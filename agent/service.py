@@ -403,7 +403,8 @@ class Agent:
             "gateway": self.cfg.gateway.id, "pid": os.getpid(), "updated": time.time(),
             "started": st.started, "readings_taken": st.readings_taken,
             "readings_per_s": round(st.readings_per_second(), 1),
-            "open_alerts": len(self.tracker.open),
+            "open_alerts": len(self.tracker.open) + int(bool(self.detection and self.detection.incidents.open
+                                                             and self.detection.incidents.open.alerted)),
             "buffer": {"readings": buffer.reading_rows if buffer else 0,
                        "events": buffer.event_rows if buffer else 0,
                        "dropped": st.readings_dropped, "path": str(self.cfg.buffer.path)},

@@ -98,6 +98,8 @@ def test_demo_runs_simulators_agent_and_sqlite(tmp_path: Path) -> None:
     assert "devices up 5/5" in result.stdout and "done:" in result.stdout
     assert "| detection " in result.stdout or "| DETECTED " in result.stdout, "detectors run in the demo"
     assert "rows scored" in result.stdout
+    status = cli("status", "-c", str(config))
+    assert status.returncode == 0 and "\ndetection " in status.stdout and "rows scored" in status.stdout
     with sqlite3.connect(tmp_path / "demo.db") as conn:
         (readings,) = conn.execute("SELECT count(*) FROM readings WHERE quality = 'good'").fetchone()
         (power,) = conn.execute("SELECT count(*) FROM power_readings").fetchone()
