@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.configload import ConfigError, load_config
@@ -188,7 +189,7 @@ def cmd_import_csv(args: argparse.Namespace, cfg: AgentConfig) -> int:
 
     configured = next((d for d in cfg.devices if d.id == args.device), None)
     device = (DeviceInfo(configured.id, configured.name, configured.type, configured.location, configured.protocol,
-                         f"{configured.host}:{configured.port}/{configured.unit_id}")
+                         configured.address)
               if configured else DeviceInfo(args.device, args.device, "other", None, "import"))
     engine = make_engine(cfg.central)
     try:
@@ -229,6 +230,16 @@ def cmd_api(args: argparse.Namespace, cfg: AgentConfig) -> int:
     engine = make_engine(cfg.central)
     uvicorn.run(create_app(engine, token or None), host=args.listen, port=args.port, log_level="warning")
     engine.dispose()
+    return 0
+
+
+def cmd_opcua_cert(args: argparse.Namespace) -> int:
+    """Generate the gateway's OPC UA client certificate (DER) and key (PEM)."""
+    from drivers.opcua.security import make_certificate
+
+    uri = args.uri or f"urn:hacksky-edge:{args.gateway}"
+    cert, key = make_certificate(Path(args.out), uri, f"HackSky Edge {args.gateway}", args.hostname)
+    sys.stdout.write(f"{cert} (application URI {uri}) and {key}; give {cert} to the server's trusted list\n")
     return 0
 
 
@@ -294,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--token-file", help="file holding the token for writes (else $HACKSKY_API_TOKEN)")
     p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("opcua-cert", help="generate the OPC UA client certificate and key")
+    p.add_argument("--gateway", required=True, help="gateway id: the certificate's URI is urn:hacksky-edge:<id>")
+    p.add_argument("--out", default="/etc/hacksky-edge/opcua", help="directory for cert.der and key.pem")
+    p.add_argument("--uri", help="application URI (default urn:hacksky-edge:<gateway>)")
+    p.add_argument("--hostname", help="DNS name in the certificate (default: this host)")
+    p.set_defaults(func=cmd_opcua_cert)
 
     add_detection_commands(sub)
     return parser

@@ -20,7 +20,7 @@ from pydantic_core import ErrorDetails
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from agent.settings import AgentConfig, ModbusDevice, PointConfig
+from agent.settings import AgentConfig, ModbusDevice, OpcUaDevice, PointConfig
 
 ConfigPath = tuple[str | int, ...]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -141,10 +141,24 @@ def _suggestion(model_fields: Iterable[str], key: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+#: the tag pydantic puts in an error's location after ``devices[i]`` (which device model applied)
+DEVICE_MODELS: dict[str, Any] = {"modbus": ModbusDevice, "opcua": OpcUaDevice}
+
+
 def _model_fields_at(loc: ConfigPath) -> Iterable[str]:
-    """Field names valid at the parent of ``loc``, for 'did you mean' hints."""
+    """Field names valid at the parent of ``loc`` (as pydantic tags it), for 'did you mean' hints."""
     model: Any = AgentConfig
-    for part in loc[:-1]:
+    parts = list(loc[:-1])
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        if model is AgentConfig and part == "devices":  # devices.<index>.<tag>: the tag names the model
+            tag = parts[i + 2] if i + 2 < len(parts) else None
+            if not isinstance(tag, str) or tag not in DEVICE_MODELS:
+                return []
+            model, i = DEVICE_MODELS[tag], i + 3
+            continue
+        i += 1
         if isinstance(part, int):
             continue
         field = model.model_fields.get(part)
@@ -186,6 +200,32 @@ def _point_issues(device: ModbusDevice, base: ConfigPath) -> list[tuple[ConfigPa
     return issues
 
 
+def _opcua_issues(device: OpcUaDevice, base: ConfigPath) -> list[tuple[ConfigPath, str]]:
+    issues: list[tuple[ConfigPath, str]] = []
+    names: dict[str, int] = {}
+    for index, point in enumerate(device.points):
+        here = (*base, "points", index)
+        if point.name in names:
+            issues.append(((*here, "name"), f"duplicate point name {point.name!r} (also points[{names[point.name]}])"))
+        names.setdefault(point.name, index)
+        if (point.node is None) == (point.path is None):
+            issues.append((here, "give exactly one of node (a NodeId) or path (a browse path from /Objects)"))
+        if point.path is not None and not point.path.startswith("/Objects/"):
+            issues.append(((*here, "path"), "a browse path starts at /Objects/, e.g. /Objects/2:Plant/2:Tank1/2:Level"))
+    sec, ident = device.security, device.identity
+    if (sec.policy == "None") != (sec.mode == "None"):
+        issues.append(((*base, "security", "mode"), f"policy {sec.policy} needs mode "
+                       + ("None" if sec.policy == "None" else "Sign or SignAndEncrypt")))
+    needs_cert = sec.policy != "None" or ident.type == "certificate"
+    if needs_cert and (sec.certificate is None or sec.private_key is None):
+        issues.append(((*base, "security", "certificate"),
+                       "a client certificate and private_key are needed (hacksky-edge opcua-cert makes them)"))
+    no_password = ident.password_file is None and ident.password_env is None
+    if ident.type == "username" and (ident.username is None or no_password):
+        issues.append(((*base, "identity"), "username identity needs username and password_file or password_env"))
+    return issues
+
+
 def _point_rules(point: PointConfig) -> list[tuple[str, str]]:
     bit_table = point.table in ("coil", "discrete")
     rules: list[tuple[bool, str, str]] = [
@@ -220,7 +260,10 @@ def semantic_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
         if resolved.timeout > resolved.interval:
             issues.append(((*here, "timeout"),
                            f"timeout {resolved.timeout:g}s exceeds the poll interval {resolved.interval:g}s"))
-        issues.extend(_point_issues(device, here))
+        if isinstance(device, ModbusDevice):
+            issues.extend(_point_issues(device, here))
+        else:
+            issues.extend(_opcua_issues(device, here))
     return issues
 
 
@@ -272,10 +315,13 @@ def load_config_text(text: str, file: str = "<string>", check_model: bool = True
         cfg = AgentConfig.model_validate(doc.data)
     except ValidationError as exc:
         for error in exc.errors():
-            loc = tuple(error["loc"])
+            tagged = tuple(error["loc"])
+            # drop the device model's tag: devices.0.opcua.points -> devices.0.points
+            loc = tuple(p for i, p in enumerate(tagged)
+                        if not (i == 2 and tagged[0] == "devices" and p in DEVICE_MODELS))
             message = _pydantic_message(error)
             if error["type"] == "extra_forbidden":
-                message += _suggestion(_model_fields_at(loc), str(loc[-1]))
+                message += _suggestion(_model_fields_at(tagged), str(loc[-1]))
             doc.issue(loc, message, key=error["type"] == "extra_forbidden")
         raise ConfigError(doc.issues) from None
     model_issues = _detection_issues(cfg) if check_model else []

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from agent.service import Agent
-from agent.settings import AgentConfig
+from agent.settings import AgentConfig, ModbusDevice
 from simulators import run as simrun
 
 SUMMARY_EVERY = 2.0
@@ -18,8 +18,9 @@ ATTACK_SECONDS = 90.0
 
 
 def _ports(cfg: AgentConfig) -> tuple[int, int, int]:
-    meters = [d for d in cfg.devices if d.type == "power_meter"]
-    plants = [d for d in cfg.devices if d.type == "plc"]
+    modbus = [d for d in cfg.devices if isinstance(d, ModbusDevice)]
+    meters = [d for d in modbus if d.type == "power_meter"]
+    plants = [d for d in modbus if d.type == "plc"]
     meter_port = meters[0].port if meters else 15020
     plant_port = plants[0].port if plants else 15021
     return len({d.unit_id for d in meters}) or 1, meter_port, plant_port

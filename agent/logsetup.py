@@ -33,4 +33,6 @@ def setup_logging(level: str = "INFO", log_format: str = "text") -> None:
     # pymodbus logs every timeout/refused connection at ERROR; the driver reports these once.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # asyncua logs a traceback per failed publish while a server is away; the driver reports it once
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     logging.getLogger("alembic").setLevel(logging.WARNING)

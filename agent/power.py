@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from agent.buffer import Event
 from agent.detect.load import LoadWatch
-from agent.settings import ModbusDevice
+from agent.settings import AnyDevice
 from drivers.base import Reading
 
 #: point role -> power_readings column
@@ -23,7 +23,7 @@ class PowerSampler:
     (currents: their sum is not meaningful per phase, so the mean too; power: the sum).
     """
 
-    def __init__(self, devices: Sequence[ModbusDevice], previous: PowerSampler | None = None) -> None:
+    def __init__(self, devices: Sequence[AnyDevice], previous: PowerSampler | None = None) -> None:
         self._roles: dict[str, Mapping[str, str]] = {}
         # a reload keeps each remaining meter's learned load baseline
         kept = previous._load if previous else {}

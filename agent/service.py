@@ -16,9 +16,10 @@ from agent.checks import AlertTracker, CheckEngine, Condition, build_checks
 from agent.delivery import Delivery
 from agent.detect.runner import DetectionRunner, load_model
 from agent.monitor import Monitor
+from agent.opcua import opcua_driver
 from agent.power import PowerSampler
 from agent.scheduler import PollScheduler
-from agent.settings import AgentConfig, ResolvedDevice
+from agent.settings import AgentConfig, OpcUaDevice, ResolvedDevice
 from agent.statefile import write_state
 from agent.stats import AgentStats, DeviceStats
 from agent.systemd import notify, watchdog_interval
@@ -36,7 +37,7 @@ STATUS_OF_HEALTH = {"up": "online", "degraded": "degraded", "down": "offline", "
 def device_info(dev: ResolvedDevice) -> DeviceInfo:
     """How a configured device is registered centrally."""
     c = dev.config
-    return DeviceInfo(c.id, c.name, c.type, c.location, c.protocol, f"{c.host}:{c.port}/{c.unit_id}")
+    return DeviceInfo(c.id, c.name, c.type, c.location, c.protocol, c.address)
 
 
 class Agent:
@@ -74,6 +75,8 @@ class Agent:
 
     def _make_driver(self, dev: ResolvedDevice) -> Driver:
         c = dev.config
+        if isinstance(c, OpcUaDevice):
+            return opcua_driver(c, dev.interval, dev.timeout, self.cfg.gateway.id)
         return ModbusDriver(c.id, c.host, c.port, c.unit_id, c.points, pool=self.pool, timeout=dev.timeout,
                             byte_order=dev.byte_order, word_order=dev.word_order, max_gap=dev.max_gap)
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from agent.units import ByteSize, Duration, DurationOrZero
 
@@ -42,24 +42,29 @@ class Limits(StrictModel):
     severity: Severity = "high"
 
 
-class PointConfig(StrictModel):
-    """One value read from a device."""
+class SignalConfig(StrictModel):
+    """What every point has, whatever the protocol: its name, scaling and checks."""
 
     name: str = Field(pattern=NAME_PATTERN)
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = None
+    role: Role | None = None
+    limits: Limits | None = None
+    stuck_after: int | None = Field(default=None, ge=2, description="cycles unchanged")
+    max_rate: float | None = Field(default=None, gt=0, description="units per second")
+
+
+class PointConfig(SignalConfig):
+    """One value read from a Modbus device."""
+
     table: RegisterTable = "holding"
     address: int = Field(ge=0, le=65535)
     type: PointType = "uint16"
     length: int | None = Field(default=None, ge=1, le=125, description="registers, for strings")
     bit: int | None = Field(default=None, ge=0, le=15)
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: str | None = None
-    role: Role | None = None
     byte_order: ByteOrder | None = None
     word_order: ByteOrder | None = None
-    limits: Limits | None = None
-    stuck_after: int | None = Field(default=None, ge=2, description="cycles unchanged")
-    max_rate: float | None = Field(default=None, gt=0, description="units per second")
 
     @property
     def register_count(self) -> int:
@@ -81,24 +86,102 @@ class DeviceDefaults(StrictModel):
     max_gap: int = Field(default=8, ge=0, le=124)
 
 
-class ModbusDevice(StrictModel):
-    """A Modbus TCP device and the points read from it."""
+class DeviceBase(StrictModel):
+    """What every device has, whatever the protocol."""
 
     id: str = Field(pattern=NAME_PATTERN)
     name: str | None = None
     type: DeviceType = "other"
     location: str | None = None
     enabled: bool = True
+    interval: Duration | None = None
+    timeout: Duration | None = None
+
+
+class ModbusDevice(DeviceBase):
+    """A Modbus TCP device and the points read from it."""
+
     protocol: Literal["modbus"] = "modbus"
     host: str
     port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=255)
-    interval: Duration | None = None
-    timeout: Duration | None = None
     byte_order: ByteOrder | None = None
     word_order: ByteOrder | None = None
     max_gap: int | None = Field(default=None, ge=0, le=124)
     points: list[PointConfig] = Field(min_length=1)
+
+    @property
+    def address(self) -> str:
+        """Where the device is, as registered centrally."""
+        return f"{self.host}:{self.port}/{self.unit_id}"
+
+
+class Deadband(StrictModel):
+    """OPC UA data-change filter: ignore changes smaller than ``value`` (absolute or % of range)."""
+
+    type: Literal["absolute", "percent"] = "absolute"
+    value: float = Field(ge=0)
+
+
+class OpcUaPoint(SignalConfig):
+    """One variable of an OPC UA server, by NodeId or by browse path from Objects."""
+
+    node: str | None = Field(default=None, description="ns=2;s=Plant.Tank1.Level, i=..., g=..., b=..., nsu=URI;s=...")
+    path: str | None = Field(default=None, description="/Objects/2:Plant/2:Tank1/2:Level")
+    sampling_interval: Duration | None = Field(default=None, description="subscribe mode; default: the interval")
+    queue_size: int = Field(default=10, ge=1, le=10000)
+    deadband: Deadband | None = None
+
+
+class OpcUaSecurity(StrictModel):
+    """Secure channel: policy and mode; client certificate and key; which servers are trusted."""
+
+    policy: Literal["None", "Basic256Sha256"] = "None"
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    certificate: Path | None = None
+    private_key: Path | None = None
+    trust_dir: Path | None = Field(default=None, description="server certificates (DER/PEM) trusted")
+    trust_on_first_use: bool = False
+
+
+class OpcUaIdentity(StrictModel):
+    """Who the session runs as; the password comes from a file or the environment, never inline."""
+
+    type: Literal["anonymous", "username", "certificate"] = "anonymous"
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = Field(default=None, description="name of the environment variable")
+
+
+class OpcUaDevice(DeviceBase):
+    """An OPC UA server (a PLC) and the variables read from it."""
+
+    protocol: Literal["opcua"]
+    endpoint: str = Field(pattern=r"^opc\.tcp://")
+    mode: Literal["poll", "subscribe"] = "poll"
+    security: OpcUaSecurity = OpcUaSecurity()
+    identity: OpcUaIdentity = OpcUaIdentity()
+    timestamps: Literal["source", "server", "gateway"] = "source"
+    max_nodes_per_read: int | None = Field(default=None, ge=1, description="default: the server's own limit")
+    points: list[OpcUaPoint] = Field(min_length=1)
+
+    @property
+    def address(self) -> str:
+        """Where the device is, as registered centrally."""
+        return self.endpoint
+
+
+def _protocol_of(value: object) -> str:
+    if isinstance(value, dict):
+        return str(value.get("protocol", "modbus"))
+    return str(getattr(value, "protocol", "modbus"))
+
+
+AnyDevice = ModbusDevice | OpcUaDevice
+
+#: a device entry of the map: Modbus unless it says ``protocol: opcua``
+DeviceConfig = Annotated[Annotated[ModbusDevice, Tag("modbus")] | Annotated[OpcUaDevice, Tag("opcua")],
+                         Discriminator(_protocol_of)]
 
 
 class TlsConfig(StrictModel):
@@ -169,20 +252,21 @@ class AgentConfig(StrictModel):
     central: CentralConfig = CentralConfig()
     buffer: BufferConfig = BufferConfig()
     defaults: DeviceDefaults = DeviceDefaults()
-    devices: list[ModbusDevice] = Field(default_factory=list)
+    devices: list[DeviceConfig] = Field(default_factory=list)
     detection: DetectionConfig | None = None
     monitoring: MonitoringConfig = MonitoringConfig()
 
-    def resolved(self, device: ModbusDevice) -> ResolvedDevice:
+    def resolved(self, device: ModbusDevice | OpcUaDevice) -> ResolvedDevice:
         """The device with every inherited setting filled in from ``defaults``."""
         d = self.defaults
+        modbus = device if isinstance(device, ModbusDevice) else None
         return ResolvedDevice(
             config=device,
             interval=device.interval or d.interval,
             timeout=device.timeout or d.timeout,
-            byte_order=device.byte_order or d.byte_order,
-            word_order=device.word_order or d.word_order,
-            max_gap=d.max_gap if device.max_gap is None else device.max_gap,
+            byte_order=(modbus.byte_order if modbus else None) or d.byte_order,
+            word_order=(modbus.word_order if modbus else None) or d.word_order,
+            max_gap=d.max_gap if modbus is None or modbus.max_gap is None else modbus.max_gap,
         )
 
     def enabled_devices(self) -> list[ResolvedDevice]:
@@ -195,7 +279,7 @@ class ResolvedDevice(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    config: ModbusDevice
+    config: ModbusDevice | OpcUaDevice
     interval: float
     timeout: float
     byte_order: ByteOrder

@@ -6,9 +6,9 @@ import asyncio
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol
 
 from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusTcpServer
@@ -58,10 +58,18 @@ class ModbusSimulator:
             self._server = None
 
 
+class Startable(Protocol):
+    """A simulator the thread can run: Modbus or OPC UA."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class SimulatorThread:
     """Runs simulators on their own event loop in a background thread (tests, demo)."""
 
-    def __init__(self, simulators: list[ModbusSimulator]) -> None:
+    def __init__(self, simulators: Sequence[Startable]) -> None:
         self.simulators = simulators
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="simulators", daemon=True)

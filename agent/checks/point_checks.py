@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.checks.base import Condition
-from agent.settings import PointConfig
+from agent.settings import SignalConfig
 from drivers.base import Reading
 
 
@@ -17,7 +17,7 @@ def _fmt(value: float, unit: str | None) -> str:
 class LimitCheck:
     """Active while a value is below ``limits.min`` or above ``limits.max``."""
 
-    def __init__(self, points: Mapping[str, Mapping[str, PointConfig]]) -> None:
+    def __init__(self, points: Mapping[str, Mapping[str, SignalConfig]]) -> None:
         self._points = {dev: {n: p for n, p in pts.items() if p.limits} for dev, pts in points.items()}
 
     def evaluate(self, device: str, readings: Sequence[Reading]) -> Iterable[Condition]:
@@ -49,7 +49,7 @@ class _Last:
 class StuckCheck:
     """Active once a value has not changed for ``stuck_after`` consecutive polls."""
 
-    def __init__(self, points: Mapping[str, Mapping[str, PointConfig]]) -> None:
+    def __init__(self, points: Mapping[str, Mapping[str, SignalConfig]]) -> None:
         self._limit = {(dev, n): p.stuck_after for dev, pts in points.items()
                        for n, p in pts.items() if p.stuck_after}
         self._last: dict[tuple[str, str], _Last] = {}
@@ -74,7 +74,7 @@ class StuckCheck:
 class RateCheck:
     """Active while a value moves faster than ``max_rate`` units per second."""
 
-    def __init__(self, points: Mapping[str, Mapping[str, PointConfig]]) -> None:
+    def __init__(self, points: Mapping[str, Mapping[str, SignalConfig]]) -> None:
         self._limit = {(dev, n): p.max_rate for dev, pts in points.items()
                        for n, p in pts.items() if p.max_rate}
         self._last: dict[tuple[str, str], tuple[float, int]] = {}

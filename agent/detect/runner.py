@@ -15,7 +15,7 @@ from agent.detect.incidents import IncidentTracker
 from agent.detect.model import DetectorModel
 from agent.detect.stream import StreamingDetector, Verdict
 from agent.detect.wiring import wire
-from agent.settings import DetectionConfig, ModbusDevice
+from agent.settings import AnyDevice, DetectionConfig
 from drivers.base import Reading
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def load_model(cfg: DetectionConfig) -> DetectorModel:
 class DetectionRunner:
     """Keeps the latest value of each model signal and scores a row per interval or clock tick."""
 
-    def __init__(self, cfg: DetectionConfig, devices: Sequence[ModbusDevice], model: DetectorModel,
+    def __init__(self, cfg: DetectionConfig, devices: Sequence[AnyDevice], model: DetectorModel,
                  state: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.model = model

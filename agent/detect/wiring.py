@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.settings import DetectionConfig, ModbusDevice
+from agent.settings import AnyDevice, DetectionConfig
 
 Problem = tuple[tuple[str | int, ...], str]
 
@@ -18,7 +18,7 @@ def _point_ref(ref: str, points: dict[tuple[str, str], bool]) -> tuple[str, str]
     return device, point
 
 
-def wire(cfg: DetectionConfig, devices: Sequence[ModbusDevice], signals: Sequence[str]
+def wire(cfg: DetectionConfig, devices: Sequence[AnyDevice], signals: Sequence[str]
          ) -> tuple[dict[str, tuple[str, str]], tuple[str, str] | None, list[Problem]]:
     """Map every model signal to (device, point); also the clock point, and what is wrong."""
     points = {(d.id, p.name): True for d in devices if d.enabled for p in d.points}
