@@ -320,7 +320,9 @@ def load_config_text(text: str, file: str = "<string>", check_model: bool = True
             loc = tuple(p for i, p in enumerate(tagged)
                         if not (i == 2 and tagged[0] == "devices" and p in DEVICE_MODELS))
             message = _pydantic_message(error)
-            if error["type"] == "extra_forbidden":
+            if error["type"] == "extra_forbidden" and loc[-1] == "password":
+                message = "secrets never go in the YAML: use password_file or password_env"
+            elif error["type"] == "extra_forbidden":
                 message += _suggestion(_model_fields_at(tagged), str(loc[-1]))
             doc.issue(loc, message, key=error["type"] == "extra_forbidden")
         raise ConfigError(doc.issues) from None

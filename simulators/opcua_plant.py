@@ -60,11 +60,10 @@ class _Users(UserManager):
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> User | None:
-        if username is None and certificate is None:
-            return User(role=UserRole.User) if not self.users else None
-        if certificate is not None:
-            return User(role=UserRole.User)
-        return User(role=UserRole.User) if self.users.get(username or "") == password else None
+        if username is not None:
+            return User(role=UserRole.User) if self.users.get(username) == password else None
+        # anonymous (or certificate) sessions only when no users are configured
+        return None if self.users else User(role=UserRole.User)
 
 
 class OpcUaPlant:

@@ -71,6 +71,7 @@ class OpcUaDriver:
         self._lost: str | None = None
         self._failures = 0
         self._retry_at = 0.0
+        self._last_error = ""
         self.read_requests = 0                      # Read service calls sent (tests, metrics)
 
     # -- session -------------------------------------------------------------------------
@@ -93,8 +94,13 @@ class OpcUaDriver:
         except Exception as exc:  # connection, security and session errors all mean: not connected now
             await _quietly_disconnect(client)
             self._note_failure()
-            raise ReadError("connection", f"cannot open a session on {ep.url}: {exc}") from exc
+            why = f"cannot open a session on {ep.url}: {exc or type(exc).__name__}"
+            if why != self._last_error:  # the reason, once (DeviceHealth logs the state change)
+                log.error("device %s: %s", self.device_id, why)
+                self._last_error = why
+            raise ReadError("connection", why) from exc
         self._client, self._failures, self._retry_at, self._lost = client, 0, 0.0, None
+        self._last_error = ""
         await self._resolve(client)
         await self._read_limits(client)
         if ep.mode == "subscribe":
