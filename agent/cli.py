@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -155,6 +156,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     try:
         schedule = simrun.parse_schedule(args.at or [])
         sims = simrun.build(args.meters, args.meter_port, args.plant_port, args.host, args.scenario, schedule)
+        if args.opcua:
+            simrun.add_opcua(sims, args.opcua_port, args.host, Path(args.opcua_state) if args.opcua_secure else None,
+                             args.opcua_user, os.environ.get("HACKSKY_SIM_OPCUA_PASSWORD"))
         if args.batadal:
             simrun.add_replay(sims, args.batadal, args.batadal_port, args.row_seconds, args.start_row,
                               host=args.host)
@@ -277,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default="normal", help="water plant scenario at start")
     p.add_argument("--at", action="append", metavar="SECONDS:SCENARIO",
                    help="switch the plant scenario later, e.g. --at 60:pump_forced_frozen_level")
+    p.add_argument("--opcua", action="store_true", help="also serve the water plant over OPC UA")
+    p.add_argument("--opcua-port", type=int, default=15023)
+    p.add_argument("--opcua-secure", action="store_true",
+                   help="Basic256Sha256 Sign/SignAndEncrypt only (certificate made on first start)")
+    p.add_argument("--opcua-state", default="simulator-state/opcua", help="where the server certificate is kept")
+    p.add_argument("--opcua-user", help="require this user (password from $HACKSKY_SIM_OPCUA_PASSWORD)")
     p.add_argument("--batadal", metavar="CSV", help="also replay a BATADAL-format file as a PLC")
     p.add_argument("--batadal-port", type=int, default=15022)
     p.add_argument("--row-seconds", type=float, default=1.0, help="seconds per replayed row (an hour of data)")

@@ -212,17 +212,18 @@ def _opcua_issues(device: OpcUaDevice, base: ConfigPath) -> list[tuple[ConfigPat
             issues.append((here, "give exactly one of node (a NodeId) or path (a browse path from /Objects)"))
         if point.path is not None and not point.path.startswith("/Objects/"):
             issues.append(((*here, "path"), "a browse path starts at /Objects/, e.g. /Objects/2:Plant/2:Tank1/2:Level"))
-    sec, ident = device.security, device.identity
+    sec = device.security
     if (sec.policy == "None") != (sec.mode == "None"):
         issues.append(((*base, "security", "mode"), f"policy {sec.policy} needs mode "
                        + ("None" if sec.policy == "None" else "Sign or SignAndEncrypt")))
-    needs_cert = sec.policy != "None" or ident.type == "certificate"
+    needs_cert = sec.policy != "None" or device.identity_type == "certificate"
     if needs_cert and (sec.certificate is None or sec.private_key is None):
         issues.append(((*base, "security", "certificate"),
                        "a client certificate and private_key are needed (hacksky-edge opcua-cert makes them)"))
-    no_password = ident.password_file is None and ident.password_env is None
-    if ident.type == "username" and (ident.username is None or no_password):
-        issues.append(((*base, "identity"), "username identity needs username and password_file or password_env"))
+    no_password = device.password_file is None and device.password_env is None
+    if device.identity_type == "username" and (device.username is None or no_password):
+        issues.append(((*base, "password_file" if device.username else "username"),
+                       "a username identity needs username and password_file (or password_env)"))
     return issues
 
 

@@ -7,14 +7,23 @@ import signal
 import sys
 import time
 from typing import Any
+from urllib.parse import urlparse
 
 from agent.service import Agent
-from agent.settings import AgentConfig, ModbusDevice
+from agent.settings import AgentConfig, ModbusDevice, OpcUaDevice
 from simulators import run as simrun
 
 SUMMARY_EVERY = 2.0
 #: how long the demo's attack lasts before the plant goes back to normal
 ATTACK_SECONDS = 90.0
+
+
+def _opcua_port(cfg: AgentConfig) -> int | None:
+    """Port of the map's first OPC UA device on this host (the demo serves the plant there)."""
+    for d in cfg.devices:
+        if isinstance(d, OpcUaDevice):
+            return urlparse(d.endpoint).port
+    return None
 
 
 def _ports(cfg: AgentConfig) -> tuple[int, int, int]:
@@ -50,6 +59,9 @@ async def _demo(cfg: AgentConfig, duration: float | None, attack_after: float) -
     meters, meter_port, plant_port = _ports(cfg)
     schedule = [(attack_after, "pump_forced_frozen_level"), (attack_after + ATTACK_SECONDS, "normal")]
     sims = simrun.build(meters, meter_port, plant_port, schedule=schedule)
+    opcua_port = _opcua_port(cfg)
+    if opcua_port:
+        simrun.add_opcua(sims, opcua_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -144,15 +144,6 @@ class OpcUaSecurity(StrictModel):
     trust_on_first_use: bool = False
 
 
-class OpcUaIdentity(StrictModel):
-    """Who the session runs as; the password comes from a file or the environment, never inline."""
-
-    type: Literal["anonymous", "username", "certificate"] = "anonymous"
-    username: str | None = None
-    password_file: Path | None = None
-    password_env: str | None = Field(default=None, description="name of the environment variable")
-
-
 class OpcUaDevice(DeviceBase):
     """An OPC UA server (a PLC) and the variables read from it."""
 
@@ -160,7 +151,11 @@ class OpcUaDevice(DeviceBase):
     endpoint: str = Field(pattern=r"^opc\.tcp://")
     mode: Literal["poll", "subscribe"] = "poll"
     security: OpcUaSecurity = OpcUaSecurity()
-    identity: OpcUaIdentity = OpcUaIdentity()
+    #: session identity; default: username when a username is given, else anonymous
+    identity: Literal["anonymous", "username", "certificate"] | None = None
+    username: str | None = None
+    password_file: Path | None = Field(default=None, description="the password, never inline")
+    password_env: str | None = Field(default=None, description="or: the environment variable holding it")
     timestamps: Literal["source", "server", "gateway"] = "source"
     max_nodes_per_read: int | None = Field(default=None, ge=1, description="default: the server's own limit")
     points: list[OpcUaPoint] = Field(min_length=1)
@@ -169,6 +164,11 @@ class OpcUaDevice(DeviceBase):
     def address(self) -> str:
         """Where the device is, as registered centrally."""
         return self.endpoint
+
+    @property
+    def identity_type(self) -> str:
+        """The identity the session uses."""
+        return self.identity or ("username" if self.username else "anonymous")
 
 
 def _protocol_of(value: object) -> str:

@@ -50,6 +50,11 @@ async def _recording_process(self: UaProcessor, typeid: ua.NodeId, requesthdr: A
 UaProcessor._process_message = _recording_process  # type: ignore[method-assign]
 
 
+def sensor_node(k: int) -> str:
+    """String NodeId identifier of sensor ``k`` of the bank (Plant/Sensors/S0000 ...)."""
+    return f"Plant.Sensors.S{k:04d}"
+
+
 def _nid(name: str, idx: int) -> ua.NodeId:
     return ua.NodeId(ua.String(name), ua.Int16(idx))
 
@@ -72,7 +77,7 @@ class OpcUaPlant:
     def __init__(self, plant: WaterPlant | None = None, port: int = 0, host: str = "127.0.0.1",
                  max_nodes_per_read: int | None = None, certificate: Path | None = None,
                  private_key: Path | None = None, users: dict[str, str] | None = None,
-                 secure_only: bool = False, update_every: float = 0.1) -> None:
+                 secure_only: bool = False, update_every: float = 0.1, sensors: int = 0) -> None:
         self.plant = plant or WaterPlant(seed=7)
         self.host, self.port = host, port
         self.max_nodes_per_read = max_nodes_per_read
@@ -80,6 +85,9 @@ class OpcUaPlant:
         self.users = users or {}
         self.secure_only = secure_only
         self.update_every = update_every
+        self.sensors = sensors
+        self._sensor_nodes: list[Any] = []
+        self._tick = 0
         self.services: Counter[str] = Counter()
         self.read_sizes: list[int] = []
         self.nodes: dict[str, Any] = {}
@@ -123,6 +131,14 @@ class OpcUaPlant:
             initial = False if vtype == ua.VariantType.Boolean else 0.0
             self.nodes[name] = await parent.add_variable(_nid(name, idx), ua.QualifiedName(parts[-1], idx),
                                                          ua.Variant(initial, vtype))
+        if self.sensors:
+            bank = await server.nodes.objects.get_child(f"{idx}:Plant")
+            bank = await bank.add_object(_nid("Plant.Sensors", idx), ua.QualifiedName("Sensors", idx))
+            for k in range(self.sensors):
+                name = sensor_node(k)
+                start = ua.Variant(float(k), ua.VariantType.Double)
+                self._sensor_nodes.append(await bank.add_variable(
+                    _nid(name, idx), ua.QualifiedName(name.rsplit(".", 1)[1], idx), start))
         if self.max_nodes_per_read:
             limits = ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead
             limit = server.get_node(ua.NodeId(ua.Int32(limits)))
@@ -157,6 +173,15 @@ class OpcUaPlant:
         while True:
             await asyncio.sleep(self.update_every)
             await self._publish()
+            await self._update_sensors()
+
+    async def _update_sensors(self) -> None:
+        """A tenth of the sensor bank changes per cycle: each sensor once a second at 100 ms cycles."""
+        if not self._sensor_nodes:
+            return
+        self._tick += 1
+        for k in range(self._tick % 10, len(self._sensor_nodes), 10):
+            await self._sensor_nodes[k].write_value(ua.Variant(k + (self._tick % 1000) / 1000, ua.VariantType.Double))
 
     async def stop(self) -> None:
         """Stop publishing and close every session (as a PLC restart would)."""

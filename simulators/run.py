@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from simulators.batadal import BatadalReplay
+from simulators.opcua_plant import OpcUaPlant
 from simulators.power_meter import PowerMeter
-from simulators.server import ModbusSimulator
+from simulators.server import ModbusSimulator, Startable
 from simulators.store import UnitModel
 from simulators.water_plant import SCENARIOS, WaterPlant
 
@@ -24,11 +26,12 @@ class SimulatorSet:
     water_plant: WaterPlant
     schedule: list[tuple[float, str]] = field(default_factory=list)
     replay: ModbusSimulator | None = None
+    opcua: OpcUaPlant | None = None
 
     @property
-    def servers(self) -> list[ModbusSimulator]:
+    def servers(self) -> list[Startable]:
         """Every listening simulator."""
-        return [self.meters, self.plant] + ([self.replay] if self.replay else [])
+        return [self.meters, self.plant, *(s for s in (self.replay, self.opcua) if s is not None)]
 
 
 def build(meters: int = 4, meter_port: int = 15020, plant_port: int = 15021, host: str = "127.0.0.1",
@@ -38,6 +41,22 @@ def build(meters: int = 4, meter_port: int = 15020, plant_port: int = 15021, hos
     plant = WaterPlant(seed=7, scenario=scenario)
     return SimulatorSet(ModbusSimulator(units, host, meter_port),
                         ModbusSimulator({1: plant}, host, plant_port), plant, list(schedule or []))
+
+
+def add_opcua(sims: SimulatorSet, port: int, host: str = "127.0.0.1", state_dir: Path | None = None,
+              user: str | None = None, password: str | None = None) -> OpcUaPlant:
+    """Also serve the same water plant over OPC UA; with ``state_dir``, secured (certificate made once)."""
+    cert = key = None
+    if state_dir is not None:
+        cert, key = state_dir / "server" / "cert.der", state_dir / "server" / "key.pem"
+        if not cert.exists() or not key.exists():
+            from drivers.opcua.security import make_certificate  # a key pair, made on first start
+            make_certificate(state_dir / "server", "urn:hacksky:simulator:water-plant", "HackSky water plant",
+                             "localhost", server=True)
+            log.warning("OPC UA simulator certificate created in %s", state_dir / "server")
+    sims.opcua = OpcUaPlant(sims.water_plant, port, host, certificate=cert, private_key=key,
+                            users={user: password or ""} if user else None, secure_only=state_dir is not None)
+    return sims.opcua
 
 
 def add_replay(sims: SimulatorSet, path: str, port: int, row_seconds: float, start: int = 0,

@@ -172,7 +172,8 @@ devices:
     protocol: opcua
     endpoint: opc.tcp://10.0.0.5:4840
     security: {policy: Basic256Sha256}
-    identity: {type: username, username: edge, password: hunter2}
+    username: edge
+    password: hunter2
     points:
       - {name: level, node: "ns=2;s=Plant.Tank1.Level", path: /Objects/2:Plant}
       - {name: flow, path: Plant/Flow}
@@ -182,13 +183,13 @@ devices:
 
 def test_opcua_device_errors_name_line_and_field() -> None:
     errors = errors_of(OPCUA)
-    assert "plant.yaml:7:48: devices[0].identity.password: secrets never go in the YAML: use password_file or " \
+    assert "plant.yaml:8:5: devices[0].password: secrets never go in the YAML: use password_file or " \
            "password_env" in errors
-    assert "plant.yaml:11:65: devices[0].points[2].deadbnd: unknown key (did you mean 'deadband'?)" in errors
+    assert "plant.yaml:12:65: devices[0].points[2].deadbnd: unknown key (did you mean 'deadband'?)" in errors
     fixed = OPCUA.replace("password: hunter2", "password_file: /etc/hacksky-edge/ua.pass").replace(
         "deadbnd", "deadband")
     errors = errors_of(fixed)
-    assert "plant.yaml:9:9: devices[0].points[0]: give exactly one of node (a NodeId) or path " \
+    assert "plant.yaml:10:9: devices[0].points[0]: give exactly one of node (a NodeId) or path " \
            "(a browse path from /Objects)" in errors
     assert any("devices[0].points[1].path: a browse path starts at /Objects/" in e for e in errors)
     assert any("devices[0].points[2].name: duplicate point name 'level'" in e for e in errors)

@@ -30,7 +30,7 @@ def cli(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.Complet
 
 def test_check_reports_errors_with_location_and_exit_1(tmp_path: Path) -> None:
     good = cli("check", "-c", "config/demo.yaml")
-    assert good.returncode == 0 and "OK (5 devices" in good.stdout
+    assert good.returncode == 0 and "OK (6 devices" in good.stdout
     bad = tmp_path / "plant.yaml"
     bad.write_text("gateway: {id: gw}\ndevices:\n"
                    "  - {id: m, host: h, points: [{name: v, address: 0, type: flaot32}]}\n")
@@ -86,7 +86,10 @@ def test_demo_runs_simulators_agent_and_sqlite(tmp_path: Path) -> None:
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     meter_port, plant_port = free_port(), free_port()
     for device in demo["devices"]:
-        device["port"] = plant_port if device["type"] == "plc" else meter_port
+        if device.get("protocol") == "opcua":
+            device["endpoint"] = f"opc.tcp://127.0.0.1:{free_port()}/hacksky/plant"
+        else:
+            device["port"] = plant_port if device["type"] == "plc" else meter_port
     demo["central"]["url"] = f"sqlite:///{tmp_path / 'demo.db'}"
     demo["buffer"]["path"] = str(tmp_path / "buffer")
     config = tmp_path / "demo.yaml"
@@ -95,7 +98,7 @@ def test_demo_runs_simulators_agent_and_sqlite(tmp_path: Path) -> None:
     result = cli("demo", "-c", str(config), "--duration", "8", "--attack-after", "1", timeout=60)
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 40
-    assert "devices up 5/5" in result.stdout and "done:" in result.stdout
+    assert "devices up 6/6" in result.stdout and "done:" in result.stdout
     assert "| detection " in result.stdout or "| DETECTED " in result.stdout, "detectors run in the demo"
     assert "rows scored" in result.stdout
     status = cli("status", "-c", str(config))
@@ -105,6 +108,10 @@ def test_demo_runs_simulators_agent_and_sqlite(tmp_path: Path) -> None:
         (power,) = conn.execute("SELECT count(*) FROM power_readings").fetchone()
         alerts = conn.execute("SELECT alert_type FROM alerts").fetchall()
     assert readings > 200 and power > 20
+    with sqlite3.connect(tmp_path / "demo.db") as conn:
+        (ua_rows,) = conn.execute("SELECT count(*) FROM readings r JOIN devices d ON d.id = r.device_id "
+                                  "WHERE d.device_id_str = 'plc-02' AND r.quality = 'good'").fetchone()
+    assert ua_rows > 10, "the demo reads the plant over OPC UA too"
     assert ("stuck_value",) in alerts, "the demo's frozen-level attack is caught"
 
 

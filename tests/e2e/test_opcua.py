@@ -132,7 +132,7 @@ def test_secure_channel_with_username_and_server_trust(sqlite_url: str, tmp_path
     trust.mkdir()
     security = {"policy": "Basic256Sha256", "mode": "SignAndEncrypt", "certificate": str(tmp_path / "client/cert.der"),
                 "private_key": str(tmp_path / "client/key.pem"), "trust_dir": str(trust)}
-    identity = {"type": "username", "username": "edge", "password_file": str(tmp_path / "ua.pass")}
+    identity = {"username": "edge", "password_file": str(tmp_path / "ua.pass")}
     refused_log: list[str] = []
 
     async def refused(agent: Agent) -> None:
@@ -144,7 +144,7 @@ def test_secure_channel_with_username_and_server_trust(sqlite_url: str, tmp_path
                                agent.drivers["ua"].health.state == "up", timeout=20)
 
     with SimulatorThread([plant]):
-        device = ua_device(plant, "ua", points=POINTS[:3], security=security, identity=identity)
+        device = ua_device(plant, "ua", points=POINTS[:3], security=security, **identity)
         first = run_agent(device_map("gw-sec", sqlite_url, str(tmp_path / "buf1"), [device]), refused)
         assert first.drivers["ua"].health.state == "down"
         rejected = list((tmp_path / "rejected").glob("*.der"))
@@ -155,11 +155,56 @@ def test_secure_channel_with_username_and_server_trust(sqlite_url: str, tmp_path
         second = run_agent(device_map("gw-sec", sqlite_url, str(tmp_path / "buf2"), [device]), accepted)
         wrong = dict(identity, password_file=str(tmp_path / "wrong.pass"))
         (tmp_path / "wrong.pass").write_text("guess")
-        third = run_agent(device_map("gw-sec", sqlite_url, str(tmp_path / "buf3"),
-                                     [dict(device, identity=wrong)]), refused)
+        meter = ModbusSimulator({1: PowerMeter(seed=2)})
+        with SimulatorThread([meter]):
+            other = {"id": "meter", "host": "127.0.0.1", "port": meter.port, "interval": "100ms", "timeout": "90ms",
+                     "points": [{"name": "p", "address": 12, "type": "float32"}]}
+            caplog.clear()
+            third = run_agent(device_map("gw-sec", sqlite_url, str(tmp_path / "buf3"),
+                                         [dict(device, **wrong), other]), refused)
     assert second.drivers["ua"].health.state == "up"
     assert third.drivers["ua"].health.state == "down", "a wrong password gets no session"
+    assert any("BadUserAccessDenied" in r.getMessage() for r in caplog.records), "and the error says why"
+    assert third.drivers["meter"].health.state == "up" and third.device_stats["meter"].polls >= 5
     values = [v for (v,) in query(sqlite_url, "SELECT value FROM readings WHERE point = 'tank1_level' "
                                               "AND quality = 'good'")]
     assert values and all(math.isfinite(v) for v in values)
+    assert not plant.write_services()
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+def test_500_points_signed_and_encrypted_with_username_into_mariadb(mariadb_url: str, tmp_path: Path,
+                                                                    mode: str) -> None:
+    from drivers.opcua.security import make_certificate
+    from simulators.opcua_plant import sensor_node
+
+    server_cert, server_key = make_certificate(tmp_path / "server", "urn:hacksky:simulator:water-plant",
+                                               "HackSky water plant", "localhost", server=True)
+    client_cert, client_key = make_certificate(tmp_path / "client", "urn:hacksky-edge:gw-500")
+    trust = tmp_path / "trusted"
+    trust.mkdir()
+    (trust / "plant.der").write_bytes(server_cert.read_bytes())
+    (tmp_path / "ua.pass").write_text("s3cret")
+    plant = OpcUaPlant(WaterPlant(seed=8), certificate=server_cert, private_key=server_key, users={"edge": "s3cret"},
+                       secure_only=True, max_nodes_per_read=50, sensors=500)
+    points = [{"name": f"s{k:03d}", "node": f"{NSU}{sensor_node(k)}"} for k in range(500)]
+
+    async def scenario(agent: Agent) -> None:
+        await async_wait_until(lambda: agent.device_stats["ua"].readings >= 2000 and agent.stats.rows_written >= 2000,
+                               timeout=60)
+
+    with SimulatorThread([plant]):
+        device = ua_device(plant, "ua", mode=mode, interval="1s", timeout="900ms", points=points,
+                           security={"policy": "Basic256Sha256", "mode": "SignAndEncrypt",
+                                     "certificate": str(client_cert), "private_key": str(client_key),
+                                     "trust_dir": str(trust)},
+                           username="edge", password_file=str(tmp_path / "ua.pass"))
+        agent = run_agent(device_map("gw-500", mariadb_url, str(tmp_path / "buf"), [device]), scenario)
+    stored = dict(query(mariadb_url, "SELECT point, count(*) FROM readings WHERE quality = 'good' GROUP BY point"))
+    assert len(stored) == 500, "every one of the 500 points landed"
+    assert max(plant.read_sizes) <= 50
+    if mode == "poll":
+        assert agent.drivers["ua"].read_requests == 10 * agent.device_stats["ua"].polls  # type: ignore[attr-defined]
+    else:
+        assert {"CreateSubscriptionRequest", "CreateMonitoredItemsRequest"} <= set(plant.services)
     assert not plant.write_services()
