@@ -59,5 +59,6 @@ def water_plant_model(interval: float, hours: float = 3.0, seed: int = 7) -> Det
     hour_of_day = np.arange(n) * 24.0 / n
     values = np.array(rows, dtype=np.float32).astype(float)  # as the PLC reports them: float32 registers
     return fit(values, hour_of_day, WATER_PLANT_SIGNALS, WATER_PLANT_RELATIONS,
-               Tuning(resolution=0.0, replay_window=30, replay_history=600, quantile=1.0, headroom=1.5),
+               Tuning(resolution=0.0, replay_window=30, replay_history=600, quantile=1.0, headroom=1.5,
+                      daily_baseline=False),
                meta={"trained_on": f"{hours:g} h of the simulated water plant, every {interval:g} s"})

@@ -65,6 +65,7 @@ class Tuning:
     replay_history: int = 336         # samples searched back (two weeks of hourly data)
     clear_after: int = 3              # quiet samples before an incident closes
     resolution: float = 0.01          # sensor reporting resolution the model assumes
+    daily_baseline: bool = True       # learn an hour-of-day baseline (only for data with real daily cycles)
 
 
 @dataclass

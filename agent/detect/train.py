@@ -136,7 +136,7 @@ def _longest_constant_run(q: np.ndarray) -> int:
     return longest
 
 
-def _per_signal(d: _Design, hours: np.ndarray, active: list[str], resolution: float) -> PerSignal:
+def _per_signal(d: _Design, hours: np.ndarray, active: list[str], resolution: float, daily: bool) -> PerSignal:
     n = len(d.signals)
     floor = max(resolution, 1e-9)
     rate = np.full(n, np.inf)
@@ -157,8 +157,9 @@ def _per_signal(d: _Design, hours: np.ndarray, active: list[str], resolution: fl
             at = v[bucket == h] if (bucket == h).any() else v
             median[h, i] = np.median(at)
             scale[h, i] = 1.4826 * np.median(np.abs(at - median[h, i])) + floor
-        z = np.abs(v - median[bucket, i]) / scale[bucket, i]
-        limit[i] = 1.2 * float(z.max()) + 1.0
+        if daily:
+            z = np.abs(v - median[bucket, i]) / scale[bucket, i]
+            limit[i] = 1.2 * float(z.max()) + 1.0
     return PerSignal(rate, frozen, median, scale, limit)
 
 
@@ -195,8 +196,8 @@ def fit(values: np.ndarray, hours: np.ndarray, signals: list[str], plant: PlantR
     if not active:
         raise ValueError(f"no signal varies by more than 5 x the resolution ({res:g}) in the training rows")
     model = DetectorModel(signals, _residuals(d, active, plant, res), _bands(d, active, plant, res),
-                          _per_signal(d, hours, active, res), _replay_candidates(d, active, tuning), tuning,
-                          dict(meta or {}))
+                          _per_signal(d, hours, active, res, tuning.daily_baseline),
+                          _replay_candidates(d, active, tuning), tuning, dict(meta or {}))
     detector = StreamingDetector(model, np.ones(1 + int(sum(k != "signal" for k in model.residuals.kinds))))
     scores = np.array([detector.raw_scores(x[i], float(hours[i]))[0].copy() for i in range(len(x))])
     thresholds = tuning.headroom * np.concatenate((
