@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.report import save, table
 
-BENCHMARKS = ["detect"]
+BENCHMARKS = ["detect", "opcua"]
 
 
 def main() -> int:

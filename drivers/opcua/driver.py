@@ -197,11 +197,10 @@ class OpcUaDriver:
         readings = []
         for nid, dv in zip(nodeids, values, strict=True):
             if dv.StatusCode is not None and dv.StatusCode.value in UNKNOWN_NODE:
-                for spec in self._by_nodeid[nid]:
+                for spec in self._by_nodeid.pop(nid):
                     self._skip(spec.name, f"node {nid.to_string()}: {quality_of(dv.StatusCode)}")
                 continue
             readings += [self._reading(spec, dv, gateway_ts) for spec in self._by_nodeid[nid]]
-        self._by_nodeid = {nid: specs for nid, specs in self._by_nodeid.items() if nid in self._resolved.values()}
         return readings
 
     async def _subscribe(self, client: Client) -> None:
