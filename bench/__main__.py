@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.report import save, table
 
-BENCHMARKS = ["detect", "opcua"]
+BENCHMARKS = ["modbus", "detect", "opcua"]
 
 
 def main() -> int:

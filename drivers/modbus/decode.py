@@ -14,6 +14,8 @@ _STRUCT = {
 
 #: Integers beyond this magnitude cannot be stored exactly as a double.
 EXACT_INT_LIMIT = 2**53
+#: precompiled big-endian unpackers of the numeric types (the driver's fast path)
+STRUCTS = {name: struct.Struct(fmt) for name, fmt in _STRUCT.items()}
 
 
 class DecodeError(ValueError):
