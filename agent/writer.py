@@ -79,6 +79,11 @@ class CentralWriter:
         self._device_pk: dict[str, int] = {}
         self._new_pk: dict[str, int] = {}
         self._insert_readings = insert_ignoring_duplicates(engine, schema.readings)
+        # MySQL/MariaDB: straight to PyMySQL's executemany, which sends multi-row INSERTs (the
+        # hottest statement of the agent; SQLAlchemy's per-row parameter handling costs ~40 %)
+        self._raw_readings = (
+            "INSERT INTO readings (device_id, point, ts, value, value_text, quality) VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON DUPLICATE KEY UPDATE device_id = device_id") if engine.dialect.name in ("mysql", "mariadb") else None
         self._insert_power = insert_ignoring_duplicates(engine, schema.power_readings)
         self._insert_alert = insert_ignoring_duplicates(engine, schema.alerts)
         self._insert_attack = insert_ignoring_duplicates(engine, schema.attack_detections)
@@ -129,7 +134,12 @@ class CentralWriter:
 
     def _write(self, pack: Pack) -> None:
         with self.engine.begin() as conn:
-            if pack.readings:
+            if pack.readings and self._raw_readings is not None:
+                pk = self._pk
+                conn.exec_driver_sql(self._raw_readings, [
+                    (pk(conn, r.device), r.point, to_datetime(r.ts_us), r.value, r.text, r.quality)
+                    for r in pack.readings])
+            elif pack.readings:
                 conn.execute(self._insert_readings, [
                     {"device_id": self._pk(conn, r.device), "point": r.point, "ts": to_datetime(r.ts_us),
                      "value": r.value, "value_text": r.text, "quality": r.quality}

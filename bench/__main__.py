@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.report import save, table
 
-BENCHMARKS = ["modbus", "detect", "opcua"]
+BENCHMARKS = ["modbus", "ingest", "detect", "opcua"]
 
 
 def main() -> int:
