@@ -77,7 +77,8 @@ class OpcUaPlant:
     def __init__(self, plant: WaterPlant | None = None, port: int = 0, host: str = "127.0.0.1",
                  max_nodes_per_read: int | None = None, certificate: Path | None = None,
                  private_key: Path | None = None, users: dict[str, str] | None = None,
-                 secure_only: bool = False, update_every: float = 0.1, sensors: int = 0) -> None:
+                 secure_only: bool = False, update_every: float = 0.1, sensors: int = 0,
+                 certificate_users_only: bool = False) -> None:
         self.plant = plant or WaterPlant(seed=7)
         self.host, self.port = host, port
         self.max_nodes_per_read = max_nodes_per_read
@@ -86,6 +87,7 @@ class OpcUaPlant:
         self.secure_only = secure_only
         self.update_every = update_every
         self.sensors = sensors
+        self.certificate_users_only = certificate_users_only
         self._sensor_nodes: list[Any] = []
         self._tick = 0
         self.services: Counter[str] = Counter()
@@ -117,6 +119,8 @@ class OpcUaPlant:
                                        else [ua.SecurityPolicyType.NoSecurity, *policies])
         else:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self.certificate_users_only:  # X.509 user identity only: no anonymous, no user names
+            server.set_identity_tokens([ua.X509IdentityToken])
         idx = await server.register_namespace(NAMESPACE)
         self.namespace_index = idx
         folders: dict[str, Any] = {}

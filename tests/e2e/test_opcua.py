@@ -208,3 +208,29 @@ def test_500_points_signed_and_encrypted_with_username_into_mariadb(mariadb_url:
     else:
         assert {"CreateSubscriptionRequest", "CreateMonitoredItemsRequest"} <= set(plant.services)
     assert not plant.write_services()
+
+
+def test_x509_user_identity_is_accepted_where_nothing_else_is(sqlite_url: str, tmp_path: Path) -> None:
+    from drivers.opcua.security import make_certificate
+
+    server_cert, server_key = make_certificate(tmp_path / "server", "urn:hacksky:simulator:water-plant",
+                                               "HackSky water plant", "localhost", server=True)
+    client_cert, client_key = make_certificate(tmp_path / "client", "urn:hacksky-edge:gw-x509")
+    trust = tmp_path / "trusted"
+    trust.mkdir()
+    (trust / "plant.der").write_bytes(server_cert.read_bytes())
+    plant = OpcUaPlant(WaterPlant(seed=9), certificate=server_cert, private_key=server_key, secure_only=True,
+                       certificate_users_only=True)
+    security = {"policy": "Basic256Sha256", "mode": "Sign", "certificate": str(client_cert),
+                "private_key": str(client_key), "trust_dir": str(trust)}
+
+    async def scenario(agent: Agent) -> None:
+        await async_wait_until(lambda: agent.device_stats["x509"].polls >= 4 and agent.device_stats["anon"].polls >= 4,
+                               timeout=20)
+
+    with SimulatorThread([plant]):
+        devices = [ua_device(plant, "x509", points=POINTS[:2], security=security, identity="certificate"),
+                   ua_device(plant, "anon", points=POINTS[:2], security=security)]
+        agent = run_agent(device_map("gw-x509", sqlite_url, str(tmp_path / "buf"), devices), scenario)
+    assert agent.drivers["x509"].health.state == "up", "the certificate identity opened a session"
+    assert agent.drivers["anon"].health.state == "down", "an anonymous session on the same channel is refused"
