@@ -32,6 +32,19 @@ POINTS = [
 ]
 
 
+def pki(tmp_path: Path, gateway: str) -> tuple[Path, Path, Path, Path, Path]:
+    """Server and client certificates, the server's already in the client's trust directory."""
+    from drivers.opcua.security import make_certificate
+
+    server_cert, server_key = make_certificate(tmp_path / "server", "urn:hacksky:simulator:water-plant",
+                                               "HackSky water plant", "localhost", server=True)
+    client_cert, client_key = make_certificate(tmp_path / "client", f"urn:hacksky-edge:{gateway}")
+    trust = tmp_path / "trusted"
+    trust.mkdir()
+    (trust / "plant.der").write_bytes(server_cert.read_bytes())
+    return server_cert, server_key, client_cert, client_key, trust
+
+
 def ua_device(plant: OpcUaPlant, device_id: str = "ua-plc", **extra: object) -> dict[str, object]:
     return {"id": device_id, "type": "plc", "protocol": "opcua", "endpoint": plant.endpoint, "interval": "500ms",
             "timeout": "450ms", "points": POINTS, **extra}
@@ -175,15 +188,9 @@ def test_secure_channel_with_username_and_server_trust(sqlite_url: str, tmp_path
 @pytest.mark.parametrize("mode", ["poll", "subscribe"])
 def test_500_points_signed_and_encrypted_with_username_into_mariadb(mariadb_url: str, tmp_path: Path,
                                                                     mode: str) -> None:
-    from drivers.opcua.security import make_certificate
     from simulators.opcua_plant import sensor_node
 
-    server_cert, server_key = make_certificate(tmp_path / "server", "urn:hacksky:simulator:water-plant",
-                                               "HackSky water plant", "localhost", server=True)
-    client_cert, client_key = make_certificate(tmp_path / "client", "urn:hacksky-edge:gw-500")
-    trust = tmp_path / "trusted"
-    trust.mkdir()
-    (trust / "plant.der").write_bytes(server_cert.read_bytes())
+    server_cert, server_key, client_cert, client_key, trust = pki(tmp_path, "gw-500")
     (tmp_path / "ua.pass").write_text("s3cret")
     plant = OpcUaPlant(WaterPlant(seed=8), certificate=server_cert, private_key=server_key, users={"edge": "s3cret"},
                        secure_only=True, max_nodes_per_read=50, sensors=500)
@@ -211,14 +218,7 @@ def test_500_points_signed_and_encrypted_with_username_into_mariadb(mariadb_url:
 
 
 def test_x509_user_identity_is_accepted_where_nothing_else_is(sqlite_url: str, tmp_path: Path) -> None:
-    from drivers.opcua.security import make_certificate
-
-    server_cert, server_key = make_certificate(tmp_path / "server", "urn:hacksky:simulator:water-plant",
-                                               "HackSky water plant", "localhost", server=True)
-    client_cert, client_key = make_certificate(tmp_path / "client", "urn:hacksky-edge:gw-x509")
-    trust = tmp_path / "trusted"
-    trust.mkdir()
-    (trust / "plant.der").write_bytes(server_cert.read_bytes())
+    server_cert, server_key, client_cert, client_key, trust = pki(tmp_path, "gw-x509")
     plant = OpcUaPlant(WaterPlant(seed=9), certificate=server_cert, private_key=server_key, secure_only=True,
                        certificate_users_only=True)
     security = {"policy": "Basic256Sha256", "mode": "Sign", "certificate": str(client_cert),
