@@ -71,6 +71,7 @@ class Agent:
         self._commit_failing = False
         self._idle = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._put_task: asyncio.Future[Any] | None = None
         self.ready = asyncio.Event()
 
     def _make_driver(self, dev: ResolvedDevice) -> Driver:
@@ -126,6 +127,8 @@ class Agent:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        if self._put_task is not None and not self._put_task.done():
+            await asyncio.gather(self._put_task, return_exceptions=True)  # a commit cut off mid-put
         self._gateway_conditions()
         await self._commit()
         delivered = await self.delivery.drain(time.monotonic() + SHUTDOWN_DRAIN_SECONDS)
@@ -356,7 +359,10 @@ class Agent:
         state = self._state() if self._state_dirty else None
         self._state_dirty = False
         try:
-            result = await self.delivery.put(readings, events, state)
+            # a task of its own: if the commit loop is cancelled at shutdown, the put still completes
+            # and _shutdown waits for it before the final commit and drain
+            self._put_task = asyncio.ensure_future(self.delivery.put(readings, events, state))
+            result = await asyncio.shield(self._put_task)
         except sqlite3.Error as exc:
             # keep what was polled (in order, ahead of newer polls) and try again next commit
             self._pending_readings[:0] = readings
