@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from pydantic_core import ErrorDetails
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from agent.settings import AgentConfig, ModbusDevice, OpcUaDevice, PointConfig
+from agent.settings import AgentConfig, ModbusDevice, OpcUaDevice, PointConfig, SignalConfig
 
 ConfigPath = tuple[str | int, ...]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -173,15 +173,23 @@ def _model_fields_at(loc: ConfigPath) -> Iterable[str]:
     return model.model_fields.keys()
 
 
-def _point_issues(device: ModbusDevice, base: ConfigPath) -> list[tuple[ConfigPath, str]]:
+def _duplicate_names(points: Sequence[SignalConfig], base: ConfigPath) -> list[tuple[ConfigPath, str]]:
+    """A point name used twice on one device (whatever the protocol)."""
     issues: list[tuple[ConfigPath, str]] = []
     names: dict[str, int] = {}
+    for index, point in enumerate(points):
+        if point.name in names:
+            issues.append(((*base, "points", index, "name"),
+                           f"duplicate point name {point.name!r} (also points[{names[point.name]}])"))
+        names.setdefault(point.name, index)
+    return issues
+
+
+def _point_issues(device: ModbusDevice, base: ConfigPath) -> list[tuple[ConfigPath, str]]:
+    issues: list[tuple[ConfigPath, str]] = _duplicate_names(device.points, base)
     spans: list[tuple[str, int, int, int | None, int]] = []
     for index, point in enumerate(device.points):
         here = (*base, "points", index)
-        if point.name in names:
-            issues.append(((*here, "name"), f"duplicate point name {point.name!r} (also points[{names[point.name]}])"))
-        names.setdefault(point.name, index)
         issues.extend(((*here, field), msg) for field, msg in _point_rules(point))
         end = point.address + point.register_count - 1
         if end > 65535:
@@ -201,13 +209,9 @@ def _point_issues(device: ModbusDevice, base: ConfigPath) -> list[tuple[ConfigPa
 
 
 def _opcua_issues(device: OpcUaDevice, base: ConfigPath) -> list[tuple[ConfigPath, str]]:
-    issues: list[tuple[ConfigPath, str]] = []
-    names: dict[str, int] = {}
+    issues = _duplicate_names(device.points, base)
     for index, point in enumerate(device.points):
         here = (*base, "points", index)
-        if point.name in names:
-            issues.append(((*here, "name"), f"duplicate point name {point.name!r} (also points[{names[point.name]}])"))
-        names.setdefault(point.name, index)
         if (point.node is None) == (point.path is None):
             issues.append((here, "give exactly one of node (a NodeId) or path (a browse path from /Objects)"))
         if point.path is not None and not point.path.startswith("/Objects/"):

@@ -61,15 +61,17 @@ def parse_mapping(text: str | None) -> dict[str, str]:
     return mapping
 
 
-def _rows(path: Path, time_column: str) -> Iterator[tuple[int, list[str], list[str]]]:
+def _rows(path: Path, time_column: str) -> Iterator[tuple[int, list[str], int, list[str]]]:
+    """(line, header, index of the time column, fields) of every non-empty row."""
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
         if time_column not in header:
             raise CsvImportError(f"{path}:1: no {time_column!r} column (columns: {', '.join(header[:6])}...)")
+        at = header.index(time_column)
         for line, row in enumerate(reader, start=2):
             if row and any(c.strip() for c in row):
-                yield line, header, row
+                yield line, header, at, row
 
 
 def import_csv(engine: Engine, gateway: str, device: DeviceInfo, path: str | Path, mapping: dict[str, str],
@@ -92,11 +94,11 @@ def import_csv(engine: Engine, gateway: str, device: DeviceInfo, path: str | Pat
     bar = tqdm(total=total_lines, unit=" rows", desc=f"import {path.name}", disable=not progress or None,
                mininterval=0.5)
     try:
-        for line, header, row in _rows(path, time_column):
+        for line, header, time_at, row in _rows(path, time_column):
             if len(row) != len(header):
                 raise CsvImportError(f"{path}:{line}: {len(row)} fields, header has {len(header)}")
             try:
-                ts = to_datetime(int(parse_time(row[header.index(time_column)].strip()).timestamp() * 1e6))
+                ts = to_datetime(int(parse_time(row[time_at].strip()).timestamp() * 1e6))
             except ValueError as exc:
                 raise CsvImportError(f"{path}:{line}: {exc}") from None
             for column, cell in zip(header, row, strict=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,6 +37,30 @@ class Reading:
     def good(self) -> bool:
         """True when the value was read and decoded."""
         return self.quality == GOOD
+
+
+class Backoff:
+    """Reconnect backoff of one connection: 0.5 s doubling to 30 s, with +/-20 % jitter."""
+
+    START, MAX = 0.5, 30.0
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.retry_at = 0.0
+
+    def wait(self) -> float:
+        """Seconds until the next attempt is allowed (<= 0: now)."""
+        return self.retry_at - time.monotonic()
+
+    def failed(self) -> None:
+        """One more failed attempt: push the next one back."""
+        self.failures += 1
+        delay = min(self.MAX, self.START * 2 ** (self.failures - 1))
+        self.retry_at = time.monotonic() + delay * random.uniform(0.8, 1.2)
+
+    def succeeded(self) -> None:
+        """Connected: the next failure starts from the shortest delay again."""
+        self.failures, self.retry_at = 0, 0.0
 
 
 class ReadError(Exception):

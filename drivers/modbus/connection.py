@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from drivers.base import ReadError
+from drivers.base import Backoff, ReadError
 
 log = logging.getLogger(__name__)
 
-BACKOFF_START = 0.5
-BACKOFF_MAX = 30.0
 
 
 class ModbusConnection:
@@ -28,8 +24,7 @@ class ModbusConnection:
         self.host, self.port = host, port
         self.lock = asyncio.Lock()
         self._client: AsyncModbusTcpClient | None = None
-        self._failures = 0
-        self._retry_at = 0.0
+        self._backoff = Backoff()
         self.users = 0
 
     def __repr__(self) -> str:
@@ -54,7 +49,7 @@ class ModbusConnection:
                 raise ReadError("timeout", f"no reply within {timeout:g}s") from exc
             except ConnectionException as exc:
                 self._drop()
-                self._note_failure()
+                self._backoff.failed()
                 raise ReadError("connection", str(exc)) from exc
             except ModbusException as exc:
                 self._drop()
@@ -85,7 +80,7 @@ class ModbusConnection:
     async def _connected(self, timeout: float) -> AsyncModbusTcpClient:
         if self._client is not None and self._client.connected:
             return self._client
-        wait = self._retry_at - time.monotonic()
+        wait = self._backoff.wait()
         if wait > 0:
             raise ReadError("connection", f"{self.host}:{self.port} unreachable, next try in {wait:.1f}s")
         self._drop()
@@ -97,15 +92,11 @@ class ModbusConnection:
             ok = False
         if not ok:
             client.close()
-            self._note_failure()
+            self._backoff.failed()
             raise ReadError("connection", f"cannot connect to {self.host}:{self.port}")
-        self._client, self._failures, self._retry_at = client, 0, 0.0
+        self._client = client
+        self._backoff.succeeded()
         return client
-
-    def _note_failure(self) -> None:
-        self._failures += 1
-        delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (self._failures - 1))
-        self._retry_at = time.monotonic() + delay * random.uniform(0.8, 1.2)
 
     def _drop(self) -> None:
         if self._client is not None:

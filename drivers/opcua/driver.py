@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
-import time
 from collections import Counter
 from datetime import UTC
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
 
-from drivers.base import DeviceHealth, ReadError, Reading, now_us
+from drivers.base import Backoff, DeviceHealth, ReadError, Reading, now_us
 from drivers.opcua.security import configure_security
 from drivers.opcua.spec import Endpoint, NodeSpec
 
@@ -27,7 +25,6 @@ log = logging.getLogger(__name__)
 
 #: used when the server does not publish OperationLimits/MaxNodesPerRead
 DEFAULT_MAX_NODES_PER_READ = 100
-BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 UNKNOWN_NODE = {ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadNodeIdInvalid, ua.StatusCodes.BadAttributeIdInvalid}
 MAX_NODES_PER_READ_NODE = ua.NodeId(ua.Int32(11705))  # Server/ServerCapabilities/OperationLimits/MaxNodesPerRead
 
@@ -69,8 +66,7 @@ class OpcUaDriver:
         self._subscription: Subscription | None = None
         self._queue: list[Reading] = []
         self._lost: str | None = None
-        self._failures = 0
-        self._retry_at = 0.0
+        self._backoff = Backoff()
         self._last_error = ""
         self.read_requests = 0                      # Read service calls sent (tests, metrics)
 
@@ -81,7 +77,7 @@ class OpcUaDriver:
         if self._lost is not None:
             log.warning("device %s: %s; reconnecting", self.device_id, self._lost)
             await self._drop()
-        wait = self._retry_at - time.monotonic()
+        wait = self._backoff.wait()
         if wait > 0:
             raise ReadError("connection", f"{self.endpoint.url} unreachable, next try in {wait:.1f}s")
         ep = self.endpoint
@@ -93,13 +89,14 @@ class OpcUaDriver:
             await asyncio.wait_for(client.connect(), ep.timeout * 4)
         except Exception as exc:  # connection, security and session errors all mean: not connected now
             await _quietly_disconnect(client)
-            self._note_failure()
+            self._backoff.failed()
             why = f"cannot open a session on {ep.url}: {exc or type(exc).__name__}"
             if why != self._last_error:  # the reason, once (DeviceHealth logs the state change)
                 log.error("device %s: %s", self.device_id, why)
                 self._last_error = why
             raise ReadError("connection", why) from exc
-        self._client, self._failures, self._retry_at, self._lost = client, 0, 0.0, None
+        self._client, self._lost = client, None
+        self._backoff.succeeded()
         self._last_error = ""
         await self._resolve(client)
         await self._read_limits(client)
@@ -108,11 +105,6 @@ class OpcUaDriver:
         log.info("device %s: session on %s (%d nodes, %d per Read, mode %s)", self.device_id, ep.url,
                  len(self._resolved), self._max_per_read, ep.mode)
         return client
-
-    def _note_failure(self) -> None:
-        self._failures += 1
-        delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (self._failures - 1))
-        self._retry_at = time.monotonic() + delay * random.uniform(0.8, 1.2)
 
     async def _drop(self) -> None:
         client, self._client, self._subscription = self._client, None, None
@@ -178,7 +170,7 @@ class OpcUaDriver:
             reason = "timeout" if isinstance(exc, TimeoutError) else "connection"
             log.debug("device %s: %s (%s)", self.device_id, reason, exc)
             await self._drop()
-            self._note_failure()
+            self._backoff.failed()
             return self._all_bad(reason)
         bad = Counter(r.quality.split(":", 1)[-1] for r in readings if not r.good)
         if readings or self.endpoint.mode == "poll":
