@@ -1,6 +1,9 @@
 """Durable on-disk buffer between polling and the central writer (SQLite in WAL mode).
 
-Readings and events are appended in one transaction per group commit. The writer takes a
+Readings and events are appended in one transaction per group commit. The readings of one
+commit are stored as one *chunk* (a ``marshal``-encoded list of row tuples: repeated device
+and point names are written once per chunk), so a commit costs one row insert whatever the
+number of readings; a buffer of the older one-row-per-reading format is converted at open. The writer takes a
 *pack* (oldest first) and the pack is only forgotten when :meth:`DiskBuffer.ack` is called
 after the central commit, so delivery is at-least-once; the central unique keys make it
 exactly-once. Not thread-safe: use it from one thread (the agent runs it on its own).
@@ -10,10 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import os
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,10 +29,16 @@ log = logging.getLogger(__name__)
 
 FILE_NAME = "buffer.sqlite3"
 DEFAULT_ROW_BYTES = 64
+#: A full buffer counts as having room again below this fraction of its capacity (no flapping
+#: between "full" and "not full" while it sits at the cap).
+ROOM_AGAIN = 0.9
 #: Room kept free on the disk for the WAL (auto-checkpointed at 256 pages, ~1 MiB).
 WAL_HEADROOM = 2 * 2**20
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL, first_ts_us INTEGER NOT NULL, data BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS readings (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     device TEXT NOT NULL, point TEXT NOT NULL, ts_us INTEGER NOT NULL,
@@ -61,6 +72,8 @@ class Pack:
     events: list[Event] = field(default_factory=list)
     last_reading_seq: int = 0
     last_event_seq: int = 0
+    #: readings taken from the chunk ``last_reading_seq`` when the pack ends inside it (0: all of it)
+    partial: int = 0
 
     def __len__(self) -> int:
         return len(self.readings) + len(self.events)
@@ -73,6 +86,8 @@ class PutResult:
     stored: int
     dropped: int
     events_stored: bool = True
+    #: the buffer is at its cap: set by a drop, cleared once the central drain made room again
+    full: bool = False
 
 
 def _disk_full(exc: sqlite3.OperationalError) -> bool:
@@ -91,7 +106,7 @@ class DiskBuffer:
         self.salvage: salvage.SalvageReport | None = None
         self._unpersisted_drops = 0
         self.overflowing = False
-        self._handed_out = 0  # highest reading seq given to the writer and not yet acked
+        self._handed_out = 0  # highest chunk seq given to the writer and not yet acked
         problem = salvage.check(self.path)
         if problem is not None:
             self.salvage = salvage.move_aside(self.path, problem)
@@ -107,11 +122,33 @@ class DiskBuffer:
             self._db.execute("COMMIT")
             log.error("%s", self.salvage.summary())
         self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
-        self.reading_rows = int(self._db.execute("SELECT count(*) FROM readings").fetchone()[0])
+        self._convert_row_format()
+        self.reading_rows = int(self._db.execute("SELECT coalesce(sum(n), 0) FROM chunks").fetchone()[0])
         self.event_rows = int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
         if self.reading_rows or self.event_rows:
             log.info("buffer %s holds %d readings and %d events from before", self.path,
                      self.reading_rows, self.event_rows)
+
+    def _convert_row_format(self) -> None:
+        """Move readings of the one-row-per-reading format (earlier versions) into chunks, in order."""
+        moved = 0
+        while True:
+            rows = self._db.execute("SELECT seq, device, point, ts_us, value, text, quality FROM readings "
+                                    "ORDER BY seq LIMIT 10000").fetchall()
+            if not rows:
+                break
+            self._db.execute("BEGIN IMMEDIATE")
+            self._insert_chunk([tuple(row[1:]) for row in rows])
+            self._db.execute("DELETE FROM readings WHERE seq <= ?", (rows[-1][0],))
+            self._db.execute("COMMIT")
+            moved += len(rows)
+        if moved:
+            log.info("buffer: %d readings of the earlier row format converted to chunks", moved)
+
+    def _insert_chunk(self, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            self._db.execute("INSERT INTO chunks(n, first_ts_us, data) VALUES (?, ?, ?)",
+                             (len(rows), min(r[2] for r in rows), marshal.dumps(rows, 4)))
 
     def close(self) -> None:
         """Checkpoint and close the file (on a full disk the WAL simply stays; nothing is lost)."""
@@ -159,8 +196,8 @@ class DiskBuffer:
         except sqlite3.OperationalError as exc:
             if not _disk_full(exc):
                 raise
-            return PutResult(stored=0, dropped=len(rows), events_stored=False)
-        return PutResult(stored=0, dropped=len(rows) + result.dropped)
+            return PutResult(stored=0, dropped=len(rows), events_stored=False, full=True)
+        return PutResult(stored=0, dropped=len(rows) + result.dropped, full=True)
 
     def _append(self, rows: list[Reading], events: Sequence[Event], state: dict[str, Any] | None) -> PutResult:
         dropped = removed_old = 0
@@ -181,9 +218,7 @@ class DiskBuffer:
                     "INSERT INTO counters(name, value) VALUES ('dropped_readings', ?) "
                     "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
                     (dropped + self._unpersisted_drops,))
-            self._db.executemany(
-                "INSERT INTO readings(device, point, ts_us, value, text, quality) VALUES (?,?,?,?,?,?)",
-                [(r.device, r.point, r.ts_us, r.value, r.text, r.quality) for r in rows])
+            self._insert_chunk(list(map(tuple, rows)))  # marshal takes plain tuples only
             self._db.executemany(
                 "INSERT INTO events(kind, payload) VALUES (?, ?)",
                 [(e.kind, json.dumps(e.payload, separators=(",", ":"))) for e in events])
@@ -201,10 +236,11 @@ class DiskBuffer:
         if dropped and not self.overflowing:
             log.warning("buffer full (cap %d bytes, disk free %d bytes): dropping readings (%s) until "
                         "the central database drains it", self.max_bytes, self._disk_free(), self.when_full)
-        elif not dropped and self.overflowing:
+            self.overflowing = True
+        elif not dropped and self.overflowing and self.used_bytes() < ROOM_AGAIN * self.capacity():
             log.info("buffer has room again; readings dropped while full: %d", self.counter("dropped_readings"))
-        self.overflowing = bool(dropped)
-        return PutResult(stored=len(rows), dropped=dropped)
+            self.overflowing = False
+        return PutResult(stored=len(rows), dropped=dropped, full=self.overflowing)
 
     def _disk_free(self) -> int:
         stat = os.statvfs(self.path.parent)
@@ -236,20 +272,47 @@ class DiskBuffer:
         return min(incoming, (projected - limit) // per_row + 1)
 
     def _drop_oldest(self, count: int) -> int:
-        # rows of the pack the writer holds are skipped: they may be in the central DB already
-        cur = self._db.execute(
-            "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE seq > ? ORDER BY seq LIMIT ?)",
-            (self._handed_out, count))
-        return int(cur.rowcount)
+        """Delete the ``count`` oldest readings (fewer if there are not so many); returns how many."""
+        # chunks of the pack the writer holds are skipped: they may be in the central DB already
+        dropped, whole_to, cut = 0, None, None
+        for seq, n in self._db.execute("SELECT seq, n FROM chunks WHERE seq > ? ORDER BY seq", (self._handed_out,)):
+            if dropped + n > count:
+                cut = (seq, count - dropped)
+                break
+            dropped, whole_to = dropped + n, seq
+            if dropped == count:
+                break
+        if whole_to is not None:
+            self._db.execute("DELETE FROM chunks WHERE seq > ? AND seq <= ?", (self._handed_out, whole_to))
+        if cut is not None and cut[1] > 0:
+            self._keep_tail(*cut)
+            dropped += cut[1]
+        return dropped
+
+    def _keep_tail(self, seq: int, skip: int) -> None:
+        """Rewrite chunk ``seq`` without its first ``skip`` readings."""
+        (data,) = self._db.execute("SELECT data FROM chunks WHERE seq = ?", (seq,)).fetchone()
+        rest = marshal.loads(data)[skip:]
+        self._db.execute("UPDATE chunks SET n = ?, first_ts_us = ?, data = ? WHERE seq = ?",
+                         (len(rest), min(r[2] for r in rest), marshal.dumps(rest, 4), seq))
 
     def get_pack(self, max_readings: int, max_events: int = 1000) -> Pack:
         """The oldest records, at most ``max_readings`` readings and ``max_events`` events."""
         pack = Pack()
-        for seq, device, point, ts_us, value, text, quality in self._db.execute(
-                "SELECT seq, device, point, ts_us, value, text, quality FROM readings "
-                "ORDER BY seq LIMIT ?", (max_readings,)):
-            pack.readings.append(Reading(device, point, ts_us, value, text, quality))
+        make = partial(tuple.__new__, Reading)  # Reading._make without a Python frame per row
+        for seq, n, data in self._db.execute("SELECT seq, n, data FROM chunks ORDER BY seq"):
+            room = max_readings - len(pack.readings)
+            if room <= 0:
+                break
+            if n > room and pack.readings:  # packs end between chunks when they can (no rewrite at ack)
+                break
+            rows = marshal.loads(data)
             pack.last_reading_seq = seq
+            if n > room:  # a chunk larger than a whole pack: the rest of it stays for the next pack
+                pack.readings.extend(map(make, rows[:room]))
+                pack.partial = room
+                break
+            pack.readings.extend(map(make, rows))
         for seq, kind, payload in self._db.execute(
                 "SELECT seq, kind, payload FROM events ORDER BY seq LIMIT ?", (max_events,)):
             pack.events.append(Event(kind, json.loads(payload)))
@@ -261,8 +324,13 @@ class DiskBuffer:
         """Forget a pack that the central DB has committed."""
         self._db.execute("BEGIN IMMEDIATE")
         if pack.readings:
-            cur = self._db.execute("DELETE FROM readings WHERE seq <= ?", (pack.last_reading_seq,))
-            self.reading_rows = max(0, self.reading_rows - cur.rowcount)
+            last = pack.last_reading_seq
+            if pack.partial:
+                self._db.execute("DELETE FROM chunks WHERE seq < ?", (last,))
+                self._keep_tail(last, pack.partial)
+            else:
+                self._db.execute("DELETE FROM chunks WHERE seq <= ?", (last,))
+            self.reading_rows = max(0, self.reading_rows - len(pack.readings))
         if pack.events:
             cur = self._db.execute("DELETE FROM events WHERE seq <= ?", (pack.last_event_seq,))
             self.event_rows = max(0, self.event_rows - cur.rowcount)
@@ -271,7 +339,7 @@ class DiskBuffer:
     def quarantine(self, refused: Sequence[tuple[Reading | Event, str]]) -> None:
         """Keep records the central DB refused (poison rows), each with its error, for inspection."""
         ts = now_us()
-        rows = [("reading", json.dumps(asdict(rec)), error[:500], ts) if isinstance(rec, Reading)
+        rows = [("reading", json.dumps(rec._asdict()), error[:500], ts) if isinstance(rec, Reading)
                 else (rec.kind, json.dumps(rec.payload), error[:500], ts) for rec, error in refused]
         self._db.execute("BEGIN IMMEDIATE")
         self._db.executemany("INSERT INTO quarantine(kind, payload, error, ts_us) VALUES (?,?,?,?)", rows)
@@ -284,5 +352,5 @@ class DiskBuffer:
 
     def oldest_ts_us(self) -> int | None:
         """Acquisition time of the oldest buffered reading."""
-        row = self._db.execute("SELECT ts_us FROM readings ORDER BY seq LIMIT 1").fetchone()
+        row = self._db.execute("SELECT first_ts_us FROM chunks ORDER BY seq LIMIT 1").fetchone()
         return int(row[0]) if row else None

@@ -15,7 +15,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 #: Tables copied from a damaged buffer, with their key column (None: copy in one go).
-_TABLES = {"readings": "seq", "events": "seq", "quarantine": "id", "counters": None, "state": None}
+_TABLES = {"chunks": "seq", "readings": "seq", "events": "seq", "quarantine": "id", "counters": None, "state": None}
 _WINDOW = 512
 
 

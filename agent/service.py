@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import sqlite3
@@ -104,6 +105,10 @@ class Agent:
         self.monitor.start()
         log.info("agent %s polling %d devices, writing to %s, buffer %s", self.cfg.gateway.id,
                  len(self.devices), self.central_url, self.cfg.buffer.path)
+        # Everything made so far (config, drivers, jobs, libraries) lives as long as the agent:
+        # out of the cyclic GC's reach, a full collection no longer stops polling for ~0.3 s
+        # every few seconds (500 devices).
+        gc.freeze()
         notify("READY=1")
         self.ready.set()
         try:
@@ -137,6 +142,8 @@ class Agent:
         log.info("agent stopped: %d readings taken, %d written, %d left in the buffer%s",
                  self.stats.readings_taken, self.stats.rows_written, buffer.reading_rows,
                  "" if delivered else " (delivered on next start)")
+        for stats in self.device_stats.values():
+            stats.update_percentiles()
         self._write_status()
         for driver in self.drivers.values():
             await driver.close()
@@ -227,8 +234,8 @@ class Agent:
         latency = time.perf_counter() - started
         stats.latency_s.append(latency)
         stats.lag_s.append(lag)
-        self.monitor.poll_seconds.labels(device_id).observe(latency)
-        self.monitor.lag_seconds.labels(device_id).observe(lag)
+        self.monitor.poll_seconds.observe(latency)
+        self.monitor.lag_seconds.observe(lag)
         stats.polls += 1
         stats.readings += len(readings)
         stats.bad_readings += sum(1 for r in readings if not r.good)
@@ -382,7 +389,7 @@ class Agent:
         if result.dropped:
             self.stats.readings_dropped += result.dropped
         full = Condition(
-            key="buffer/full", active=bool(result.dropped), alert_type="buffer_overflow", severity="critical",
+            key="buffer/full", active=result.full, alert_type="buffer_overflow", severity="critical",
             title="edge buffer full: readings dropped",
             message=f"{result.dropped} readings dropped ({self.cfg.buffer.when_full}); "
                     f"{self.stats.readings_dropped} since start", value=float(result.dropped))
@@ -391,11 +398,19 @@ class Agent:
     async def _status_loop(self, stop: asyncio.Event) -> None:
         ping = watchdog_interval()
         while not stop.is_set():
+            await self._update_percentiles()
             self._write_status()
             self._gateway_conditions()
             if ping:
                 notify("WATCHDOG=1")
             await asyncio.sleep(min(STATUS_EVERY, ping or STATUS_EVERY))
+
+    async def _update_percentiles(self) -> None:
+        """Refresh every device's latency/lag percentiles, yielding to polls every few devices."""
+        for index, stats in enumerate(list(self.device_stats.values())):
+            stats.update_percentiles()
+            if index % 20 == 19:
+                await asyncio.sleep(0)
 
     def snapshot(self) -> dict[str, Any]:
         """The live state shown by ``hacksky-edge status`` and the demo."""

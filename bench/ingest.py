@@ -43,7 +43,8 @@ def _rows(readings: list[Reading], pk: dict[str, int]) -> list[tuple[Any, ...]]:
     return [(pk[r.device], r.point, to_datetime(r.ts_us), r.value, r.text, r.quality) for r in readings]
 
 
-def _executemany(db: str, rows: list[tuple[Any, ...]]) -> float:
+def executemany_rate(db: str, rows: list[tuple[Any, ...]]) -> float:
+    """Rows/s of PyMySQL ``executemany`` into ``db.readings``, 5,000-row batches, commit each."""
     conn = _connect(db)
     started = time.perf_counter()
     with conn.cursor() as cur:
@@ -56,7 +57,8 @@ def _executemany(db: str, rows: list[tuple[Any, ...]]) -> float:
     return len(rows) / seconds
 
 
-def _load_data(db: str, rows: list[tuple[Any, ...]], tmp: Path) -> float:
+def load_data_rate(db: str, rows: list[tuple[Any, ...]], tmp: Path) -> float:
+    """Rows/s of writing ``rows`` as CSV and ``LOAD DATA LOCAL INFILE`` into ``db.readings``."""
     path = tmp / "readings.csv"
     started = time.perf_counter()
     with open(path, "w", newline="") as f:
@@ -73,7 +75,8 @@ def _load_data(db: str, rows: list[tuple[Any, ...]], tmp: Path) -> float:
     return len(rows) / seconds
 
 
-def _truncate(db: str) -> None:
+def truncate(db: str) -> None:
+    """Empty ``db.readings``."""
     conn = _connect(db)
     with conn.cursor() as cur:
         cur.execute("TRUNCATE TABLE readings")
@@ -93,11 +96,11 @@ def run(seconds: float = 3.0) -> dict[str, Any]:
         pk = writer.sync_devices([DeviceInfo(f"d{d:03d}") for d in range(DEVICES)])
         readings = _readings()
         rows = _rows(readings, pk)
-        base = _executemany(db, rows)
-        _truncate(db)
+        base = executemany_rate(db, rows)
+        truncate(db)
         with tempfile.TemporaryDirectory() as tmp:
-            load = _load_data(db, rows, Path(tmp))
-            _truncate(db)
+            load = load_data_rate(db, rows, Path(tmp))
+            truncate(db)
             buffer = DiskBuffer(Path(tmp) / "buf", 2**31)
             started = time.perf_counter()
             for i in range(0, len(readings), DEVICES * POINTS):

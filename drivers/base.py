@@ -7,7 +7,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 GOOD = "good"
 HealthState = Literal["unknown", "up", "degraded", "down"]
@@ -18,12 +18,12 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-@dataclass(slots=True, frozen=True)
-class Reading:
+class Reading(NamedTuple):
     """One value of one point at one acquisition time.
 
     ``quality`` is ``"good"`` or ``"bad:<reason>"`` (``timeout``, ``connection``,
-    ``exception:2``, ``decode``, ``not_finite`` ...); a bad reading has no value.
+    ``exception:2``, ``decode``, ``not_finite`` ...); a bad reading has no value. A named
+    tuple: the agent makes one per point per poll, and this is the cheapest immutable record.
     """
 
     device: str

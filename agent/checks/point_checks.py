@@ -18,24 +18,39 @@ class LimitCheck:
     """Active while a value is below ``limits.min`` or above ``limits.max``."""
 
     def __init__(self, points: Mapping[str, Mapping[str, SignalConfig]]) -> None:
-        self._points = {dev: {n: p for n, p in pts.items() if p.limits} for dev, pts in points.items()}
+        self._points = {dev: {n: (p, f"limit/{dev}/{n}") for n, p in pts.items() if p.limits}
+                        for dev, pts in points.items()}
+        self._quiet: set[str] = set()  # keys whose last report was "within limits"
 
     def evaluate(self, device: str, readings: Sequence[Reading]) -> Iterable[Condition]:
-        """One condition per good reading of a limited point."""
+        """A condition per good reading of a limited point, except repeats of "within limits".
+
+        Within limits is reported once (which also closes an alert restored from before a
+        restart) and again only after a violation: the common case costs no allocation.
+        """
         watched = self._points.get(device, {})
+        quiet = self._quiet
         for r in readings:
-            point = watched.get(r.point)
-            if point is None or r.value is None or not point.limits:
+            entry = watched.get(r.point)
+            if entry is None or r.value is None:
                 continue
+            point, key = entry
             lim = point.limits
+            assert lim is not None
             low = lim.min is not None and r.value < lim.min
             high = lim.max is not None and r.value > lim.max
+            if not (low or high):
+                if key not in quiet:
+                    quiet.add(key)
+                    yield Condition(key, False)
+                continue
+            quiet.discard(key)
             side, bound = ("below min", lim.min) if low else ("above max", lim.max)
             yield Condition(
-                key=f"limit/{device}/{r.point}", active=low or high, alert_type="limit_violation",
+                key=key, active=True, alert_type="limit_violation",
                 severity=lim.severity, title=f"{device} {r.point} {side}",
                 message=(f"{device} {r.point} = {_fmt(r.value, point.unit)} is {side} "
-                         f"{_fmt(bound, point.unit)}" if (low or high) and bound is not None else ""),
+                         f"{_fmt(bound, point.unit)}" if bound is not None else ""),
                 device=device, point=r.point, value=r.value)
 
 

@@ -43,7 +43,7 @@ class ModbusDriver:
         self._conn = pool.acquire(host, port)
         self._requests: list[ReadRequest] = plan_requests(points, max_gap)
         self._point_count = len(points)
-        self._fast: dict[ReadRequest, list[tuple[Any, int, float, float] | None]] = {}
+        self._fast: dict[int, tuple[ReadRequest, list[tuple[Any, int, float, float] | None]]] = {}
 
     @property
     def requests(self) -> list[ReadRequest]:
@@ -83,9 +83,10 @@ class ModbusDriver:
             bad[exc.reason] += len(request.points)
             return [request]
         ts = now_us()
-        plan = self._fast.get(request)
-        if plan is None:
-            plan = self._fast[request] = self._fast_plan(request)
+        cached = self._fast.get(id(request))  # by identity: hashing a request hashes all its points
+        if cached is None or cached[0] is not request:
+            cached = self._fast[id(request)] = (request, self._fast_plan(request))
+        plan = cached[1]
         raw = struct.pack(f">{len(values)}H", *values) if request.table in ("holding", "input") else b""
         for point, fast in zip(request.points, plan, strict=True):
             if fast is None:

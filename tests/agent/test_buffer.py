@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
-from agent.buffer import DiskBuffer, Event
+from agent.buffer import FILE_NAME, DiskBuffer, Event
 from drivers.base import Reading
 
 
@@ -73,3 +74,40 @@ def test_drop_newest_keeps_the_oldest(tmp_path: Path) -> None:
     assert dropped > 0 and buf.reading_rows + dropped == 20_000
     assert buf.get_pack(1).readings[0].value == 0
     buf.close()
+
+
+def test_a_buffer_of_the_row_format_is_converted_in_order_at_open(tmp_path: Path) -> None:
+    """Buffers written by earlier versions (one SQLite row per reading) are delivered, in order."""
+    DiskBuffer(tmp_path, 10**9).close()
+    db = sqlite3.connect(tmp_path / FILE_NAME)
+    db.executemany("INSERT INTO readings(device, point, ts_us, value, text, quality) VALUES (?,?,?,?,?,?)",
+                   [("d", "p", i, float(i), None, "good") for i in range(25_000)]
+                   + [("d", "s", 25_000, None, "text", "good"), ("d", "b", 25_001, None, None, "bad:timeout")])
+    db.commit()
+    db.close()
+    buf = DiskBuffer(tmp_path, 10**9)
+    assert buf.reading_rows == 25_002
+    pack = buf.get_pack(30_000)
+    assert [r.ts_us for r in pack.readings] == list(range(25_002))
+    assert pack.readings[-2:] == [Reading("d", "s", 25_000, None, "text"), Reading("d", "b", 25_001, None, None,
+                                                                                   "bad:timeout")]
+    buf.ack(pack)
+    assert buf.reading_rows == 0
+    buf.close()
+
+
+def test_a_pack_ending_inside_a_chunk_leaves_the_rest_for_the_next(tmp_path: Path) -> None:
+    buf = DiskBuffer(tmp_path, 10**9)
+    buf.put(readings(10))
+    buf.put(readings(10, 10))
+    assert len(buf.get_pack(15).readings) == 10, "a pack ends between chunks when it can"
+    buf.ack(buf.get_pack(5))
+    buf.ack(buf.get_pack(3))
+    first = buf.get_pack(10)
+    assert [r.value for r in first.readings] == list(range(8, 10)), "the rest of the first chunk"
+    buf.ack(first)
+    buf.close()
+    again = DiskBuffer(tmp_path, 10**9)
+    assert again.reading_rows == 10 and again.oldest_ts_us() == readings(1, 10)[0].ts_us
+    assert [r.value for r in again.get_pack(100).readings] == list(range(10, 20))
+    again.close()

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 from agent import migrate, schema
 from agent.buffer import Event, Pack
-from agent.writer import CentralWriter, DeviceInfo
+from agent.writer import CentralWriter, DeviceInfo, to_datetime
 from drivers.base import Reading
 
 T0 = 1_764_000_000_000_000
@@ -85,3 +85,23 @@ def test_device_sync_updates_changed_devices(migrated_engine: Engine) -> None:
     assert second["m1"] == first["m1"] and other["m1"] not in first.values()
     with migrated_engine.connect() as conn:
         assert conn.execute(select(schema.devices.c.name).where(schema.devices.c.id == first["m1"])).scalar() == "New"
+
+
+def test_text_numbers_and_timestamps_round_trip_exactly(migrated_engine: Engine) -> None:
+    """The MySQL path renders its own INSERT text: quoting, escapes and precision must be exact."""
+    texts = ["it's", 'say "hi"', "back\\slash", "100% sure %s %(x)s", "tab\there\nnewline", "ünïcødé ✓", "", "NULL"]
+    numbers = [0.1, -1e-300, 1e308, 123456789.123456789, 2.0**53, -273.15]
+    readings = [Reading("m1", "text", T0 + i * 1_000_001, None, t) for i, t in enumerate(texts)]
+    readings += [Reading("m1", f"n{i}", T0 + 7, v) for i, v in enumerate(numbers)]  # T0 + 7: 7 microseconds
+    readings += [Reading("m1", "bad", T0, None, None, "bad:exception:2")]  # T0: a whole second
+    writer = CentralWriter(migrated_engine, "gw-text")
+    writer.sync_devices([DeviceInfo("m1")])
+    writer.write(Pack(readings=readings))
+    writer.write(Pack(readings=readings))  # replayed: no change, no error
+    r = schema.readings
+    with migrated_engine.connect() as conn:
+        rows = conn.execute(select(r.c.point, r.c.ts, r.c.value, r.c.value_text, r.c.quality)
+                            .order_by(r.c.point, r.c.ts)).all()
+    got = sorted((p, ts, v, t, q) for p, ts, v, t, q in rows)
+    want = sorted((x.point, to_datetime(x.ts_us), x.value, x.text, x.quality) for x in readings)
+    assert got == want

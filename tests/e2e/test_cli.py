@@ -95,7 +95,7 @@ def test_demo_runs_simulators_agent_and_sqlite(tmp_path: Path) -> None:
     config = tmp_path / "demo.yaml"
     config.write_text(yaml.safe_dump(demo))
     started = time.monotonic()
-    result = cli("demo", "-c", str(config), "--duration", "8", "--attack-after", "1", timeout=60)
+    result = cli("demo", "-c", str(config), "--duration", "12", "--attack-after", "1", timeout=60)
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 40
     assert "devices up 6/6" in result.stdout and "done:" in result.stdout

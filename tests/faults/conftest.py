@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.mariadb import PrivateMariaDB
+from bench.mariadb import PrivateMariaDB
 
 REPORT: list[FaultRow] = []
 

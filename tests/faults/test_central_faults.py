@@ -11,8 +11,8 @@ from agent.central import make_engine
 from agent.migrate import upgrade
 from agent.service import Agent
 from agent.settings import CentralConfig
+from bench.mariadb import PrivateMariaDB
 from tests.faults.conftest import FaultRow
-from tests.faults.mariadb import PrivateMariaDB
 from tests.faults.plant import count_rows, plant
 from tests.helpers import async_wait_until, device_map, query, run_agent
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from agent.central import make_engine
 from agent.service import Agent
 from agent.settings import CentralConfig, TlsConfig
-from tests.faults.mariadb import PrivateMariaDB
+from bench.mariadb import PrivateMariaDB
 from tests.faults.plant import count_rows, plant
 from tests.helpers import async_wait_until, device_map, run_agent
 

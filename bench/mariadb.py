@@ -1,4 +1,4 @@
-"""A private MariaDB server per test (own data directory and port), so it can be killed."""
+"""A private MariaDB server (own data directory and port) that tests and benchmarks can stop or kill."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ MARIADBD = "/usr/sbin/mariadbd"
 class PrivateMariaDB:
     """``mariadb-install-db`` into a temp dir, then ``mariadbd`` on a free loopback port."""
 
-    def __init__(self, root: Path, ssl: dict[str, Path] | None = None) -> None:
+    def __init__(self, root: Path, ssl: dict[str, Path] | None = None, options: list[str] | None = None) -> None:
         self.root = root
+        self.options = options or ["--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M"]
         self.datadir = root / "data"
         self.port = free_port()
         self.ssl = ssl or {}
@@ -33,8 +34,8 @@ class PrivateMariaDB:
         """Start the server and wait until it accepts connections."""
         args = [MARIADBD, "--no-defaults", f"--datadir={self.datadir}", "--user=root",
                 f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.root / 'sock'}",
-                f"--pid-file={self.root / 'pid'}", "--skip-log-bin", "--innodb-buffer-pool-size=32M",
-                "--innodb-log-file-size=16M", "--skip-name-resolve", f"--log-error={self.root / 'error.log'}"]
+                f"--pid-file={self.root / 'pid'}", "--skip-log-bin", *self.options,
+                "--skip-name-resolve", f"--log-error={self.root / 'error.log'}"]
         args += [f"--ssl-{key}={path}" for key, path in self.ssl.items()]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

@@ -1,0 +1,73 @@
+"""Scale and sustained ingest: the agent daemon polling a farm of simulated devices into MariaDB.
+
+1. The issue's load: 500 devices x 20 float32 points every second, one port per device.
+2. Then more: devices x points stepped up until a step is not sustained (a missed cycle, fewer
+   points taken than offered, or the written rows falling behind the polled ones).
+3. End to end at each sustained step: rows/s that reached MariaDB against PyMySQL
+   ``executemany`` and ``LOAD DATA LOCAL INFILE`` of the same rows, measured right after on the
+   same table of the same server.
+
+The farm, the agent and MariaDB share the machine's cores, as on a small gateway box.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+from bench.ingest import executemany_rate, load_data_rate, truncate
+from bench.load import MARIADB, run_load, scratch_database
+
+TITLE = "Scale: agent daemon, device farm -> MariaDB, 1 s interval"
+COLUMNS = ["devices x points", "offered/s", "taken/s", "written/s", "missed", "lag p50 ms", "lag p99 ms",
+           "agent CPU %", "RSS MB", "vs executemany", "vs LOAD DATA", "sustained"]
+DEFAULT_SECONDS = 60.0
+#: (devices, points per device); the first is the issue's target load
+STEPS = [(500, 20), (500, 40), (1000, 30), (1000, 45), (1000, 60), (1000, 80), (1000, 100)]
+BASELINE_ROWS = 200_000
+
+
+def sustained(r: dict[str, Any]) -> bool:
+    """No missed cycle, every offered point taken, and the writer keeping pace."""
+    return (r["missed"] == 0 and r["points_per_s"] >= 0.98 * r["offered_points_per_s"]
+            and r["rows_written_per_s"] >= 0.97 * r["points_per_s"] and r["backlog_end"] < 3 * r["points_per_s"])
+
+
+def baselines(db_url: str, tmp: Path) -> tuple[float, float]:
+    """(executemany rows/s, LOAD DATA rows/s) of the agent's own stored rows, re-inserted."""
+    db = db_url.rsplit("/", 1)[1]
+    conn = pymysql.connect(database=db, **MARIADB)  # type: ignore[arg-type]
+    with conn.cursor() as cur:
+        cur.execute("SELECT device_id, point, ts, value, value_text, quality FROM readings LIMIT %s",
+                    (BASELINE_ROWS,))
+        rows = list(cur.fetchall())
+    conn.close()
+    truncate(db)
+    many = executemany_rate(db, rows)
+    truncate(db)
+    load = load_data_rate(db, rows, tmp)
+    return many, load
+
+
+def run(seconds: float = DEFAULT_SECONDS, steps: list[tuple[int, int]] | None = None) -> dict[str, Any]:
+    """Step the load up until a step is not sustained; figures of every step."""
+    results = []
+    for devices, points in steps or STEPS:
+        with scratch_database() as url, tempfile.TemporaryDirectory() as tmp:
+            r = run_load(devices, points, 1.0, seconds, url, Path(tmp))
+            ok = sustained(r)
+            many, load = baselines(url, Path(tmp)) if ok else (0.0, 0.0)
+        results.append({
+            "devices x points": f"{devices} x {points}", "offered/s": r["offered_points_per_s"],
+            "taken/s": r["points_per_s"], "written/s": r["rows_written_per_s"], "missed": r["missed"],
+            "lag p50 ms": r["lag_p50_ms"], "lag p99 ms": r["lag_p99_ms"], "agent CPU %": r["cpu_percent"],
+            "RSS MB": r["rss_peak_mb"], "vs executemany": r["rows_written_per_s"] / many if many else None,
+            "vs LOAD DATA": r["rows_written_per_s"] / load if load else None,
+            "sustained": "yes" if ok else "no", "executemany/s": many, "load_data/s": load, "raw": r})
+        if not ok:
+            break
+    best = max((x for x in results if x["sustained"] == "yes"), key=lambda x: x["written/s"], default=None)
+    return {"window_s": seconds, "max_sustained": best and best["devices x points"], "results": results}
