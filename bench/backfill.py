@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.load import AgentProcess, Farm, Scrape, device_map, window
+from bench.load import AgentProcess, Farm, Scrape, cpu_seconds, device_map, window
 from bench.mariadb import PrivateMariaDB
 from simulators.server import free_port
 
 TITLE = "Backfill after a central outage (500 devices x 20 points at 1 s)"
 COLUMNS = ["phase", "seconds", "rows written/s", "vs live rate", "missed", "lag p50 ms", "lag p99 ms",
-           "agent CPU %", "note"]
+           "agent CPU %", "MariaDB CPU %", "note"]
 DEFAULT_SECONDS = 30.0
 OUTAGE_S = 600.0
 DEVICES, POINTS = 500, 20
@@ -28,11 +28,16 @@ CAUGHT_UP_S = 2.0
 SERVER_OPTIONS = ["--innodb-buffer-pool-size=512M", "--innodb-log-file-size=256M"]
 
 
-def _row(phase: str, w: dict[str, float], live: float, note: str) -> dict[str, Any]:
+def _row(phase: str, w: dict[str, float], live: float, server_cpu: float | None, note: str) -> dict[str, Any]:
     return {"phase": phase, "seconds": w["seconds"], "rows written/s": w["rows_written_per_s"],
             "vs live rate": w["rows_written_per_s"] / live if live else None, "missed": w["missed"],
             "lag p50 ms": w["lag_p50_ms"], "lag p99 ms": w["lag_p99_ms"], "agent CPU %": w["cpu_percent"],
-            "note": note}
+            "MariaDB CPU %": server_cpu, "note": note}
+
+
+def _server_cpu(server: PrivateMariaDB) -> float:
+    assert server.proc is not None
+    return cpu_seconds(server.proc.pid)
 
 
 def run(seconds: float = DEFAULT_SECONDS, outage: float = OUTAGE_S) -> dict[str, Any]:
@@ -48,15 +53,16 @@ def run(seconds: float = DEFAULT_SECONDS, outage: float = OUTAGE_S) -> dict[str,
             port = free_port()
             agent = AgentProcess(device_map(farm, server.url("bench"), tmp, 1.0, port), port, tmp)
             time.sleep(10)
-            start = agent.scrape()
+            start, s0 = agent.scrape(), _server_cpu(server)
             time.sleep(seconds)
-            before = agent.scrape()
+            before, s1 = agent.scrape(), _server_cpu(server)
             live = window(start, before)
+            live_server = 100 * (s1 - s0) / live["seconds"]
             server.stop()
             time.sleep(outage)
             down = agent.scrape()
             server.start()
-            back = agent.scrape()
+            back, s2 = agent.scrape(), _server_cpu(server)
             backlog = back.values["hacksky_buffer_readings"]
             first_write: Scrape | None = None
             last = back
@@ -71,6 +77,7 @@ def run(seconds: float = DEFAULT_SECONDS, outage: float = OUTAGE_S) -> dict[str,
                 if last.at - back.at > 3 * outage:
                     break
             catch_up = window(back, last)
+            catch_up_server = 100 * (_server_cpu(server) - s2) / catch_up["seconds"]
         finally:
             if agent is not None:
                 agent.stop()
@@ -82,9 +89,9 @@ def run(seconds: float = DEFAULT_SECONDS, outage: float = OUTAGE_S) -> dict[str,
         "first_write_after_s": (first_write.at - back.at) if first_write else None,
         "multiple_of_live_rate": catch_up["rows_written_per_s"] / rate if rate else None,
         "results": [
-            _row("live, before the outage", live, rate, f"{live['points_per_s']:,.0f} points/s polled"),
-            _row("outage", window(before, down), rate,
+            _row("live, before the outage", live, rate, live_server, f"{live['points_per_s']:,.0f} points/s polled"),
+            _row("outage", window(before, down), rate, None,
                  f"MariaDB stopped {outage:.0f} s; {backlog:,.0f} readings buffered on disk"),
-            _row("catch-up (server back -> backlog < 2 s of live data)", catch_up, rate,
+            _row("catch-up (server back -> backlog < 2 s of live data)", catch_up, rate, catch_up_server,
                  f"{backlog:,.0f} readings delivered beside live polling"),
         ]}

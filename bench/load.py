@@ -44,6 +44,18 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
+def shared_mariadb_pid() -> int | None:
+    """The machine's own mariadbd (the one started without a private --datadir), if readable."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == "mariadbd" and \
+                    b"--datadir=" not in (proc / "cmdline").read_bytes():
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -216,15 +228,17 @@ def run_load(devices: int, points: int, interval: float, seconds: float, db_url:
         port = free_port()
         agent = AgentProcess(device_map(farm, db_url, workdir, interval, port), port, workdir)
         time.sleep(warmup)
-        first = agent.scrape()
+        server = shared_mariadb_pid()
+        others = [farm.proc.pid] + ([server] if server else [])
+        first, before = agent.scrape(), [cpu_seconds(pid) for pid in others]
         time.sleep(seconds)
-        last = agent.scrape()
+        last, after = agent.scrape(), [cpu_seconds(pid) for pid in others]
         rss, peak = memory_mb(agent.proc.pid)
-        farm_cpu = cpu_seconds(farm.proc.pid)
-        result = {"devices": devices, "points": points, "interval_s": interval,
-                  "offered_points_per_s": devices * points / interval, **window(first, last),
-                  "rss_mb": rss, "rss_peak_mb": peak, "farm_cpu_s": farm_cpu}
-        return result
+        figures = window(first, last)
+        other_cpu = [100 * (b - a) / figures["seconds"] for a, b in zip(before, after, strict=True)]
+        return {"devices": devices, "points": points, "interval_s": interval,
+                "offered_points_per_s": devices * points / interval, **figures, "rss_mb": rss, "rss_peak_mb": peak,
+                "farm_cpu_percent": other_cpu[0], "mariadb_cpu_percent": other_cpu[1] if server else None}
     finally:
         if agent is not None:
             agent.stop()

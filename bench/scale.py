@@ -23,7 +23,7 @@ from bench.load import MARIADB, run_load, scratch_database
 
 TITLE = "Scale: agent daemon, device farm -> MariaDB, 1 s interval"
 COLUMNS = ["devices x points", "offered/s", "taken/s", "written/s", "missed", "lag p50 ms", "lag p99 ms",
-           "agent CPU %", "RSS MB", "vs executemany", "vs LOAD DATA", "sustained"]
+           "agent CPU %", "RSS MB", "farm CPU %", "MariaDB CPU %", "vs executemany", "vs LOAD DATA", "sustained"]
 DEFAULT_SECONDS = 60.0
 #: (devices, points per device); the first is the issue's target load
 STEPS = [(500, 20), (500, 40), (1000, 30), (1000, 45), (1000, 60), (1000, 80), (1000, 100)]
@@ -64,7 +64,8 @@ def run(seconds: float = DEFAULT_SECONDS, steps: list[tuple[int, int]] | None = 
             "devices x points": f"{devices} x {points}", "offered/s": r["offered_points_per_s"],
             "taken/s": r["points_per_s"], "written/s": r["rows_written_per_s"], "missed": r["missed"],
             "lag p50 ms": r["lag_p50_ms"], "lag p99 ms": r["lag_p99_ms"], "agent CPU %": r["cpu_percent"],
-            "RSS MB": r["rss_peak_mb"], "vs executemany": r["rows_written_per_s"] / many if many else None,
+            "RSS MB": r["rss_peak_mb"], "farm CPU %": r["farm_cpu_percent"],
+            "MariaDB CPU %": r["mariadb_cpu_percent"], "vs executemany": r["rows_written_per_s"] / many if many else None,
             "vs LOAD DATA": r["rows_written_per_s"] / load if load else None,
             "sustained": "yes" if ok else "no", "executemany/s": many, "load_data/s": load, "raw": r})
         if not ok:
