@@ -142,7 +142,10 @@ class Delivery:
                 log.info("central database reachable again; delivering the backlog")
                 failures = 0
             self.stats.central_state = "up"
-            if written < self.central_cfg.batch_size:
+            # caught up once less than a batch waits (packs end between commits, so a pack
+            # smaller than a batch does not mean the backlog is gone)
+            assert self.buffer is not None
+            if not written or self.buffer.reading_rows < self.central_cfg.batch_size:
                 await self._sleep(stop, self.central_cfg.flush_interval, wake=True)
 
     def _mark_down(self, exc: SQLAlchemyError) -> None:

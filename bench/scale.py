@@ -26,7 +26,7 @@ COLUMNS = ["devices x points", "offered/s", "taken/s", "written/s", "missed", "l
            "agent CPU %", "RSS MB", "farm CPU %", "MariaDB CPU %", "vs executemany", "vs LOAD DATA", "sustained"]
 DEFAULT_SECONDS = 60.0
 #: (devices, points per device); the first is the issue's target load
-STEPS = [(500, 20), (500, 40), (1000, 30), (1000, 45), (1000, 60), (1000, 80), (1000, 100)]
+STEPS = [(500, 20), (500, 40), (500, 60), (1000, 40), (1000, 60), (1000, 80), (1000, 100)]
 BASELINE_ROWS = 200_000
 
 
