@@ -215,9 +215,19 @@ class Agent:
             self.detection = DetectionRunner(det, [d.config for d in self.devices.values()], model, state)
 
     async def _poll(self, device_id: str, lag: float) -> None:
+        """One poll, counted in flight until its readings are handed over (and committed, with
+        ``commit_interval: 0``) so that shutdown waits for it instead of cancelling it."""
+        self._in_flight += 1
+        try:
+            await self._poll_once(device_id, lag)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _poll_once(self, device_id: str, lag: float) -> None:
         driver = self.drivers[device_id]
         stats = self.device_stats[device_id]
-        self._in_flight += 1
         started = time.perf_counter()
         try:
             readings = await driver.read()
@@ -226,10 +236,6 @@ class Agent:
                 self._crashed.add(device_id)
                 log.exception("device %s: driver failed; will keep trying every cycle", device_id)
             return
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
         self._crashed.discard(device_id)
         latency = time.perf_counter() - started
         stats.latency_s.append(latency)

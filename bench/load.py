@@ -60,6 +60,17 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
+def terminate(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM a child still running, wait ``timeout`` seconds, then SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_for(predicate: Any, timeout: float, what: str) -> None:
     """Poll ``predicate`` until true or raise naming ``what``."""
     deadline = time.monotonic() + timeout
@@ -85,12 +96,7 @@ class Farm:
 
     def stop(self) -> None:
         """SIGTERM and wait."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        terminate(self.proc, 30)
 
 
 def device_map(farm: Farm, db_url: str, workdir: Path, interval: float, monitor_port: int,
@@ -159,12 +165,7 @@ class AgentProcess:
 
     def stop(self) -> None:
         """SIGTERM (the agent drains what it can) and wait."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        terminate(self.proc, 120)
 
 
 def quantile(q: float, a: dict[float, float], b: dict[float, float]) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.load import ROOT, Farm, cpu_seconds, memory_mb, run_load, scratch_database, wait_for
+from bench.load import ROOT, Farm, cpu_seconds, memory_mb, run_load, scratch_database, terminate, wait_for
 
 TITLE = "Peer: thingsboard-gateway 3.8 vs the agent, same farm, 1 s interval"
 COLUMNS = ["gateway", "delivers to", "points/s offered", "points/s delivered", "CPU %", "points per CPU-second",
@@ -113,12 +112,8 @@ def measure_peer(seconds: float, workdir: Path, warmup: float = 20.0) -> dict[st
         rss = memory_mb(gateway.pid)[1]
     finally:
         for proc in (gateway, stub):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            if proc is not None:
+                terminate(proc, 30)
         farm.stop()
     return {"points_per_s": (n1 - n0) / (t1 - t0), "cpu_percent": 100 * (c1 - c0) / (t1 - t0),
             "points_per_cpu_s": (n1 - n0) / max(c1 - c0, 1e-9), "rss_mb": rss}

@@ -31,9 +31,10 @@ BASELINE_ROWS = 200_000
 
 
 def sustained(r: dict[str, Any]) -> bool:
-    """No missed cycle, every offered point taken, and the writer keeping pace."""
+    """No missed cycle, every offered point taken, and the writer keeping pace (packs land in
+    bursts, so within 5 % over the window and less than 3 s of readings waiting at its end)."""
     return (r["missed"] == 0 and r["points_per_s"] >= 0.98 * r["offered_points_per_s"]
-            and r["rows_written_per_s"] >= 0.97 * r["points_per_s"] and r["backlog_end"] < 3 * r["points_per_s"])
+            and r["rows_written_per_s"] >= 0.95 * r["points_per_s"] and r["backlog_end"] < 3 * r["points_per_s"])
 
 
 def baselines(db_url: str, tmp: Path) -> tuple[float, float]:
@@ -65,7 +66,8 @@ def run(seconds: float = DEFAULT_SECONDS, steps: list[tuple[int, int]] | None = 
             "taken/s": r["points_per_s"], "written/s": r["rows_written_per_s"], "missed": r["missed"],
             "lag p50 ms": r["lag_p50_ms"], "lag p99 ms": r["lag_p99_ms"], "agent CPU %": r["cpu_percent"],
             "RSS MB": r["rss_peak_mb"], "farm CPU %": r["farm_cpu_percent"],
-            "MariaDB CPU %": r["mariadb_cpu_percent"], "vs executemany": r["rows_written_per_s"] / many if many else None,
+            "MariaDB CPU %": r["mariadb_cpu_percent"],
+            "vs executemany": r["rows_written_per_s"] / many if many else None,
             "vs LOAD DATA": r["rows_written_per_s"] / load if load else None,
             "sustained": "yes" if ok else "no", "executemany/s": many, "load_data/s": load, "raw": r})
         if not ok:

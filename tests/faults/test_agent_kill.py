@@ -43,10 +43,15 @@ def test_agent_killed_ten_times_loses_at_most_the_commit_window(
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
         proc = start()
-        wait_until(lambda: count_rows(mariadb_url)[0] > 0)
-        time.sleep(3)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        try:
+            wait_until(lambda: count_rows(mariadb_url)[0] > 0, timeout=60)
+            time.sleep(3)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:  # never leave an agent polling after a failed assertion
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         served = p.readings_served()
     stored, distinct = count_rows(mariadb_url)
     per_poll = meters * POINTS_PER_METER
