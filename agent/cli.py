@@ -56,17 +56,11 @@ async def reload_from_file(agent: Agent, path: str) -> bool:
     return True
 
 
-SWITCH_INTERVAL = 0.0005
-
-
 async def _run_agent(cfg: AgentConfig, duration: float | None, path: str) -> None:
     from agent.service import Agent
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    # The buffer and writer threads are CPU-bound at times; with the default 5 ms GIL switch
-    # interval every poll waiting on a socket then waited up to 5 ms per wake-up for the GIL.
-    sys.setswitchinterval(SWITCH_INTERVAL)
     loop = asyncio.get_running_loop()
     if duration:
         loop.call_later(duration, stop.set)

@@ -67,10 +67,13 @@ class StuckCheck:
     def __init__(self, points: Mapping[str, Mapping[str, SignalConfig]]) -> None:
         self._limit = {(dev, n): p.stuck_after for dev, pts in points.items()
                        for n, p in pts.items() if p.stuck_after}
+        self._devices = {dev for dev, _ in self._limit}
         self._last: dict[tuple[str, str], _Last] = {}
 
     def evaluate(self, device: str, readings: Sequence[Reading]) -> Iterable[Condition]:
         """One condition per good reading of a watched point."""
+        if device not in self._devices:
+            return
         for r in readings:
             limit = self._limit.get((device, r.point))
             if limit is None or not r.good:
@@ -92,10 +95,13 @@ class RateCheck:
     def __init__(self, points: Mapping[str, Mapping[str, SignalConfig]]) -> None:
         self._limit = {(dev, n): p.max_rate for dev, pts in points.items()
                        for n, p in pts.items() if p.max_rate}
+        self._devices = {dev for dev, _ in self._limit}
         self._last: dict[tuple[str, str], tuple[float, int]] = {}
 
     def evaluate(self, device: str, readings: Sequence[Reading]) -> Iterable[Condition]:
         """One condition per good reading after the first of a watched point."""
+        if device not in self._devices:
+            return
         for r in readings:
             limit = self._limit.get((device, r.point))
             if limit is None or r.value is None:

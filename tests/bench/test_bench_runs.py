@@ -21,3 +21,17 @@ def test_detect_benchmark_prints_a_table_and_writes_json_with_ratios(tmp_path: P
     ratios = {r["path"]: r["vs baseline"] for r in doc["results"]}
     assert ratios["bare matrix product (baseline)"] == 1.0
     assert all(r["readings/s"] > 0 for r in doc["results"]) and doc["signals"] == 43
+
+
+def test_scale_harness_runs_the_agent_daemon_on_a_farm_into_mariadb(mariadb_url: str) -> None:
+    """A tiny load through the real harness: farm process, agent daemon, /metrics, /proc, baselines."""
+    from bench.scale import run
+
+    doc = run(seconds=3, steps=[(5, 4)])
+    (step,) = doc["results"]
+    raw = step["raw"]
+    assert raw["polls_per_s"] > 0 and raw["points_per_s"] > 0 and raw["rss_mb"] > 0
+    assert raw["rows_written_per_s"] > 0, "rows reached MariaDB"
+    assert raw["farm_cpu_percent"] >= 0 and raw["cpu_percent"] > 0
+    if step["sustained"] == "yes":  # then the same rows were re-inserted for the baselines
+        assert step["executemany/s"] > 0 and step["load_data/s"] > 0
