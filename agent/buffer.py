@@ -3,10 +3,10 @@
 Readings and events are appended in one transaction per group commit. The readings of one
 commit are stored as one *chunk* (a ``marshal``-encoded list of row tuples: repeated device
 and point names are written once per chunk), so a commit costs one row insert whatever the
-number of readings; a buffer of the older one-row-per-reading format is converted at open. The writer takes a
-*pack* (oldest first) and the pack is only forgotten when :meth:`DiskBuffer.ack` is called
-after the central commit, so delivery is at-least-once; the central unique keys make it
-exactly-once. Not thread-safe: use it from one thread (the agent runs it on its own).
+number of readings; a buffer of the older one-row-per-reading format is converted at open.
+The writer takes a *pack* (oldest first) and the pack is only forgotten when
+:meth:`DiskBuffer.ack` is called after the central commit, so delivery is at-least-once; the
+central unique keys make it exactly-once. Not thread-safe: use it from one thread (the agent runs it on its own).
 """
 
 from __future__ import annotations
@@ -90,6 +90,11 @@ class PutResult:
     full: bool = False
 
 
+def _chunk(rows: list[tuple[Any, ...]]) -> tuple[int, int, bytes]:
+    """A chunk row's ``(n, first_ts_us, data)`` for reading tuples (device, point, ts_us, ...)."""
+    return len(rows), min(r[2] for r in rows), marshal.dumps(rows, 4)
+
+
 def _disk_full(exc: sqlite3.OperationalError) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc)
 
@@ -147,8 +152,7 @@ class DiskBuffer:
 
     def _insert_chunk(self, rows: list[tuple[Any, ...]]) -> None:
         if rows:
-            self._db.execute("INSERT INTO chunks(n, first_ts_us, data) VALUES (?, ?, ?)",
-                             (len(rows), min(r[2] for r in rows), marshal.dumps(rows, 4)))
+            self._db.execute("INSERT INTO chunks(n, first_ts_us, data) VALUES (?, ?, ?)", _chunk(rows))
 
     def close(self) -> None:
         """Checkpoint and close the file (on a full disk the WAL simply stays; nothing is lost)."""
@@ -292,9 +296,8 @@ class DiskBuffer:
     def _keep_tail(self, seq: int, skip: int) -> None:
         """Rewrite chunk ``seq`` without its first ``skip`` readings."""
         (data,) = self._db.execute("SELECT data FROM chunks WHERE seq = ?", (seq,)).fetchone()
-        rest = marshal.loads(data)[skip:]
         self._db.execute("UPDATE chunks SET n = ?, first_ts_us = ?, data = ? WHERE seq = ?",
-                         (len(rest), min(r[2] for r in rest), marshal.dumps(rest, 4), seq))
+                         (*_chunk(marshal.loads(data)[skip:]), seq))
 
     def get_pack(self, max_readings: int, max_events: int = 1000) -> Pack:
         """The oldest records, at most ``max_readings`` readings and ``max_events`` events."""

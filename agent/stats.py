@@ -40,8 +40,10 @@ class DeviceStats:
     bad_readings: int = 0
     latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_POLLS))
     lag_s: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_POLLS))
-    figures: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("latency_ms_p50", "latency_ms_p99", "lag_ms_p50", "lag_ms_p99"), 0.0))
+    figures: dict[str, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.update_percentiles()  # all zero until polls come
 
     def update_percentiles(self) -> None:
         """Recompute the latency and lag percentiles of the recent polls."""

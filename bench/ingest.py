@@ -11,22 +11,20 @@ from __future__ import annotations
 import csv
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import pymysql
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
 
 from agent import migrate
 from agent.buffer import DiskBuffer
 from agent.writer import CentralWriter, DeviceInfo, to_datetime
+from bench.load import connect, database_of, scratch_database
 from drivers.base import Reading
 
 DEVICES, POINTS, POLLS, BATCH = 100, 20, 100, 5000
 TITLE = f"Ingest into MariaDB, {DEVICES * POINTS * POLLS:,} readings"
 COLUMNS = ["path", "rows/s", "vs baseline", "note"]
-HOST, PORT = "127.0.0.1", 3306
 
 
 def _readings() -> list[Reading]:
@@ -35,17 +33,13 @@ def _readings() -> list[Reading]:
             for k in range(POLLS) for d in range(DEVICES) for p in range(POINTS)]
 
 
-def _connect(db: str, **extra: Any) -> pymysql.connections.Connection:
-    return pymysql.connect(host=HOST, port=PORT, user="root", password="", database=db, **extra)
-
-
 def _rows(readings: list[Reading], pk: dict[str, int]) -> list[tuple[Any, ...]]:
     return [(pk[r.device], r.point, to_datetime(r.ts_us), r.value, r.text, r.quality) for r in readings]
 
 
 def executemany_rate(db: str, rows: list[tuple[Any, ...]]) -> float:
     """Rows/s of PyMySQL ``executemany`` into ``db.readings``, 5,000-row batches, commit each."""
-    conn = _connect(db)
+    conn = connect(db)
     started = time.perf_counter()
     with conn.cursor() as cur:
         for i in range(0, len(rows), BATCH):
@@ -65,7 +59,7 @@ def load_data_rate(db: str, rows: list[tuple[Any, ...]], tmp: Path) -> float:
         w = csv.writer(f)
         for r in rows:
             w.writerow([r[0], r[1], r[2].isoformat(sep=" "), r[3], "\\N", r[5]])
-    conn = _connect(db, local_infile=True)
+    conn = connect(db, local_infile=True)
     with conn.cursor() as cur:
         cur.execute(f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE readings FIELDS TERMINATED BY ',' "
                     "(device_id, point, ts, value, value_text, quality)")
@@ -77,7 +71,7 @@ def load_data_rate(db: str, rows: list[tuple[Any, ...]], tmp: Path) -> float:
 
 def truncate(db: str) -> None:
     """Empty ``db.readings``."""
-    conn = _connect(db)
+    conn = connect(db)
     with conn.cursor() as cur:
         cur.execute("TRUNCATE TABLE readings")
     conn.commit()
@@ -86,10 +80,11 @@ def truncate(db: str) -> None:
 
 def run(seconds: float = 3.0) -> dict[str, Any]:
     """Measure and return the figures (``seconds`` is unused: the data set is fixed)."""
-    db = f"hacksky_bench_{uuid.uuid4().hex[:8]}"
-    admin = pymysql.connect(host=HOST, port=PORT, user="root", password="", autocommit=True)
-    admin.cursor().execute(f"CREATE DATABASE `{db}`")
-    engine = create_engine(f"mysql+pymysql://root@{HOST}:{PORT}/{db}")
+    with scratch_database() as url:
+        return _measure(database_of(url), create_engine(url))
+
+
+def _measure(db: str, engine: Engine) -> dict[str, Any]:
     try:
         migrate.upgrade(engine)
         writer = CentralWriter(engine, "bench-gw")
@@ -120,8 +115,6 @@ def run(seconds: float = 3.0) -> dict[str, Any]:
         assert stored == len(readings), f"{stored} rows stored of {len(readings)}"
     finally:
         engine.dispose()
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS `{db}`")
-        admin.close()
     return {"readings": len(readings), "results": [
         {"path": "PyMySQL executemany, 5,000-row batches (baseline)", "rows/s": base, "vs baseline": 1.0,
          "note": "raw rows, no buffer"},

@@ -207,11 +207,21 @@ def window(a: Scrape, b: Scrape) -> dict[str, float]:
     }
 
 
+def connect(database: str | None = None, **extra: Any) -> pymysql.connections.Connection:
+    """A root connection to the shared MariaDB."""
+    return pymysql.connect(database=database, **MARIADB, **extra)  # type: ignore[arg-type]
+
+
+def database_of(url: str) -> str:
+    """The database name of a SQLAlchemy URL from :func:`scratch_database`."""
+    return url.rsplit("/", 1)[1]
+
+
 @contextlib.contextmanager
 def scratch_database() -> Iterator[str]:
     """A fresh MariaDB database on the shared server, dropped afterwards; yields its SQLAlchemy URL."""
     name = f"hacksky_bench_{uuid.uuid4().hex[:8]}"
-    admin = pymysql.connect(autocommit=True, **MARIADB)  # type: ignore[arg-type]
+    admin = connect(autocommit=True)
     admin.cursor().execute(f"CREATE DATABASE `{name}`")
     try:
         yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"

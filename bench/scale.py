@@ -16,10 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pymysql
-
 from bench.ingest import executemany_rate, load_data_rate, truncate
-from bench.load import MARIADB, run_load, scratch_database
+from bench.load import connect, database_of, run_load, scratch_database
 
 TITLE = "Scale: agent daemon, device farm -> MariaDB, 1 s interval"
 COLUMNS = ["devices x points", "offered/s", "taken/s", "written/s", "missed", "lag p50 ms", "lag p99 ms",
@@ -39,8 +37,8 @@ def sustained(r: dict[str, Any]) -> bool:
 
 def baselines(db_url: str, tmp: Path) -> tuple[float, float]:
     """(executemany rows/s, LOAD DATA rows/s) of the agent's own stored rows, re-inserted."""
-    db = db_url.rsplit("/", 1)[1]
-    conn = pymysql.connect(database=db, **MARIADB)  # type: ignore[arg-type]
+    db = database_of(db_url)
+    conn = connect(db)
     with conn.cursor() as cur:
         cur.execute("SELECT device_id, point, ts, value, value_text, quality FROM readings LIMIT %s",
                     (BASELINE_ROWS,))
