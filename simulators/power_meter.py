@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import random
-import time
 
+from simulators.clock import SimClock
 from simulators.store import RegisterImage
 
 #: Register map (holding registers, float32, big-endian words and bytes).
@@ -23,28 +23,34 @@ STATUS_ADDRESS = 20
 class PowerMeter:
     """Simulated meter; values follow a daily curve so checks see realistic variation."""
 
-    def __init__(self, seed: int = 0, nominal_kw: float = 40.0) -> None:
+    def __init__(self, seed: int = 0, nominal_kw: float = 40.0, start: float | None = None) -> None:
+        """``start``: the epoch second (UTC) the meter's day begins at; default now (pin it in tests)."""
         self.image = RegisterImage()
+        self.clock = SimClock(start)
         self._rng = random.Random(seed)
         self.nominal_kw = nominal_kw * (0.8 + 0.4 * self._rng.random())
         self.energy_wh = 1_000_000.0 * (1 + seed)
         self._last: float | None = None
         self.spike_factor = 1.0
-        self.refresh(time.monotonic())
+        self._publish(self.clock.start)
 
     def load_fraction(self, wall: float) -> float:
         """Daily curve: low at night, peaks late morning and early evening."""
-        hour = (wall % 86400) / 3600
+        hour = SimClock.hour_of_day(wall)
         return 0.55 + 0.25 * math.sin((hour - 6) / 24 * 2 * math.pi) + 0.15 * math.sin((hour - 9) / 12 * 2 * math.pi)
 
     def refresh(self, now: float) -> None:
         """Recompute every register for time ``now``."""
-        wall = time.time()
-        rng = self._rng
-        power_kw = self.nominal_kw * self.load_fraction(wall) * self.spike_factor * (1 + rng.gauss(0, 0.01))
+        power_kw = self._publish(self.clock.wall(now))
         if self._last is not None:
             self.energy_wh += power_kw * 1000 * max(now - self._last, 0.0) / 3600
+            self._put_energy()
         self._last = now
+
+    def _publish(self, wall: float) -> float:
+        """Registers for wall time ``wall``; returns the active power (kW) published."""
+        rng = self._rng
+        power_kw = self.nominal_kw * self.load_fraction(wall) * self.spike_factor * (1 + rng.gauss(0, 0.01))
         pf = 0.92 + rng.gauss(0, 0.005)
         voltages = [230.0 + rng.gauss(0, 0.8) for _ in range(3)]
         current = power_kw * 1000 / (3 * 230.0 * pf)
@@ -58,7 +64,11 @@ class PowerMeter:
         }
         for name, address in HOLDING_MAP.items():
             self.image.put("holding", address, values[name], "float32")
-        self.image.put("input", ENERGY_ADDRESS, int(self.energy_wh), "uint64")
+        self._put_energy()
         self.image.put_bit("coil", 0, True)
         overtemp = values["temperature"] > 60
         self.image.put("holding", STATUS_ADDRESS, 0b1 | (overtemp << 3), "uint16")
+        return power_kw
+
+    def _put_energy(self) -> None:
+        self.image.put("input", ENERGY_ADDRESS, int(self.energy_wh), "uint64")

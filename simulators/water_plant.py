@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import random
-import time
 
+from simulators.clock import SimClock
 from simulators.store import RegisterImage
 
 #: Holding registers, float32 big-endian.
@@ -28,8 +28,10 @@ class WaterPlant:
     PUMP_FLOW_M3S = 0.12
     LOW, HIGH, MAX = 2.0, 4.0, 6.0
 
-    def __init__(self, seed: int = 0, scenario: str = "normal") -> None:
+    def __init__(self, seed: int = 0, scenario: str = "normal", start: float | None = None) -> None:
+        """``start``: the epoch second (UTC) the plant's day begins at; default now (pin it in tests)."""
         self.image = RegisterImage()
+        self.clock = SimClock(start)
         self._rng = random.Random(seed)
         self.level = 3.0
         self.pump_on = True
@@ -38,7 +40,7 @@ class WaterPlant:
         self._last: float | None = None
         self.reported: dict[str, float] = {}
         self.set_scenario(scenario)
-        self.refresh(time.monotonic())
+        self._step(0.0, self.clock.start)
 
     def set_scenario(self, name: str) -> None:
         """Switch attack scenario now (``normal`` ends any attack)."""
@@ -49,7 +51,7 @@ class WaterPlant:
 
     def outflow(self, wall: float) -> tuple[float, float]:
         """Demand-driven outflow (m3/s) and valve opening (%) following a daily pattern."""
-        hour = (wall % 86400) / 3600
+        hour = SimClock.hour_of_day(wall)
         opening = 45 + 25 * math.sin((hour - 7) / 24 * 2 * math.pi) + self._rng.gauss(0, 0.5)
         return 0.06 * opening / 50, opening
 
@@ -57,7 +59,10 @@ class WaterPlant:
         """Advance the physics to ``now`` and publish what the PLC reports."""
         dt = 0.0 if self._last is None else min(max(now - self._last, 0.0), 5.0)
         self._last = now
-        out, opening = self.outflow(time.time())
+        self._step(dt, self.clock.wall(now))
+
+    def _step(self, dt: float, wall: float) -> None:
+        out, opening = self.outflow(wall)
         attack = self.scenario
         if attack == "pump_forced_frozen_level" or self.level < self.LOW:
             self.pump_on = True

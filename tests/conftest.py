@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,11 @@ import pytest
 from agent import migrate
 from agent.central import make_engine
 from agent.settings import CentralConfig
+from simulators.clock import START_ENV
+from tests.clock import DAY_TIMES, SUITE_START, PinnedClock
+
+# Simulators follow a daily pattern: pin their day for the whole run and every subprocess it starts.
+os.environ[START_ENV] = SUITE_START
 
 MARIADB_HOST = os.environ.get("HACKSKY_TEST_MYSQL_HOST", "127.0.0.1")
 MARIADB_PORT = int(os.environ.get("HACKSKY_TEST_MYSQL_PORT", "3306"))
@@ -46,6 +52,19 @@ def mariadb_url(mariadb_server: str) -> Iterator[str]:
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         admin.close()
+
+
+@pytest.fixture(params=DAY_TIMES, ids=[f"{t}-{z}" for t, z in DAY_TIMES])
+def pinned_clock(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[PinnedClock]:
+    """Each test using it runs at every pinned time of day, with the process in that time zone."""
+    day_time, tz = request.param
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    try:
+        yield PinnedClock(day_time, tz)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,9 @@ from agent.detect.model import DetectorModel, Tuning
 from agent.detect.plant import Actuator, PlantRelations, Tank
 from agent.detect.stream import StreamingDetector, Verdict
 from agent.detect.train import fit
+from simulators.clock import START_ENV
 from simulators.water_plant import WaterPlant
+from tests.clock import PinnedClock
 
 INTERVAL = 2.0
 ATTACK_AT = 100
@@ -23,18 +27,29 @@ def plant_model() -> DetectorModel:
     return water_plant_model(INTERVAL)
 
 
-def run_plant(model: DetectorModel, scenario: str, seed: int, rows: int = 250) -> list[Verdict]:
-    """The simulated plant sampled every INTERVAL s; ``scenario`` starts at row ATTACK_AT."""
+@dataclass
+class PlantRun:
+    """What the detector said on each row, and whether the pump really ran."""
+
+    verdicts: list[Verdict]
+    pump_on: list[bool]
+
+
+def run_plant(model: DetectorModel, scenario: str, seed: int, clock: PinnedClock, rows: int = 250) -> PlantRun:
+    """The simulated plant sampled every INTERVAL s from the pinned time of day; ``scenario`` starts at row
+    ATTACK_AT. The hour of day is the gateway's local time, as the agent's detection runner computes it."""
     detector = StreamingDetector(model)
-    plant = WaterPlant(seed=seed)
-    verdicts = []
+    plant = WaterPlant(seed=seed, start=clock.start)
+    run = PlantRun([], [])
     for k in range(rows):
         if k == ATTACK_AT:
             plant.set_scenario(scenario)
-        plant.refresh(1000.0 + k * INTERVAL)
+        now = k * INTERVAL
+        plant.refresh(now)
         x = np.array([plant.reported[s] for s in WATER_PLANT_SIGNALS], dtype=np.float32).astype(float)
-        verdicts.append(detector.step(x, 12.0))
-    return verdicts
+        run.verdicts.append(detector.step(x, clock.local_hour(clock.start + now)))
+        run.pump_on.append(plant.pump_on)
+    return run
 
 
 def kinds(verdicts: list[Verdict]) -> set[str]:
@@ -42,8 +57,8 @@ def kinds(verdicts: list[Verdict]) -> set[str]:
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13])
-def test_normal_plant_raises_no_alarm(plant_model: DetectorModel, seed: int) -> None:
-    verdicts = run_plant(plant_model, "normal", seed, rows=400)
+def test_normal_plant_raises_no_alarm(plant_model: DetectorModel, seed: int, pinned_clock: PinnedClock) -> None:
+    verdicts = run_plant(plant_model, "normal", seed, pinned_clock, rows=400).verdicts
     assert sum(v.alarm for v in verdicts) == 0, kinds(verdicts)
 
 
@@ -53,13 +68,45 @@ def test_normal_plant_raises_no_alarm(plant_model: DetectorModel, seed: int) -> 
     ("pump_forced_frozen_level", {"frozen", "pressure"}, 5),   # pump forced on, level frozen: pressure betrays it
 ])
 def test_each_attack_is_detected_with_its_evidence(plant_model: DetectorModel, scenario: str, evidence: set[str],
-                                                   within: int) -> None:
-    verdicts = run_plant(plant_model, scenario, seed=21)
+                                                   within: int, pinned_clock: PinnedClock) -> None:
+    run = run_plant(plant_model, scenario, 21, pinned_clock)
+    verdicts = run.verdicts
     assert not any(v.alarm for v in verdicts[:ATTACK_AT]), "no alarm before the attack"
     alarms = [i for i, v in enumerate(verdicts) if v.alarm]
     assert alarms and alarms[0] - ATTACK_AT <= within, f"first alarm at row {alarms[:1]}"
     assert evidence <= kinds(verdicts[ATTACK_AT:]), kinds(verdicts[ATTACK_AT:])
-    assert sum(v.alarm for v in verdicts[ATTACK_AT:]) > 0.5 * (len(verdicts) - alarms[0])
+    # a zero flow is a lie only while the pump runs: how long it runs depends on the hour's demand
+    lying = [i for i in range(alarms[0], len(verdicts)) if run.pump_on[i] or scenario != "flow_spoof"]
+    assert lying, "the attack had rows to show on"
+    assert sum(verdicts[i].alarm for i in lying) > 0.9 * len(lying)
+
+
+def test_detection_is_the_same_in_every_time_zone(plant_model: DetectorModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway's zone shifts the hour it feeds the detector; the built-in model must not care."""
+    outcomes = []
+    for tz in ("UTC", "Asia/Kathmandu", "Pacific/Chatham"):
+        monkeypatch.setenv("TZ", tz)
+        time.tzset()
+        run = run_plant(plant_model, "level_spoof", 31, PinnedClock("22:30", tz))
+        outcomes.append([v.alarm for v in run.verdicts])
+    monkeypatch.undo()
+    time.tzset()
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+    assert any(outcomes[0])
+
+
+def test_the_built_in_model_is_the_same_whenever_and_wherever_it_is_trained(monkeypatch: pytest.MonkeyPatch) -> None:
+    models = []
+    for start, tz in (("2026-01-01T03:00:00Z", "UTC"), ("2026-07-01T21:45:00Z", "Asia/Kathmandu")):
+        monkeypatch.setenv(START_ENV, start)
+        monkeypatch.setenv("TZ", tz)
+        time.tzset()
+        models.append(water_plant_model(INTERVAL, hours=0.5))
+    monkeypatch.undo()
+    time.tzset()
+    runs = [[v.score for v in run_plant(m, "flow_spoof", 5, PinnedClock("06:00", "UTC"), 150).verdicts]
+            for m in models]
+    assert runs[0] == runs[1]
 
 
 def _cycling_plant(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
