@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent import salvage
+from agent.private_files import private_directory, refuse_links
 from drivers.base import Reading, now_us
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,9 @@ class DiskBuffer:
 
     def __init__(self, directory: Path, max_bytes: int,
                  when_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest") -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        private_directory(directory)
         self.path = directory / FILE_NAME
+        refuse_links(self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
         self.max_bytes = max_bytes
         self.when_full = when_full
         self.salvage: salvage.SalvageReport | None = None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError
 
 from agent.settings import CentralConfig
 
@@ -19,9 +21,33 @@ def resolve_url(url: str, password_file: Path | None = None) -> URL:
     return parsed
 
 
+#: query parameters of a database URL that carry a secret (``?password=``, ``?passwd=``, ...)
+SECRET_PARAM = re.compile(r"pass|pwd|secret|token|api_?key|credential", re.IGNORECASE)
+_USERINFO_PASSWORD = re.compile(r"(//[^/:@]*:)[^/@]*@")
+_QUERY_SECRET = re.compile(rf"([?&][^=&]*(?:{SECRET_PARAM.pattern})[^=&]*=)[^&]*", re.IGNORECASE)
+
+
+def secret_params(url: URL) -> list[str]:
+    """Names of the URL's query parameters that carry a secret."""
+    return [name for name in url.query if SECRET_PARAM.search(name)]
+
+
 def redacted(url: URL) -> str:
-    """The URL as safe to log: never the password."""
-    return url.render_as_string(hide_password=True)
+    """The URL as safe to log: its password and secret query parameters shown as ``***``."""
+    secrets = secret_params(url)
+    kept = url.difference_update_query(secrets)
+    shown = kept.render_as_string(hide_password=True)
+    if not secrets:
+        return shown
+    return shown + ("&" if kept.query else "?") + "&".join(f"{name}=***" for name in secrets)
+
+
+def redact_url(url: str) -> str:
+    """``url`` as safe to show (log, ``status``, state file), even when it does not parse."""
+    try:
+        return redacted(make_url(url))
+    except (ArgumentError, ValueError):
+        return _QUERY_SECRET.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", url))
 
 
 def make_engine(cfg: CentralConfig) -> Engine:

@@ -24,10 +24,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agent")
 
+#: exit status of a command refused for its configuration (or another input file), one line per
+#: problem and no traceback: retrying cannot help (systemd: ``RestartPreventExitStatus=2``).
+#: ``check`` exits 1 instead: for it an invalid map is the answer, not a failure.
+EXIT_CONFIG = 2
 
-def _load(path: str) -> AgentConfig | None:
+
+def _load(path: str, check_secrets: bool = True) -> AgentConfig | None:
     try:
-        return load_config(path)
+        return load_config(path, check_secrets=check_secrets)
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
         return None
@@ -87,9 +92,39 @@ def cmd_run(args: argparse.Namespace, cfg: AgentConfig) -> int:
 
 
 def cmd_check(args: argparse.Namespace, cfg: AgentConfig) -> int:
-    """Validate a device map; exit 1 listing every error."""
+    """Validate a device map, its password files and variables; exit 1 listing every error.
+    With ``--connect``, also log in to the central database and compare its schema revision."""
     points = sum(len(d.points) for d in cfg.devices)
     sys.stdout.write(f"{args.config}: OK ({len(cfg.devices)} devices, {points} points)\n")
+    return check_central(cfg) if args.connect else 0
+
+
+def check_central(cfg: AgentConfig) -> int:
+    """One line on the central database: reachable, credentials accepted, schema current; exit 1 if not."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from agent import migrate
+    from agent.central import make_engine, redact_url
+    from agent.writer import error_text, is_config_error
+
+    where = redact_url(cfg.central.url)
+    engine = make_engine(cfg.central)
+    try:
+        revision = migrate.current_revision(engine)
+    except SQLAlchemyError as exc:
+        kind = "refused the gateway's settings" if is_config_error(exc) else "is unreachable"
+        sys.stderr.write(f"central database {where} {kind}: {error_text(exc)}\n")
+        return 1
+    finally:
+        engine.dispose()
+    head = migrate.head_revision()
+    if revision == head:
+        sys.stdout.write(f"central database {where}: connected, schema at revision {head}\n")
+        return 0
+    action = ("the agent migrates it at start" if cfg.central.auto_migrate
+              else "run `hacksky-edge init-db` as a user allowed to alter it")
+    sys.stdout.write(f"central database {where}: connected, schema at revision {revision or 'none'} "
+                     f"(this agent needs {head}: {action})\n")
     return 0
 
 
@@ -110,17 +145,39 @@ def cmd_init_db(args: argparse.Namespace, cfg: AgentConfig) -> int:
     return 0
 
 
+#: exit status of ``status`` when the agent is not running (as ``systemctl status``)
+EXIT_NOT_RUNNING = 3
+
+
+def _process_gone(pid: object) -> bool:
+    """True when no process ``pid`` exists (another user's process exists: signal 0 is refused)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def cmd_status(args: argparse.Namespace, cfg: AgentConfig) -> int:
-    """Print the running agent's state (from its state file)."""
+    """Print the agent's state (from its state file); exit 3 when the agent that wrote it is gone."""
     from agent.statefile import read_state
 
     state = read_state(cfg.buffer.path)
     if state is None:
         sys.stderr.write(f"no state in {cfg.buffer.path}: has the agent run with this config?\n")
         return 1
+    code = 0
+    if _process_gone(state.get("pid")):
+        sys.stderr.write(f"agent not running: process {state.get('pid')} is gone; the state below is its last, "
+                         f"written {time.time() - state['updated']:.0f}s ago\n")
+        code = EXIT_NOT_RUNNING
     if args.json:
         sys.stdout.write(json.dumps(state, indent=2) + "\n")
-        return 0
+        return code
     age = time.time() - state["updated"]
     central = state["central"]
     buffer = state["buffer"]
@@ -132,7 +189,8 @@ def cmd_status(args: argparse.Namespace, cfg: AgentConfig) -> int:
         f"buffer  {buffer['readings']} readings, {buffer['events']} events waiting, {buffer['dropped']} dropped",
         f"central {central['state']}  {central['url']}  rows written {central['rows_written']}"
         f"  last flush {'never' if not last else f'{time.time() - last:.1f}s ago'}"
-        + (f"  error: {central['error']}" if central["state"] == "down" else ""),
+        + (f"  STALLED for {central.get('stalled_for_s', 0):.0f}s" if central.get("stalled") else "")
+        + (f"  error: {central['error']}" if central["state"] != "up" and central["error"] else ""),
         "devices:",
     ]
     det = state.get("detection")
@@ -146,7 +204,7 @@ def cmd_status(args: argparse.Namespace, cfg: AgentConfig) -> int:
                      f"latency p50 {d['latency_ms_p50']:.1f} ms  lag p99 {d['lag_ms_p99']:.1f} ms"
                      + (f"  ({d['reason']})" if d["reason"] else ""))
     sys.stdout.write("\n".join(lines) + "\n")
-    return 0
+    return code
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -220,19 +278,20 @@ def cmd_api(args: argparse.Namespace, cfg: AgentConfig) -> int:
     import uvicorn
 
     from agent.api.app import create_app
+    from agent.api.guard import AccessConfigError, load_tokens
     from agent.central import make_engine
 
-    token = os.environ.get("HACKSKY_API_TOKEN")
-    if args.token_file:
-        try:
-            token = open(args.token_file, encoding="utf-8").read().strip()
-        except OSError as exc:
-            sys.stderr.write(f"cannot read --token-file: {exc}\n")
-            return 1
-    if not token:
-        log.warning("no API token (HACKSKY_API_TOKEN or --token-file): the API is read-only")
     engine = make_engine(cfg.central)
-    uvicorn.run(create_app(engine, token or None), host=args.listen, port=args.port, log_level="warning")
+    try:
+        tokens = load_tokens(args.token_file, args.read_token_file, os.environ)
+        app = create_app(engine, tokens.write, read_token=tokens.read, allowed_hosts=args.allowed_host)
+    except AccessConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        engine.dispose()
+        return 1
+    if tokens.write is None:
+        log.warning("no API token (HACKSKY_API_TOKEN or --token-file): the API is read-only")
+    uvicorn.run(app, host=args.listen, port=args.port, log_level="warning")
     engine.dispose()
     return 0
 
@@ -242,7 +301,15 @@ def cmd_opcua_cert(args: argparse.Namespace) -> int:
     from drivers.opcua.security import make_certificate
 
     uri = args.uri or f"urn:hacksky-edge:{args.gateway}"
-    cert, key = make_certificate(Path(args.out), uri, f"HackSky Edge {args.gateway}", args.hostname)
+    try:
+        cert, key = make_certificate(Path(args.out), uri, f"HackSky Edge {args.gateway}", args.hostname,
+                                     force=args.force)
+    except FileExistsError as exc:
+        sys.stderr.write(f"{exc} (use --force to replace cert.der and key.pem)\n")
+        return 1
+    except OSError as exc:
+        sys.stderr.write(f"cannot write the certificate: {exc}\n")
+        return 1
     sys.stdout.write(f"{cert} (application URI {uri}) and {key}; give {cert} to the server's trusted list\n")
     return 0
 
@@ -262,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a device map")
     p.add_argument("-c", "--config", required=True)
+    p.add_argument("--connect", action="store_true", help="also log in to the central database")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("init-db", help="create or upgrade the central schema")
@@ -273,24 +341,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("simulate", help="run the built-in device simulators")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--meters", type=int, default=4, help="power meters (unit ids 1..N)")
-    p.add_argument("--meter-port", type=int, default=15020)
-    p.add_argument("--plant-port", type=int, default=15021)
-    p.add_argument("--scenario", default="normal", help="water plant scenario at start")
+    p = sub.add_parser("simulate", help="run the built-in device simulators",
+                       description="Power meters and a water-plant PLC over Modbus TCP (register maps: "
+                                   "README, section Simulators), optionally OPC UA and a BATADAL replay.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--meters", type=int, default=4,
+                   help="power meters, served as unit ids 1..N on --meter-port (default: %(default)s)")
+    p.add_argument("--meter-port", type=int, default=15020, help="Modbus port of the meters (default: %(default)s)")
+    p.add_argument("--plant-port", type=int, default=15021,
+                   help="Modbus port of the water plant PLC, unit id 1 (default: %(default)s)")
+    p.add_argument("--scenario", default="normal",
+                   help="water plant scenario at start: normal, pump_forced_frozen_level, flow_spoof or "
+                        "level_spoof (default: %(default)s)")
     p.add_argument("--at", action="append", metavar="SECONDS:SCENARIO",
-                   help="switch the plant scenario later, e.g. --at 60:pump_forced_frozen_level")
+                   help="switch the plant scenario later, e.g. --at 60:pump_forced_frozen_level (repeatable)")
     p.add_argument("--opcua", action="store_true", help="also serve the water plant over OPC UA")
-    p.add_argument("--opcua-port", type=int, default=15023)
+    p.add_argument("--opcua-port", type=int, default=15023, help="OPC UA port (default: %(default)s)")
     p.add_argument("--opcua-secure", action="store_true",
                    help="Basic256Sha256 Sign/SignAndEncrypt only (certificate made on first start)")
-    p.add_argument("--opcua-state", default="simulator-state/opcua", help="where the server certificate is kept")
+    p.add_argument("--opcua-state", default="simulator-state/opcua",
+                   help="where the server certificate is kept (default: %(default)s)")
     p.add_argument("--opcua-user", help="require this user (password from $HACKSKY_SIM_OPCUA_PASSWORD)")
     p.add_argument("--batadal", metavar="CSV", help="also replay a BATADAL-format file as a PLC")
-    p.add_argument("--batadal-port", type=int, default=15022)
-    p.add_argument("--row-seconds", type=float, default=1.0, help="seconds per replayed row (an hour of data)")
-    p.add_argument("--start-row", type=int, default=0, help="first row of the file to replay")
+    p.add_argument("--batadal-port", type=int, default=15022,
+                   help="Modbus port of the BATADAL replay, unit id 1 (default: %(default)s)")
+    p.add_argument("--row-seconds", type=float, default=1.0,
+                   help="seconds per replayed row, i.e. per hour of data (default: %(default)s)")
+    p.add_argument("--start-row", type=int, default=0, help="first row of the file to replay (default: %(default)s)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="simulators + agent + local SQLite, with a live summary")
@@ -314,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--token-file", help="file holding the token for writes (else $HACKSKY_API_TOKEN)")
+    p.add_argument("--read-token-file",
+                   help="file holding a token every GET but /api/health then needs (else $HACKSKY_API_READ_TOKEN)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="HOST[:PORT]",
+                   help="also answer to this Host (a proxy's or DNS name; repeatable); by default only "
+                        "localhost, 127.0.0.1, [::1] and the bound address")
     p.set_defaults(func=cmd_api)
 
     p = sub.add_parser("opcua-cert", help="generate the OPC UA client certificate and key")
@@ -321,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="/etc/hacksky-edge/opcua", help="directory for cert.der and key.pem")
     p.add_argument("--uri", help="application URI (default urn:hacksky-edge:<gateway>)")
     p.add_argument("--hostname", help="DNS name in the certificate (default: this host)")
+    p.add_argument("--force", action="store_true", help="replace an existing cert.der and key.pem")
     p.set_defaults(func=cmd_opcua_cert)
 
     add_detection_commands(sub)
@@ -333,8 +416,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format)
     if getattr(args, "config", None) is None:
         return int(args.func(args))
-    cfg = _load(args.config)
-    return 1 if cfg is None else int(args.func(args, cfg))
+    # status only reads the state file: it needs no password (and runs as any user)
+    cfg = _load(args.config, check_secrets=args.command != "status")
+    if cfg is None:
+        return 1 if args.command == "check" else EXIT_CONFIG
+    try:
+        return int(args.func(args, cfg))
+    except ConfigError as exc:  # an input file the map points to (the state file) cannot be used
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_CONFIG
 
 
 if __name__ == "__main__":

@@ -7,22 +7,43 @@ is raised at once as :class:`ConfigError`, never as a traceback.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from agent.settings import AgentConfig, ModbusDevice, OpcUaDevice, PointConfig, SignalConfig
+from agent.central import redact_url, secret_params
+from agent.settings import (
+    ENV_NAME_PATTERN,
+    HOST_PATTERN,
+    NAME_PATTERN,
+    OPCUA_ENDPOINT_PATTERN,
+    AgentConfig,
+    ModbusDevice,
+    OpcUaDevice,
+    PointConfig,
+    SignalConfig,
+)
+
+log = logging.getLogger(__name__)
 
 ConfigPath = tuple[str | int, ...]
+#: alerts.event_key (191) less ``/limit/``, ``/`` and ``/<16-digit time>``: left for gateway, device and point
+EVENT_KEY_NAMES = 191 - len("/limit/") - len("/") - len("/1767225600000000")
+#: password files already warned about (loose mode): once per process, not at every reload
+_warned_modes: set[Path] = set()
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -77,14 +98,18 @@ class _Document:
         finally:
             loader.dispose()
 
-    def issue(self, path: ConfigPath, message: str, *, key: bool = False) -> None:
-        """Record a problem at ``path`` (at its key when ``key``), nearest known place."""
+    def located(self, path: ConfigPath, message: str, *, key: bool = False) -> ConfigIssue:
+        """``message`` placed at ``path`` (at its key when ``key``), or the nearest known place."""
         marks = self.key_marks if key else self.marks
         probe = path
         while probe and probe not in marks and probe not in self.marks:
             probe = probe[:-1]
         line, col = marks.get(probe) or self.marks.get(probe, (1, 1))
-        self.issues.append(ConfigIssue(self.file, line, col, format_path(path), message))
+        return ConfigIssue(self.file, line, col, format_path(path), message)
+
+    def issue(self, path: ConfigPath, message: str, *, key: bool = False) -> None:
+        """Record a problem at ``path`` (at its key when ``key``), nearest known place."""
+        self.issues.append(self.located(path, message, key=key))
 
     def _index(self, node: yaml.Node, path: ConfigPath) -> None:
         self.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
@@ -123,16 +148,35 @@ class _Document:
         return value
 
 
-def _pydantic_message(error: ErrorDetails) -> str:
-    kind = error["type"]
+#: what a value that does not match a field's pattern should have been
+_PATTERN_MEANING = {
+    NAME_PATTERN: "is not a valid name (1-64 letters, digits, _ . : -; not starting with . : -)",
+    HOST_PATTERN: "is not a host name or IP address",
+    ENV_NAME_PATTERN: "is not an environment variable name",
+    OPCUA_ENDPOINT_PATTERN: "is not an OPC UA endpoint (opc.tcp://host:4840/path)",
+}
+
+
+def _pydantic_message(error: ErrorDetails, field: FieldInfo | None) -> str:
+    kind, ctx = error["type"], error.get("ctx", {})
     if kind == "literal_error":
-        return f"{error['input']!r} is not one of {error['ctx']['expected']}"
+        return f"{error['input']!r} is not one of {ctx['expected']}"
+    if kind == "union_tag_invalid":  # the device's protocol names no device model
+        return f"{ctx['tag']!r} is not one of: {', '.join(DEVICE_MODELS)}"
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
         return "required field is missing"
     if kind == "string_pattern_mismatch":
-        return f"{error['input']!r} is not a valid name (1-64 letters, digits, _ . : -; not starting with . : -)"
+        meaning = _PATTERN_MEANING.get(ctx["pattern"], f"does not match {ctx['pattern']}")
+        return f"{error['input']!r} {meaning}"
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return "must not be empty"
+    if kind == "string_too_long":
+        extra = field.json_schema_extra if field is not None else None
+        column = extra.get("column") if isinstance(extra, dict) else None
+        where = f" (stored centrally in {column})" if column else ""
+        return f"is {len(str(error['input']))} characters long; at most {ctx['max_length']} fit{where}"
     return str(error["msg"])
 
 
@@ -147,15 +191,27 @@ DEVICE_MODELS: dict[str, Any] = {"modbus": ModbusDevice, "opcua": OpcUaDevice}
 
 def _model_fields_at(loc: ConfigPath) -> Iterable[str]:
     """Field names valid at the parent of ``loc`` (as pydantic tags it), for 'did you mean' hints."""
+    model = _model_at(loc[:-1])
+    return model.model_fields.keys() if model is not None else []
+
+
+def _field_at(loc: ConfigPath) -> FieldInfo | None:
+    """The model field at ``loc`` (as pydantic tags it), if there is one."""
+    model = _model_at(loc[:-1])
+    return model.model_fields.get(str(loc[-1])) if model is not None and loc else None
+
+
+def _model_at(loc: ConfigPath) -> Any:
+    """The model class validating the value at ``loc`` (as pydantic tags it), or None."""
     model: Any = AgentConfig
-    parts = list(loc[:-1])
+    parts = list(loc)
     i = 0
     while i < len(parts):
         part = parts[i]
         if model is AgentConfig and part == "devices":  # devices.<index>.<tag>: the tag names the model
             tag = parts[i + 2] if i + 2 < len(parts) else None
             if not isinstance(tag, str) or tag not in DEVICE_MODELS:
-                return []
+                return None
             model, i = DEVICE_MODELS[tag], i + 3
             continue
         i += 1
@@ -163,14 +219,14 @@ def _model_fields_at(loc: ConfigPath) -> Iterable[str]:
             continue
         field = model.model_fields.get(part)
         if field is None:
-            return []
+            return None
         annotation = field.annotation
         args = getattr(annotation, "__args__", ())
         candidates = [annotation, *args]
         model = next((c for c in candidates if isinstance(c, type) and hasattr(c, "model_fields")), None)
         if model is None:
-            return []
-    return model.model_fields.keys()
+            return None
+    return model
 
 
 def _duplicate_names(points: Sequence[SignalConfig], base: ConfigPath) -> list[tuple[ConfigPath, str]]:
@@ -224,11 +280,38 @@ def _opcua_issues(device: OpcUaDevice, base: ConfigPath) -> list[tuple[ConfigPat
     if needs_cert and (sec.certificate is None or sec.private_key is None):
         issues.append(((*base, "security", "certificate"),
                        "a client certificate and private_key are needed (hacksky-edge opcua-cert makes them)"))
-    no_password = device.password_file is None and device.password_env is None
-    if device.identity_type == "username" and (device.username is None or no_password):
-        issues.append(((*base, "password_file" if device.username else "username"),
-                       "a username identity needs username and password_file (or password_env)"))
+    issues.extend(_endpoint_issues(device.endpoint, (*base, "endpoint")))
+    issues.extend(_login_issues(device, base))
     return issues
+
+
+def _endpoint_issues(endpoint: str, here: ConfigPath) -> list[tuple[ConfigPath, str]]:
+    """An ``opc.tcp://`` URL must name a host (and a valid port when it gives one)."""
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 -- parsing the port is the check
+    except ValueError as exc:  # a bad port, an unclosed [IPv6 literal
+        return [(here, f"{endpoint!r} is not a valid URL: {exc} (opc.tcp://host:4840/path)")]
+    if not parts.hostname:
+        return [(here, f"{endpoint!r} names no host (opc.tcp://host:4840/path)")]
+    return []
+
+
+def _login_issues(device: OpcUaDevice, base: ConfigPath) -> list[tuple[ConfigPath, str]]:
+    """A username login needs one password source and a channel that encrypts it."""
+    if device.password_file is not None and device.password_env is not None:
+        return [((*base, "password_env"), "give one of password_file or password_env, not both")]
+    if device.identity_type != "username":
+        return []
+    if device.username is None or (device.password_file is None and device.password_env is None):
+        return [((*base, "password_file" if device.username else "username"),
+                 "a username identity needs username and password_file (or password_env)")]
+    mode = device.security.mode
+    if mode != "SignAndEncrypt" and not device.allow_plaintext_password:
+        return [((*base, "username"),
+                 f"a username login over security mode {mode} sends the password readable on the wire: "
+                 "use security mode SignAndEncrypt (or set allow_plaintext_password: true)")]
+    return []
 
 
 def _point_rules(point: PointConfig) -> list[tuple[str, str]]:
@@ -252,9 +335,26 @@ def _point_rules(point: PointConfig) -> list[tuple[str, str]]:
     return [(field, msg) for failed, field, msg in rules if failed]
 
 
+def _event_key_issues(gateway: str, device: str, points: Sequence[SignalConfig],
+                      base: ConfigPath) -> list[tuple[ConfigPath, str]]:
+    """An alert's key ``gateway/check/device/point/time`` must fit alerts.event_key."""
+    issues: list[tuple[ConfigPath, str]] = []
+    for index, point in enumerate(points):
+        checked = point.limits is not None or point.stuck_after is not None or point.max_rate is not None
+        length = len(gateway) + len(device) + len(point.name)
+        if checked and length > EVENT_KEY_NAMES:
+            issues.append(((*base, "points", index, "name"),
+                           f"gateway id, device id and point name are {length} characters together; alerts on "
+                           f"this point need at most {EVENT_KEY_NAMES} (stored centrally in alerts.event_key)"))
+    return issues
+
+
 def semantic_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
     """Cross-field rules pydantic cannot express field by field."""
     issues: list[tuple[ConfigPath, str]] = []
+    d = cfg.defaults
+    if "timeout" in d.model_fields_set and d.timeout > d.interval:
+        issues.append((("defaults", "timeout"), f"timeout {d.timeout:g}s exceeds the poll interval {d.interval:g}s"))
     seen: dict[str, int] = {}
     for index, device in enumerate(cfg.devices):
         here: ConfigPath = ("devices", index)
@@ -262,9 +362,10 @@ def semantic_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
             issues.append(((*here, "id"), f"duplicate device id {device.id!r} (also devices[{seen[device.id]}])"))
         seen.setdefault(device.id, index)
         resolved = cfg.resolved(device)
-        if resolved.timeout > resolved.interval:
+        if device.timeout is not None and device.timeout > resolved.interval:
             issues.append(((*here, "timeout"),
                            f"timeout {resolved.timeout:g}s exceeds the poll interval {resolved.interval:g}s"))
+        issues.extend(_event_key_issues(cfg.gateway.id, device.id, device.points, here))
         if isinstance(device, ModbusDevice):
             issues.extend(_point_issues(device, here))
         else:
@@ -293,19 +394,85 @@ def _detection_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
     return wire(det, cfg.devices, signals)[2]
 
 
-def _secret_issues(doc: _Document, cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
+def _url_issues(doc: _Document, cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
+    """The central URL parses and, when written in the YAML, holds no password."""
+    here: ConfigPath = ("central", "url")
     try:
         url = make_url(cfg.central.url)
-    except ArgumentError as exc:
-        return [(("central", "url"), f"not a database URL: {exc}")]
-    if url.password and ("central", "url") not in doc.from_env:
-        return [(("central", "url"),
-                 "contains a password; secrets never go in YAML: use password_file or ${ENV_VAR}")]
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        return [(here, f"{redact_url(cfg.central.url)!r} is not a database URL "
+                       "(dialect+driver://user@host:port/database, e.g. mysql+pymysql://edge@db:3306/hacksky)")]
+    if here in doc.from_env:
+        return []
+    if url.password:
+        return [(here, "contains a password; secrets never go in YAML: use password_file or ${ENV_VAR}")]
+    params = secret_params(url)
+    if params:
+        return [(here, f"query parameter {params[0]}= holds a secret; secrets never go in YAML: "
+                       "use password_file or ${ENV_VAR}")]
     return []
 
 
-def load_config_text(text: str, file: str = "<string>", check_model: bool = True) -> AgentConfig:
-    """Parse and validate a device map given as text; raise :class:`ConfigError`."""
+def _password_sources(cfg: AgentConfig) -> list[tuple[ConfigPath, Path | None, str | None]]:
+    """Every place the map takes a password from: (field, file, environment variable)."""
+    sources: list[tuple[ConfigPath, Path | None, str | None]] = []
+    if cfg.central.password_file is not None:
+        sources.append((("central", "password_file"), cfg.central.password_file, None))
+    for index, device in enumerate(cfg.devices):
+        if isinstance(device, OpcUaDevice) and device.enabled and device.identity_type == "username":
+            field = "password_file" if device.password_file is not None else "password_env"
+            sources.append((("devices", index, field), device.password_file, device.password_env))
+    return sources
+
+
+def _password_file_problem(path: Path) -> tuple[str | None, str | None]:
+    """(error, warning) about the password file at ``path``; the warning is for loose permissions."""
+    try:
+        mode = path.stat().st_mode
+        with path.open(encoding="utf-8") as f:
+            empty = not f.read().strip()
+    except FileNotFoundError:
+        return (f"{path} does not exist: create it with `install -m 0600 /dev/null {path}` "
+                "(owned by the user the agent runs as) and write the password in it"), None
+    except IsADirectoryError:
+        return f"{path} is a directory, not a file holding the password", None
+    except PermissionError:
+        return f"{path} cannot be read by this user: the agent's user must be able to read it", None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the path
+        return f"{path} cannot be read: {exc}", None
+    if empty:
+        return f"{path} is empty: write the password in it", None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        return None, (f"{path} is readable by group or others (mode {stat.S_IMODE(mode):04o}): "
+                      f"`chmod 0600 {path}`")
+    return None, None
+
+
+def _password_issues(doc: _Document, cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
+    """Every password the map refers to can be read now; loose file modes are warned about once."""
+    issues: list[tuple[ConfigPath, str]] = []
+    for here, file, env in _password_sources(cfg):
+        if file is not None:
+            error, warning = _password_file_problem(file)
+            if error:
+                issues.append((here, error))
+            if warning and file.resolve() not in _warned_modes:
+                _warned_modes.add(file.resolve())
+                log.warning("%s", doc.located(here, warning))
+        elif env is not None and not os.environ.get(env, "").strip():
+            state = "is not set" if os.environ.get(env) is None else "is empty"
+            issues.append((here, f"environment variable {env} {state}: set it to the password in the agent's "
+                                 "environment (e.g. the EnvironmentFile of its systemd unit)"))
+    return issues
+
+
+def load_config_text(text: str, file: str = "<string>", check_model: bool = True,
+                     check_secrets: bool = True) -> AgentConfig:
+    """Parse and validate a device map given as text; raise :class:`ConfigError`.
+
+    ``check_secrets`` also requires every password file and variable the map names to be
+    readable now (``status`` does without: it connects to nothing).
+    """
     try:
         doc = _Document(file, text)
     except yaml.MarkedYAMLError as exc:
@@ -324,7 +491,9 @@ def load_config_text(text: str, file: str = "<string>", check_model: bool = True
             # drop the device model's tag: devices.0.opcua.points -> devices.0.points
             loc = tuple(p for i, p in enumerate(tagged)
                         if not (i == 2 and tagged[0] == "devices" and p in DEVICE_MODELS))
-            message = _pydantic_message(error)
+            if error["type"] == "union_tag_invalid":
+                loc = (*loc, "protocol")
+            message = _pydantic_message(error, _field_at(tagged))
             if error["type"] == "extra_forbidden" and loc[-1] == "password":
                 message = "secrets never go in the YAML: use password_file or password_env"
             elif error["type"] == "extra_forbidden":
@@ -332,21 +501,23 @@ def load_config_text(text: str, file: str = "<string>", check_model: bool = True
             doc.issue(loc, message, key=error["type"] == "extra_forbidden")
         raise ConfigError(doc.issues) from None
     model_issues = _detection_issues(cfg) if check_model else []
-    for path, message in semantic_issues(cfg) + _secret_issues(doc, cfg) + model_issues:
+    secret_issues = _password_issues(doc, cfg) if check_secrets else []
+    for path, message in semantic_issues(cfg) + _url_issues(doc, cfg) + secret_issues + model_issues:
         doc.issue(path, message)
     if doc.issues:
         raise ConfigError(doc.issues)
     return cfg
 
 
-def load_config(path: str | Path, check_model: bool = True) -> AgentConfig:
+def load_config(path: str | Path, check_model: bool = True, check_secrets: bool = True) -> AgentConfig:
     """Load the device map at ``path``; relative buffer paths stay relative to the cwd.
 
-    ``check_model=False`` skips loading the detection model (``train`` is about to write it).
+    ``check_model=False`` skips loading the detection model (``train`` is about to write it);
+    ``check_secrets=False`` skips reading the password files and variables.
     """
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([ConfigIssue(str(file), 1, 1, "", f"cannot read: {exc.strerror}")]) from None
-    return load_config_text(text, str(file), check_model)
+    return load_config_text(text, str(file), check_model, check_secrets)

@@ -21,7 +21,7 @@ from agent import migrate
 from agent.buffer import DiskBuffer, Event, Pack, PutResult
 from agent.settings import BufferConfig, CentralConfig
 from agent.stats import AgentStats
-from agent.writer import CentralWriter, DeviceInfo, Record, error_text, is_poison
+from agent.writer import CentralWriter, DeviceInfo, Record, error_text, is_config_error, is_unavailable
 from drivers.base import Reading
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ class Delivery:
         self._prepared = False
         self._on_quarantine = on_quarantine
         self._on_write = on_write
+        #: monotonic time the buffer last moved (a pack acknowledged) or was found caught up
+        self.progress_at = time.monotonic()
+        self._unexpected: str | None = None
 
     async def in_buffer(self, func: Callable[..., T], *args: Any) -> T:
         """Run ``func`` on the buffer thread.
@@ -94,18 +97,21 @@ class Delivery:
             self._prepared = True
         pack: Pack = await self.in_buffer(self.buffer.get_pack, self.central_cfg.batch_size)
         if not pack:
+            self.progress_at = time.monotonic()
             return 0
         started = time.perf_counter()
         try:
             await self._in_central(self.writer.write, pack)
             self._on_write(time.perf_counter() - started)
-        except SQLAlchemyError as exc:
-            if not is_poison(exc):
+        except Exception as exc:  # the records' fault, whatever raised it: isolate them, deliver the rest
+            if is_unavailable(exc):
                 raise
-            log.warning("central database refused part of a pack (%s); isolating the bad records", error_text(exc))
+            self.stats.write_errors += 1
+            log.warning("central write failed on a pack's content (%s); isolating the bad records", error_text(exc))
             refused = await self._in_central(self.writer.write_isolating, pack)
             await self._quarantine(refused)
         await self.in_buffer(self.buffer.ack, pack)
+        self.progress_at = time.monotonic()
         st = self.stats
         st.rows_written += len(pack.readings)
         st.events_written += len(pack.events)
@@ -129,33 +135,51 @@ class Delivery:
                 written = await self._write_once()
             except Exception as exc:  # outermost loop of the writer: it must never die
                 failures += 1
+                self._failed(exc)
                 if isinstance(exc, SQLAlchemyError):
-                    self._mark_down(exc)
                     # pooled sessions may cache revoked privileges or a broken state: start afresh
                     await self._in_central(self.engine.dispose)
-                else:
-                    log.exception("writer failed unexpectedly; retrying")
                 delay = min(RETRY_MAX, 0.5 * 2 ** min(failures, 10)) * random.uniform(0.8, 1.2)
                 await self._sleep(stop, delay)
                 continue
             if failures:
                 log.info("central database reachable again; delivering the backlog")
                 failures = 0
-            self.stats.central_state = "up"
+                self._unexpected = None
+            self.stats.central_state, self.stats.central_error = "up", ""
             # caught up once less than a batch waits (packs end between commits, so a pack
             # smaller than a batch does not mean the backlog is gone)
             assert self.buffer is not None
             if not written or self.buffer.reading_rows < self.central_cfg.batch_size:
                 await self._sleep(stop, self.central_cfg.flush_interval, wake=True)
 
-    def _mark_down(self, exc: SQLAlchemyError) -> None:
+    def _failed(self, exc: Exception) -> None:
+        """Count every failure; state ``down`` (outage: buffer and wait), ``misconfigured`` (wrong
+        credentials or database: an operator must act) or ``error`` (anything else); log each once."""
         self.stats.write_errors += 1
         reason = error_text(exc)
-        if self.stats.central_state != "down":
-            log.error("central database unavailable, buffering on disk: %s", reason)
+        state = "misconfigured" if is_config_error(exc) else "down" if is_unavailable(exc) else "error"
+        if state == "error":
+            if self._unexpected != reason:  # the traceback once per distinct failure, not once per retry
+                log.error("central writer failed unexpectedly; retrying: %s", reason, exc_info=exc)
+            self._unexpected = reason
+        elif self.stats.central_state != state:
+            if state == "misconfigured":
+                log.error("central database refused the gateway's settings (check central.url, the user's "
+                          "password and grants, the database name): %s", reason)
+            else:
+                log.error("central database unavailable, buffering on disk: %s", reason)
         else:
-            log.debug("central database still unavailable: %s", reason)
-        self.stats.central_state, self.stats.central_error = "down", reason
+            log.debug("central database still %s: %s", state, reason)
+        self.stats.central_state, self.stats.central_error = state, reason
+
+    def stall_seconds(self) -> float:
+        """How long records have waited in the buffer without any pack moving (0 when caught up)."""
+        buffer = self.buffer
+        if buffer is None or (not buffer.reading_rows and not buffer.event_rows):
+            self.progress_at = time.monotonic()
+            return 0.0
+        return time.monotonic() - self.progress_at
 
     async def _sleep(self, stop: asyncio.Event, seconds: float, wake: bool = False) -> None:
         waiters = [asyncio.ensure_future(stop.wait())]
@@ -175,9 +199,9 @@ class Delivery:
             try:
                 remaining = deadline - time.monotonic()
                 await asyncio.wait_for(self._write_once(), timeout=max(remaining, 0.1))
-            except (TimeoutError, SQLAlchemyError) as exc:
+            except Exception as exc:  # at shutdown every failure means the same: the backlog stays on disk
                 log.warning("could not deliver the backlog before shutdown (%s); it stays on disk",
-                            error_text(exc) or "timeout")
+                            error_text(exc) if not isinstance(exc, TimeoutError) else "timeout")
                 return False
         return not self.buffer.reading_rows and not self.buffer.event_rows
 

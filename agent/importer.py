@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event
 from sqlalchemy.sql.dml import Insert
 from tqdm import tqdm
 
@@ -23,6 +23,9 @@ from agent.detect.dataset import parse_time
 from agent.writer import CentralWriter, DeviceInfo, insert_ignoring_duplicates, to_datetime
 
 log = logging.getLogger(__name__)
+
+#: MySQL protocol capability flag CLIENT_FOUND_ROWS, which SQLAlchemy's MySQL drivers always ask for.
+CLIENT_FOUND_ROWS = 2
 
 
 class CsvImportError(ValueError):
@@ -77,15 +80,16 @@ def _rows(path: Path, time_column: str) -> Iterator[tuple[int, list[str], int, l
 def import_csv(engine: Engine, gateway: str, device: DeviceInfo, path: str | Path, mapping: dict[str, str],
                time_column: str = "DATETIME", skip: frozenset[str] = frozenset({"ATT_FLAG"}),
                batch_rows: int = 2000, progress: bool = True) -> ImportSummary:
-    """Load every (time, column) cell as a reading of ``device``; one transaction per batch."""
+    """Load every (time, column) cell as a reading of ``device``; one transaction per batch.
+
+    ``inserted`` counts the rows this import added (readings the agent writes meanwhile are not
+    counted). On MySQL/MariaDB the engine's connections are reopened without CLIENT_FOUND_ROWS.
+    """
     path = Path(path)
+    count_inserted_rows(engine)
     writer = CentralWriter(engine, gateway)
     pk = writer.sync_devices([device])[device.device_id]
-    r = schema.readings
-    stmt = insert_ignoring_duplicates(engine, r)
-    count = select(func.count()).select_from(r).where(r.c.device_id == pk)
-    with engine.connect() as conn:
-        before = conn.execute(count).scalar_one()
+    stmt = insert_ignoring_duplicates(engine, schema.readings)
     summary = ImportSummary()
     started = time.perf_counter()
     with open(path, "rb") as f:
@@ -125,16 +129,31 @@ def import_csv(engine: Engine, gateway: str, device: DeviceInfo, path: str | Pat
         bar.update(summary.rows % batch_rows)
     finally:
         bar.close()
-    with engine.connect() as conn:
-        summary.inserted = conn.execute(count).scalar_one() - before
     summary.seconds = time.perf_counter() - started
     log.info("imported %s: %d readings, %d new", path, summary.readings, summary.inserted)
     return summary
 
 
+def count_inserted_rows(engine: Engine) -> None:
+    """Make an INSERT's row count the rows it inserted, duplicates skipped not included.
+
+    SQLite's ``ON CONFLICT DO NOTHING`` counts so already. MySQL/MariaDB count a duplicate that
+    ``ON DUPLICATE KEY UPDATE`` left unchanged as 1, like an insert, when the client sets
+    CLIENT_FOUND_ROWS (SQLAlchemy always does), 0 without it: so connections drop the flag.
+    """
+    if engine.dialect.name not in ("mysql", "mariadb") or event.contains(engine, "do_connect", _no_found_rows):
+        return
+    event.listen(engine, "do_connect", _no_found_rows)
+    engine.dispose()  # connections already open keep the flag they were opened with
+
+
+def _no_found_rows(dialect: object, record: object, cargs: object, cparams: dict[str, int]) -> None:
+    cparams["client_flag"] = cparams.get("client_flag", 0) & ~CLIENT_FOUND_ROWS
+
+
 def _flush(engine: Engine, stmt: Insert, batch: list[dict[str, object]], summary: ImportSummary) -> None:
     if batch:
         with engine.begin() as conn:
-            conn.execute(stmt, batch)
+            summary.inserted += conn.execute(stmt, batch).rowcount
         summary.readings += len(batch)
         batch.clear()

@@ -68,6 +68,8 @@ class AgentCollector(Collector):
             ("hacksky_buffer_bytes", "Bytes used by the disk buffer", b["bytes"]),
             ("hacksky_buffer_oldest_age_seconds", "Age of the oldest buffered reading", b["oldest_age_s"]),
             ("hacksky_central_up", "1 while the central database accepts writes", float(c["state"] == "up")),
+            ("hacksky_central_stalled", "1 while buffered records are not moving although central answers",
+             float(bool(c.get("stalled")))),
             ("hacksky_alerts_open", "Alerts this gateway holds open", s["open_alerts"]),
         ]
         for name, doc, value in gauges:

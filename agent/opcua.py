@@ -18,7 +18,7 @@ def _password(device: OpcUaDevice) -> str | None:
 
 
 def opcua_driver(device: OpcUaDevice, interval: float, timeout: float, gateway: str) -> OpcUaDriver:
-    """The driver for one OPC UA device, its client application URI naming this gateway."""
+    """The driver for one OPC UA device; its application URI names this gateway unless its certificate has one."""
     sec = device.security
     endpoint = Endpoint(
         url=device.endpoint, mode=device.mode, interval=interval, timeout=timeout, timestamps=device.timestamps,

@@ -29,6 +29,8 @@ from sqlalchemy.dialects import mysql
 
 SEVERITIES = ("low", "medium", "high", "critical")
 DEVICE_STATUSES = ("online", "degraded", "offline", "unknown")
+#: readings.quality: ``good``, ``bad:<reason>``, ``uncertain:<OPC UA status name>`` (migration 0002)
+QUALITY_LENGTH = 63
 
 #: Microsecond timestamps on MySQL/MariaDB; SQLite keeps the full ISO text.
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -76,7 +78,7 @@ readings = Table(
     Column("ts", Timestamp, primary_key=True),
     Column("value", Double),
     Column("value_text", String(255)),
-    Column("quality", String(32), nullable=False, server_default="good"),
+    Column("quality", String(QUALITY_LENGTH), nullable=False, server_default="good"),
     Index("ix_readings_device_ts", "device_id", "ts"),
 )
 

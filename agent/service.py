@@ -9,6 +9,7 @@ import logging
 import os
 import sqlite3
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from agent.buffer import Event
@@ -25,7 +26,7 @@ from agent.statefile import write_state
 from agent.stats import AgentStats, DeviceStats
 from agent.systemd import notify, watchdog_interval
 from agent.writer import DeviceInfo
-from drivers.base import Driver, Reading, now_us
+from drivers.base import DeviceHealth, Driver, Reading, now_us
 from drivers.modbus import ConnectionPool, ModbusDriver
 
 log = logging.getLogger(__name__)
@@ -33,12 +34,31 @@ log = logging.getLogger(__name__)
 STATUS_EVERY = 2.0
 SHUTDOWN_DRAIN_SECONDS = 10.0
 STATUS_OF_HEALTH = {"up": "online", "degraded": "degraded", "down": "offline", "unknown": "unknown"}
+#: A device that keeps answering gets its central ``last_seen`` refreshed this often (one
+#: device_status event), not once per poll.
+LAST_SEEN_EVERY_US = 30_000_000
+#: Polls in a row a device must stay degraded before its ``device_degraded`` alert opens.
+DEGRADED_ALERT_POLLS = 3
+#: Polls in a row on schedule after which a device's next missed cycle is logged again.
+ON_TIME_POLLS_TO_REARM = 10
 
 
 def device_info(dev: ResolvedDevice) -> DeviceInfo:
     """How a configured device is registered centrally."""
     c = dev.config
     return DeviceInfo(c.id, c.name, c.type, c.location, c.protocol, c.address)
+
+
+@dataclass
+class DeviceReport:
+    """What the agent last reported of one device: status event, degraded run, late polls."""
+
+    status_us: int = 0  # when the last device_status event was queued
+    seen_us: int = 0  # the last_seen it carried
+    degraded_polls: int = 0  # consecutive
+    late_logged: bool = False  # a missed cycle was logged; quiet until on schedule again
+    missed_since_poll: int = 0
+    on_time_polls: int = 0
 
 
 class Agent:
@@ -67,6 +87,7 @@ class Agent:
         self._pending_events: list[Event] = []
         self._state_dirty = False
         self._reported_health: dict[str, str] = {}
+        self._reports: dict[str, DeviceReport] = {}
         self._in_flight = 0
         self._crashed: set[str] = set()
         self._commit_failing = False
@@ -134,6 +155,7 @@ class Agent:
         await asyncio.gather(*workers, return_exceptions=True)
         if self._put_task is not None and not self._put_task.done():
             await asyncio.gather(self._put_task, return_exceptions=True)  # a commit cut off mid-put
+        self._pending_events.extend(self._stopped_events())  # before the drain: so central hears it now
         self._gateway_conditions()
         await self._commit()
         delivered = await self.delivery.drain(time.monotonic() + SHUTDOWN_DRAIN_SECONDS)
@@ -247,21 +269,21 @@ class Agent:
         stats.bad_readings += sum(1 for r in readings if not r.good)
         self.stats.readings_taken += len(readings)
         self._ingest(device_id, readings, driver)
+        self._count_on_time(device_id)
         if not self.cfg.buffer.commit_interval:
             await self._commit()
 
     def _ingest(self, device_id: str, readings: list[Reading], driver: Driver) -> None:
         ts = now_us()
-        events = self.tracker.process(self.checks.evaluate(device_id, readings), ts)
+        health = driver.health
+        conditions = self.checks.evaluate(device_id, readings) + self._degraded_conditions(device_id, health)
+        events = self.tracker.process(conditions, ts)
         sample = self.power.sample(device_id, readings)
         if sample is not None:
             events.append(sample)
-        health = driver.health
-        status = STATUS_OF_HEALTH[health.state]
-        if self._reported_health.get(device_id) != f"{status}/{health.reason}":
-            self._reported_health[device_id] = f"{status}/{health.reason}"
-            events.append(Event("device_status", {"device": device_id, "status": status, "reason": health.reason,
-                                                  "ts_us": ts, "last_seen_us": health.last_good_us}))
+        status = self._status_event(device_id, health, ts)
+        if status is not None:
+            events.append(status)
         if self.detection is not None:
             tick = self.detection.observe(device_id, readings)
             if tick is not None:
@@ -299,10 +321,76 @@ class Agent:
             self._state_dirty = True
 
     def _missed(self, device_id: str) -> None:
+        """A cycle skipped (the previous poll still running) or late: counted; logged once until the
+        device keeps its schedule again."""
         stats = self.device_stats.get(device_id)
-        if stats is not None:
-            stats.missed += 1
+        if stats is None:
+            return
+        stats.missed += 1
+        report = self._report(device_id)
+        report.missed_since_poll += 1
+        dev = self.devices.get(device_id)
+        if report.late_logged or dev is None:
             log.debug("device %s: poll cycle missed (previous poll still running)", device_id)
+            return
+        report.late_logged = True
+        log.warning("device %s: a poll took longer than the %gs interval (timeout %gs); cycles skipped meanwhile "
+                    "are counted (missed_cycles), not logged, until it keeps its schedule again",
+                    device_id, dev.interval, dev.timeout)
+
+    def _count_on_time(self, device_id: str) -> None:
+        """After a poll: re-arm the missed-cycle warning once the device keeps its schedule again."""
+        report = self._report(device_id)
+        if report.missed_since_poll:
+            report.missed_since_poll = report.on_time_polls = 0
+            return
+        report.on_time_polls += 1
+        if report.late_logged and report.on_time_polls >= ON_TIME_POLLS_TO_REARM:
+            report.late_logged = False
+            log.info("device %s keeps its schedule again (%d cycles missed since start)", device_id,
+                     self.device_stats[device_id].missed)
+
+    def _report(self, device_id: str) -> DeviceReport:
+        report = self._reports.get(device_id)
+        if report is None:
+            report = self._reports[device_id] = DeviceReport()
+        return report
+
+    def _status_event(self, device_id: str, health: DeviceHealth, ts: int) -> Event | None:
+        """A device_status event when the status or its reason changed, or every LAST_SEEN_EVERY_US
+        while the device answers (so central ``last_seen`` stays current without a write per poll)."""
+        status = STATUS_OF_HEALTH[health.state]
+        report = self._report(device_id)
+        seen = health.last_good_us or 0
+        changed = self._reported_health.get(device_id) != f"{status}/{health.reason}"
+        if not changed and (seen <= report.seen_us or ts - report.status_us < LAST_SEEN_EVERY_US):
+            return None
+        self._reported_health[device_id] = f"{status}/{health.reason}"
+        report.status_us, report.seen_us = ts, seen
+        return Event("device_status", {"device": device_id, "status": status, "reason": health.reason,
+                                       "ts_us": ts, "last_seen_us": health.last_good_us})
+
+    def _degraded_conditions(self, device_id: str, health: DeviceHealth) -> list[Condition]:
+        """Active once a device stayed degraded (some points failing every poll) for DEGRADED_ALERT_POLLS
+        polls, or at once when its alert is already open (restored at start); clear when it is not."""
+        report = self._report(device_id)
+        report.degraded_polls = report.degraded_polls + 1 if health.state == "degraded" else 0
+        key = f"degraded/{device_id}"
+        is_open = key in self.tracker.open
+        if not report.degraded_polls and not is_open:
+            return []  # the usual case: nothing to open or close
+        active = bool(report.degraded_polls) and (report.degraded_polls >= DEGRADED_ALERT_POLLS or is_open)
+        return [Condition(key=key, active=active, alert_type="device_degraded", severity="medium",
+                          title=f"{device_id} degraded: some points unreadable",
+                          message=f"{device_id}: {health.reason} ({report.degraded_polls} polls in a row)"
+                          if active else "", device=device_id)]
+
+    def _stopped_events(self) -> list[Event]:
+        """Every device ``unknown`` ("agent stopped") with its last_seen: nobody watches it any more."""
+        ts = now_us()
+        return [Event("device_status", {"device": device_id, "status": "unknown", "reason": "agent stopped",
+                                        "ts_us": ts, "last_seen_us": driver.health.last_good_us})
+                for device_id, driver in self.drivers.items()]
 
     async def _commit_loop(self, stop: asyncio.Event) -> None:
         # commit_interval 0: polls commit themselves (see _poll); this loop only sweeps events
@@ -407,6 +495,7 @@ class Agent:
             await self._update_percentiles()
             self._write_status()
             self._gateway_conditions()
+            self._central_conditions()
             if ping:
                 notify("WATCHDOG=1")
             await asyncio.sleep(min(STATUS_EVERY, ping or STATUS_EVERY))
@@ -441,7 +530,8 @@ class Agent:
             "central": {"url": self.central_url, "state": st.central_state, "error": st.central_error,
                         "rows_written": st.rows_written, "events_written": st.events_written,
                         "write_errors": st.write_errors, "quarantined": st.quarantined,
-                        "last_flush": st.last_flush},
+                        "last_flush": st.last_flush, "stalled": self.stalled(),
+                        "stalled_for_s": round(self.delivery.stall_seconds(), 1)},
             "devices": devices,
             "detection": self._detection_snapshot(),
         }
@@ -456,16 +546,45 @@ class Agent:
         snap["buffer"]["oldest_age_s"] = 0.0 if oldest is None else max(0.0, (now_us() - oldest) / 1e6)
         return snap
 
+    def stalled(self) -> bool:
+        """The central writer is stuck although the database answers (an outage is ``down``, not stalled)."""
+        return (self.stats.central_state != "down"
+                and self.delivery.stall_seconds() > self.cfg.central.stall_after)
+
+    def _central_conditions(self) -> None:
+        """Alerts for a writer that cannot deliver although central answers: stalled, or refused settings."""
+        st = self.stats
+        stalled, misconfigured = self.stalled(), st.central_state == "misconfigured"
+        self._track([
+            Condition(key="central/stalled", active=stalled, alert_type="central_stalled", severity="critical",
+                      title="central writer stalled: buffered records are not moving",
+                      message=(f"no pack delivered for {self.delivery.stall_seconds():.0f} s "
+                               f"(central {st.central_state}): {st.central_error or 'no error returned'}")
+                      if stalled else ""),
+            Condition(key="central/misconfigured", active=misconfigured, alert_type="central_config_error",
+                      severity="critical", title="central database refused the gateway's settings",
+                      message=f"{st.central_error}; check central.url, the password and the grants"
+                      if misconfigured else ""),
+        ])
+
     async def health(self) -> dict[str, Any]:
         """Readiness: the scheduler polls, the buffer takes writes, central is up or we are buffering."""
         scheduling = self.scheduler.running
         buffer_ok = self.delivery.buffer is not None and not self._commit_failing
         central = self.stats.central_state
+        stalled = self.stalled()
+        central_ok = central != "misconfigured" and not stalled
+        if stalled:
+            central_check = (f"stalled: nothing delivered for {self.delivery.stall_seconds():.0f} s "
+                             f"({central}): {self.stats.central_error}")
+        elif central == "misconfigured":
+            central_check = f"configuration error: {self.stats.central_error}"
+        else:
+            central_check = "up" if central == "up" else f"{central}, buffering on disk"
         checks = {"scheduler": "running" if scheduling else "stopped",
-                  "buffer": "writable" if buffer_ok else "failing",
-                  "central": "up" if central == "up" else f"{central}, buffering on disk"}
+                  "buffer": "writable" if buffer_ok else "failing", "central": central_check}
         states = [d.health.state for d in self.drivers.values()]
-        return {"ready": scheduling and buffer_ok, "gateway": self.cfg.gateway.id, "checks": checks,
+        return {"ready": scheduling and buffer_ok and central_ok, "gateway": self.cfg.gateway.id, "checks": checks,
                 "devices": {"up": states.count("up"), "degraded": states.count("degraded"),
                             "down": states.count("down"), "total": len(states)}}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
@@ -20,6 +20,19 @@ DeviceType = Literal["power_meter", "plc", "sensor", "rtu", "meter", "other"]
 Severity = Literal["low", "medium", "high", "critical"]
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$"
+#: a host name or IP address: no spaces, no slashes (an empty host is refused too)
+HOST_PATTERN = r"^[^\s/]+$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+OPCUA_ENDPOINT_PATTERN = r"^opc\.tcp://"
+
+
+def stored_in(column: str, length: int, **kwargs: Any) -> Any:
+    """A string field stored centrally in ``column`` (``table.column``): at most ``length`` long.
+
+    The column is named in the error message; a test pins every such field to the schema.
+    """
+    return Field(max_length=length, json_schema_extra={"column": column}, **kwargs)
+
 
 #: Registers taken by each numeric type.
 REGISTER_COUNT: dict[str, int] = {
@@ -45,7 +58,7 @@ class Limits(StrictModel):
 class SignalConfig(StrictModel):
     """What every point has, whatever the protocol: its name, scaling and checks."""
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str = stored_in("readings.point", 64, pattern=NAME_PATTERN)
     scale: float = 1.0
     offset: float = 0.0
     unit: str | None = None
@@ -77,7 +90,11 @@ class PointConfig(SignalConfig):
 
 
 class DeviceDefaults(StrictModel):
-    """Values every device inherits unless it sets its own."""
+    """Values every device inherits unless it sets its own.
+
+    An inherited ``timeout`` is capped at the device's interval (a 100ms device need not set
+    both); a ``timeout`` written above its interval, here or on a device, is refused.
+    """
 
     interval: Duration = 1.0
     timeout: Duration = 1.0
@@ -89,10 +106,10 @@ class DeviceDefaults(StrictModel):
 class DeviceBase(StrictModel):
     """What every device has, whatever the protocol."""
 
-    id: str = Field(pattern=NAME_PATTERN)
-    name: str | None = None
+    id: str = stored_in("devices.device_id_str", 64, pattern=NAME_PATTERN)
+    name: str | None = stored_in("devices.name", 128, default=None)
     type: DeviceType = "other"
-    location: str | None = None
+    location: str | None = stored_in("devices.location", 128, default=None)
     enabled: bool = True
     interval: Duration | None = None
     timeout: Duration | None = None
@@ -102,7 +119,8 @@ class ModbusDevice(DeviceBase):
     """A Modbus TCP device and the points read from it."""
 
     protocol: Literal["modbus"] = "modbus"
-    host: str
+    #: the device's address ``host:port/unit`` is stored in devices.address (255): 10 kept for ``:port/unit``
+    host: str = stored_in("devices.address", 245, min_length=1, pattern=HOST_PATTERN)
     port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=255)
     byte_order: ByteOrder | None = None
@@ -148,14 +166,17 @@ class OpcUaDevice(DeviceBase):
     """An OPC UA server (a PLC) and the variables read from it."""
 
     protocol: Literal["opcua"]
-    endpoint: str = Field(pattern=r"^opc\.tcp://")
+    endpoint: str = stored_in("devices.address", 255, pattern=OPCUA_ENDPOINT_PATTERN)
     mode: Literal["poll", "subscribe"] = "poll"
     security: OpcUaSecurity = OpcUaSecurity()
     #: session identity; default: username when a username is given, else anonymous
     identity: Literal["anonymous", "username", "certificate"] | None = None
     username: str | None = None
     password_file: Path | None = Field(default=None, description="the password, never inline")
-    password_env: str | None = Field(default=None, description="or: the environment variable holding it")
+    password_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN,
+                                     description="or: the environment variable holding it")
+    #: a password sent over a channel that does not encrypt (mode None or Sign) is readable on the wire
+    allow_plaintext_password: bool = False
     timestamps: Literal["source", "server", "gateway"] = "source"
     max_nodes_per_read: int | None = Field(default=None, ge=1, description="default: the server's own limit")
     points: list[OpcUaPoint] = Field(min_length=1)
@@ -196,13 +217,16 @@ class TlsConfig(StrictModel):
 class CentralConfig(StrictModel):
     """Where and how readings are written centrally."""
 
-    url: str = "sqlite:///hacksky.db"
+    url: str = Field(default="sqlite:///hacksky.db", repr=False)  # may hold a password (from the environment)
     password_file: Path | None = None
     batch_size: int = Field(default=5000, ge=1, le=100_000)
     flush_interval: Duration = 2.0
     auto_migrate: bool = True
     connect_timeout: Duration = 5.0
     metrics_interval: Duration = 60.0
+    #: the writer is `stalled` (health 503, alert) when the oldest pack has not moved this long
+    #: while the database answers (an outage is `down`: buffering, as designed)
+    stall_after: Duration = 120.0
     tls: TlsConfig | None = None
 
 
@@ -225,7 +249,7 @@ class DetectionConfig(StrictModel):
     interval: Duration = Field(default=1.0, description="a row is scored this often (the model's sampling period)")
     #: "device/point": score a row whenever this point changes; its value is the hour of day of the row
     clock: str | None = None
-    target_system: str = Field(default="process", max_length=128)
+    target_system: str = stored_in("attack_detections.target_system", 128, default="process")
     #: confidence (0-100) from which a detection also raises an alert
     alert_from: float = Field(default=50.0, ge=0, le=100)
 
@@ -241,7 +265,7 @@ class MonitoringConfig(StrictModel):
 class GatewayConfig(StrictModel):
     """Identity of this gateway."""
 
-    id: str = Field(pattern=NAME_PATTERN)
+    id: str = stored_in("devices.gateway_id", 64, pattern=NAME_PATTERN)
     name: str | None = None
 
 
@@ -260,10 +284,11 @@ class AgentConfig(StrictModel):
         """The device with every inherited setting filled in from ``defaults``."""
         d = self.defaults
         modbus = device if isinstance(device, ModbusDevice) else None
+        interval = device.interval or d.interval
         return ResolvedDevice(
             config=device,
-            interval=device.interval or d.interval,
-            timeout=device.timeout or d.timeout,
+            interval=interval,
+            timeout=device.timeout or min(d.timeout, interval),
             byte_order=(modbus.byte_order if modbus else None) or d.byte_order,
             word_order=(modbus.word_order if modbus else None) or d.word_order,
             max_gap=d.max_gap if modbus is None or modbus.max_gap is None else modbus.max_gap,

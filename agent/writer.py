@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from math import isfinite
 from typing import Any
 
+from pymysql.constants import SERVER_STATUS
 from sqlalchemy import Table, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -28,17 +29,45 @@ POISON_CODES = {1048, 1264, 1265, 1292, 1366, 1406, 1452, 3819, 4025}
 Record = Reading | Event
 
 
+#: Server errors saying the gateway's central settings are wrong, not that the server is away:
+#: access denied (1044, 1045, 1698), unknown database (1049), a statement the grants do not allow (1142, 1143).
+CONFIG_CODES = {1044, 1045, 1049, 1142, 1143, 1698}
+
+
+def _code(exc: BaseException) -> object:
+    args: tuple[object, ...] = tuple(getattr(getattr(exc, "orig", None), "args", ()))
+    return args[0] if args else None
+
+
 def is_poison(exc: SQLAlchemyError) -> bool:
     """True when the database refused the data itself, false when it is unavailable."""
-    if isinstance(exc, (DataError, IntegrityError)):
-        return True
-    args: tuple[object, ...] = tuple(getattr(getattr(exc, "orig", None), "args", ()))
-    return bool(args) and args[0] in POISON_CODES
+    return isinstance(exc, (DataError, IntegrityError)) or _code(exc) in POISON_CODES
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the database, not the records, failed: the same pack is retried later.
+
+    Anything else (a refused row, text the driver cannot encode, a value no column takes) is
+    the records' fault: they are isolated and quarantined so the rest is delivered.
+    """
+    return isinstance(exc, SQLAlchemyError) and not is_poison(exc)
+
+
+def is_config_error(exc: BaseException) -> bool:
+    """True for a wrong password, user or database name: an operator must act, waiting will not help."""
+    return isinstance(exc, SQLAlchemyError) and _code(exc) in CONFIG_CODES
 
 
 def error_text(exc: BaseException) -> str:
-    """The driver's own message of a database error, first line only."""
-    return str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+    """The driver's own message of a database error (else the exception's type and text), first line only."""
+    orig = getattr(exc, "orig", None)
+    if orig is not None:
+        text = str(orig)
+    elif isinstance(exc, SQLAlchemyError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return (text.splitlines() or [""])[0][:300]
 
 
 def to_datetime(ts_us: int) -> datetime:
@@ -84,13 +113,15 @@ class ReadingsSql:
     MAX_BYTES = 1_000_000  # per statement, well under max_allowed_packet (16 MiB by default)
 
     def __init__(self) -> None:
-        self._prefix: dict[tuple[int, str], str] = {}
-        self._quality: dict[str, str] = {}
+        # one cache per backslash mode: a literal escaped for one mode means something else in the
+        # other (``NO_BACKSLASH_ESCAPES`` may be set on one server of a cluster, or after a reconnect)
+        self._literals: dict[bool, tuple[dict[tuple[int, str], str], dict[str, str]]] = {}
 
     def statements(self, readings: Iterable[Reading], device_pk: dict[str, int],
-                   escape: Callable[[Any], str]) -> Iterator[str]:
-        """The statements inserting ``readings``; ``escape`` is the connection's literal escaper."""
-        prefix, quality = self._prefix, self._quality
+                   escape: Callable[[Any], str], no_backslash_escapes: bool = False) -> Iterator[str]:
+        """The statements inserting ``readings``; ``escape`` is the connection's literal escaper, whose
+        mode (``no_backslash_escapes``, from the server's status flags) selects the cache."""
+        prefix, quality = self._literals.setdefault(no_backslash_escapes, ({}, {}))
         stamps: dict[int, str] = {}
         rows: list[str] = []
         size = 0
@@ -180,8 +211,11 @@ class CentralWriter:
             if pack.readings and self._readings_sql is not None:
                 device_pk = {device: self._pk(conn, device) for device in {r.device for r in pack.readings}}
                 dbapi_error = conn.dialect.loaded_dbapi.Error
+                raw = conn.connection.dbapi_connection
+                mode = bool(getattr(raw, "server_status", 0) & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES)
                 cursor = conn.connection.cursor()
-                for statement in self._readings_sql.statements(pack.readings, device_pk, conn.connection.escape):
+                for statement in self._readings_sql.statements(pack.readings, device_pk, conn.connection.escape,
+                                                               mode):
                     try:
                         cursor.execute(statement)
                     except dbapi_error as exc:  # the same exception classes SQLAlchemy would raise
@@ -206,8 +240,8 @@ class CentralWriter:
             self.write(Pack(readings=[r for r in records if isinstance(r, Reading)],
                             events=[r for r in records if isinstance(r, Event)]))
             return []
-        except SQLAlchemyError as exc:
-            if not is_poison(exc):
+        except Exception as exc:  # whatever a record makes the driver or database raise, not only SQL errors
+            if is_unavailable(exc):
                 raise
             if len(records) == 1:
                 return [(records[0], error_text(exc))]

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-import hmac
+import json
 import logging
+import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from agent import migrate, schema
 from agent.api import queries as q
+from agent.api.guard import MAX_BODY, RequestGuard, Tokens, parse_allowed_hosts
 
 log = logging.getLogger(__name__)
 
 Severity = Literal["low", "medium", "high", "critical"]
+#: deeper pages cost the database a scan of every skipped row; narrow with since/until instead
+MAX_OFFSET = 1_000_000
+#: an offset whose '+' a URL turned into a space: ``...T23:22:00 01:00``
+_PLUS_AS_SPACE = re.compile(r"\d \d\d(:?\d\d)?$")
 
 
 class NewAlert(BaseModel):
@@ -44,30 +52,55 @@ def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def naive_utc(t: datetime | None) -> datetime | None:
+    """A query time the way the schema stores it: an aware time converted to UTC, a naive one taken as UTC."""
+    return t.astimezone(UTC).replace(tzinfo=None) if t is not None and t.tzinfo is not None else t
+
+
 def window(gateway: str | None = None, device: str | None = None, since: datetime | None = None,
            until: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-           offset: Annotated[int, Query(ge=0)] = 0) -> q.Window:
-    """Filters shared by the list endpoints (times in UTC)."""
+           offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> q.Window:
+    """Filters shared by the list endpoints (times in UTC unless they carry an offset)."""
+    since, until = naive_utc(since), naive_utc(until)
     if since and until and since >= until:
         raise HTTPException(400, "since must be before until")
-    return q.Window(gateway, device, since.replace(tzinfo=None) if since else None,
-                    until.replace(tzinfo=None) if until else None, limit, offset)
+    return q.Window(gateway, device, since, until, limit, offset)
+
+
+def describe(error: Any, cause: BaseException | None) -> str:
+    """One validation error as ``field: message``; a body that is not JSON says where it breaks."""
+    if error["type"] == "json_invalid":
+        where = f" at line {cause.lineno} column {cause.colno}" if isinstance(cause, json.JSONDecodeError) else ""
+        return f"request body is not valid JSON: {error.get('ctx', {}).get('error', error['msg'])}{where}"
+    field = ".".join(str(p) for p in error["loc"] if p not in ("query", "body", "path")) or "body"
+    hint = ""
+    if isinstance(error.get("input"), str) and _PLUS_AS_SPACE.search(error["input"]):
+        hint = " (a '+' in a URL reads as a space: send it as %2B)"
+    return f"{field}: {error['msg']}{hint}"
 
 
 #: the shared filters as a dependency (module level: FastAPI resolves string annotations from globals)
 Win = Annotated[q.Window, Depends(window)]
 
 
-def create_app(engine: Engine, token: str | None) -> FastAPI:
-    """The API bound to one central database; writes need ``Authorization: Bearer <token>``."""
+def create_app(engine: Engine, token: str | None, *, read_token: str | None = None,
+               allowed_hosts: Iterable[str] = (), max_body: int = MAX_BODY) -> FastAPI:
+    """The API bound to one central database; writes need ``Authorization: Bearer <token>``.
+
+    With ``read_token`` every GET but /api/health needs a bearer token too (either one). Requests
+    must name a loopback host or the bound address, or one of ``allowed_hosts`` (DNS rebinding);
+    a malformed one raises ``AccessConfigError``.
+    """
     app = FastAPI(title="HackSky Edge central API", version="1.0",
                   description="The HackSky dashboard's endpoints over the central database. GET endpoints are "
-                              "read-only; creating, acknowledging and resolving alerts needs the API token.")
+                              "read-only (and need a token when the API has a read token); creating, "
+                              "acknowledging and resolving alerts needs the API token.")
+    app.add_middleware(RequestGuard, tokens=Tokens(token, read_token), allowed=parse_allowed_hosts(allowed_hosts),
+                       max_body=max_body)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [f"{'.'.join(str(p) for p in e['loc'] if p not in ('query', 'body', 'path'))}: {e['msg']}"
-                    for e in exc.errors()]
+        problems = [describe(e, exc.__cause__) for e in exc.errors()]
         return JSONResponse({"error": "; ".join(problems)}, status_code=400)
 
     @app.exception_handler(HTTPException)
@@ -79,15 +112,9 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
         log.error("central database error on %s: %s", request.url.path, exc)
         return JSONResponse({"error": "central database unavailable"}, status_code=503)
 
-    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
-        if token is None:
-            raise HTTPException(403, "writes are disabled: start the API with a token (HACKSKY_API_TOKEN or "
-                                     "--token-file)")
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-    Auth = Depends(authorized)
+    # RequestGuard checks the tokens before the body is read; this only documents them in OpenAPI
+    Auth = Security(HTTPBearer(auto_error=False))
+    reads = [Auth] if read_token else []
 
     @app.get("/api/health", summary="API and database liveness")
     def health() -> JSONResponse:
@@ -98,18 +125,18 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
             return JSONResponse({"status": "degraded", "database": f"down: {type(exc).__name__}"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "up"})
 
-    @app.get("/api/power-data", summary="Power meter rows, newest first")
+    @app.get("/api/power-data", dependencies=reads, summary="Power meter rows, newest first")
     def power_data(w: Win, anomalies_only: bool = False) -> dict[str, Any]:
         with engine.connect() as conn:
             return q.power_data(conn, w, anomalies_only)
 
-    @app.get("/api/devices", summary="Devices of every gateway")
+    @app.get("/api/devices", dependencies=reads, summary="Devices of every gateway")
     def devices(gateway: str | None = None, status: Literal["online", "degraded", "offline", "unknown"] | None = None,
                 type: str | None = None) -> dict[str, Any]:
         with engine.connect() as conn:
             return q.devices(conn, gateway, status, type)
 
-    @app.get("/api/alerts", summary="Alerts, newest first")
+    @app.get("/api/alerts", dependencies=reads, summary="Alerts, newest first")
     def alerts(w: Win, severity: Severity | None = None, resolved: bool | None = None,
                acknowledged: bool | None = None) -> dict[str, Any]:
         with engine.connect() as conn:
@@ -145,22 +172,24 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
         return _workflow(alert_id, {"resolved": True, "resolved_at": now, "updated_at": now},
                          schema.alerts.c.resolved.is_(False))
 
-    @app.get("/api/attack-analysis", summary="Attack detections with a summary by type and threat level")
+    @app.get("/api/attack-analysis", dependencies=reads,
+             summary="Attack detections with a summary by type and threat level")
     def attack_analysis(w: Win, attack_type: str | None = None) -> dict[str, Any]:
         with engine.connect() as conn:
             return q.attack_analysis(conn, w, attack_type)
 
-    @app.get("/api/statistics", summary="Aggregates: readings, power per meter, alerts, detections")
+    @app.get("/api/statistics", dependencies=reads, summary="Aggregates: readings, power per meter, alerts, detections")
     def statistics(w: Win) -> dict[str, Any]:
         with engine.connect() as conn:
             return q.statistics(conn, w)
 
-    @app.get("/api/system-status", summary="Every gateway's devices, latest self-metrics and open incidents")
+    @app.get("/api/system-status", dependencies=reads,
+             summary="Every gateway's devices, latest self-metrics and open incidents")
     def system_status() -> dict[str, Any]:
         with engine.connect() as conn:
             return q.system_status(conn)
 
-    @app.get("/api/database/status", summary="Backend, schema revision and row counts")
+    @app.get("/api/database/status", dependencies=reads, summary="Backend, schema revision and row counts")
     def database_status() -> dict[str, Any]:
         with engine.connect() as conn:
             counts = q.table_counts(conn)

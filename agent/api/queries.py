@@ -31,6 +31,11 @@ def as_dict(row: Row[Any] | Any) -> dict[str, Any]:
     return {k: (v.isoformat() + "Z" if isinstance(v, datetime) else v) for k, v in row._mapping.items()}
 
 
+def count_where(condition: Any) -> Any:
+    """Rows matching ``condition`` as an integer on every backend (SUM over CASE is a DECIMAL on MariaDB)."""
+    return func.count(case((condition, 1)))
+
+
 def _filtered(q: Any, w: Window, ts: Any, gateway_col: Any) -> Any:
     if w.gateway:
         q = q.where(gateway_col == w.gateway)
@@ -103,7 +108,7 @@ def attack_analysis(conn: Connection, w: Window, attack_type: str | None) -> dic
     sub = base.subquery()  # summaries over the same filtered set as the page
     by_type = conn.execute(select(
         sub.c.attack_type, func.count().label("count"), func.max(sub.c.confidence).label("max_confidence"),
-        func.sum(case((sub.c.ended_at.is_(None), 1), else_=0)).label("open"),
+        count_where(sub.c.ended_at.is_(None)).label("open"),
     ).group_by(sub.c.attack_type).order_by(func.count().desc())).fetchall()
     by_level = conn.execute(select(sub.c.threat_level, func.count()).group_by(sub.c.threat_level)).fetchall()
     result = page(conn, base, w, x.c.detected_at.desc())
@@ -120,18 +125,18 @@ def statistics(conn: Connection, w: Window) -> dict[str, Any]:
     power = _filtered(select(d.c.gateway_id, d.c.device_id_str.label("device"), func.count().label("samples"),
                              func.avg(p.c.power_consumption).label("avg_kw"), func.min(p.c.power_consumption)
                              .label("min_kw"), func.max(p.c.power_consumption).label("max_kw"),
-                             func.sum(case((p.c.is_anomaly.is_(True), 1), else_=0)).label("anomalies"))
+                             count_where(p.c.is_anomaly.is_(True)).label("anomalies"))
                       .join(d, d.c.id == p.c.device_id), w, p.c.timestamp, d.c.gateway_id)
     power = power.group_by(d.c.gateway_id, d.c.device_id_str).order_by(d.c.gateway_id, d.c.device_id_str)
     alert_q = _filtered(select(a.c.severity, func.count().label("total"),
-                               func.sum(case((a.c.resolved.is_(False), 1), else_=0)).label("open"))
+                               count_where(a.c.resolved.is_(False)).label("open"))
                         .outerjoin(d, d.c.id == a.c.device_id), w, a.c.created_at, a.c.gateway_id)
     attack_q = _filtered(select(x.c.attack_type, func.count().label("total"))
                          .outerjoin(d, d.c.id == x.c.device_id), w, x.c.detected_at, x.c.gateway_id)
     return {
         "readings": as_dict(conn.execute(readings).one()),
         "power": [as_dict(row) for row in conn.execute(power)],
-        "alerts": {row.severity: {"total": row.total, "open": int(row.open or 0)}
+        "alerts": {row.severity: {"total": row.total, "open": row.open}
                    for row in conn.execute(alert_q.group_by(a.c.severity))},
         "attack_detections": {row.attack_type: row.total for row in conn.execute(attack_q.group_by(x.c.attack_type))},
     }

@@ -38,7 +38,7 @@ def builtin_signals(name: str) -> list[str] | None:
     if name == WATER_PLANT:
         return WATER_PLANT_SIGNALS
     if name == CTOWN:
-        with gzip.open((CTOWN_DATA / CTOWN_TRAINING_FILE).open("rb"), "rt") as f:
+        with (CTOWN_DATA / CTOWN_TRAINING_FILE).open("rb") as raw, gzip.open(raw, "rt") as f:
             header = [h.strip() for h in f.readline().split(",")]
         return [h for h in header if h not in ("DATETIME", "ATT_FLAG")]
     return None

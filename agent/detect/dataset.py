@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import gzip
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -55,9 +57,16 @@ def parse_time(text: str) -> datetime:
     raise ValueError(f"time {text!r} is not one of {', '.join(TIME_FORMATS)}")
 
 
+def open_csv(path: str | Path) -> IO[str]:
+    """A CSV file as text, decompressed if its name ends in ``.gz`` (how the package ships C-Town's)."""
+    if str(path).endswith(".gz"):
+        return gzip.open(path, "rt", newline="")
+    return open(path, newline="")
+
+
 def load_csv(path: str | Path, time_column: str = "DATETIME", label_column: str = "ATT_FLAG") -> Dataset:
-    """Read a CSV; header names are stripped (BATADAL's dataset04 has leading spaces)."""
-    with open(path, newline="") as f:
+    """Read a CSV, or a gzip-compressed one; header names are stripped (BATADAL's dataset04 has leading spaces)."""
+    with open_csv(path) as f:
         reader = csv.reader(f)
         try:
             header = [h.strip() for h in next(reader)]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
+from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
@@ -13,9 +16,58 @@ from drivers.base import Backoff, ReadError
 log = logging.getLogger(__name__)
 
 
+class ConnectFailed(Exception):
+    """A TCP connect that failed; the message says why in a few words."""
+
+
+async def _addresses(host: str, port: int, timeout: float) -> list[tuple[socket.AddressFamily, tuple[Any, ...]]]:
+    """(family, socket address) of ``host``; an IP literal skips the resolver thread."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, (host, port))]
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
+    except TimeoutError:
+        raise ConnectFailed(f"name not resolved within {timeout:g}s") from None
+    except socket.gaierror as exc:
+        raise ConnectFailed(f"name not resolved ({exc.strerror})") from None
+    return [(family, address) for family, _, _, _, address in infos]
+
+
+async def open_socket(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP socket connected to ``host:port`` within ``timeout`` seconds, name resolution included.
+
+    Raises :class:`ConnectFailed` saying why: the name did not resolve, the connection was
+    refused, or nothing answered in time.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    cause = "no address"
+    for family, address in await _addresses(host, port, timeout):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, address), deadline - loop.time())
+        except TimeoutError:
+            cause = f"no answer within {timeout:g}s"
+        except ConnectionRefusedError:
+            cause = "connection refused"
+        except OSError as exc:  # e.g. "no route to host", "network is unreachable"
+            cause = (exc.strerror or str(exc)).lower()
+        else:
+            return sock
+        sock.close()
+    raise ConnectFailed(cause)
+
 
 class ModbusConnection:
     """A lazily connected client with a lock, a timeout and reconnect backoff with jitter.
+
+    The timeout bounds the connect (name resolution included) and each request.
 
     Only read function codes (1-4) are exposed: there is no way to write through this class.
     """
@@ -26,6 +78,8 @@ class ModbusConnection:
         self._client: AsyncModbusTcpClient | None = None
         self._backoff = Backoff()
         self.users = 0
+        #: why the last connect failed ("connection refused", "no answer within 1s", ...), "" when connected
+        self.cause = ""
 
     def __repr__(self) -> str:
         return f"ModbusConnection({self.host}:{self.port})"
@@ -80,20 +134,27 @@ class ModbusConnection:
     async def _connected(self, timeout: float) -> AsyncModbusTcpClient:
         if self._client is not None and self._client.connected:
             return self._client
-        wait = self._backoff.wait()
-        if wait > 0:
-            raise ReadError("connection", f"{self.host}:{self.port} unreachable, next try in {wait:.1f}s")
+        if self._backoff.wait() > 0:
+            raise ReadError("connection", self.cause)  # the last attempt's cause, unchanged until the next
         self._drop()
+        try:
+            sock = await open_socket(self.host, self.port, timeout)
+        except ConnectFailed as exc:
+            self.cause = str(exc)
+            self._backoff.failed()
+            raise ReadError("connection", self.cause) from None
         client = AsyncModbusTcpClient(self.host, port=self.port, timeout=timeout, retries=0,
                                       reconnect_delay=0, name=f"{self.host}:{self.port}")
+        # pymodbus' own connect() would resolve and connect again and, when that fails, return False
+        # without the cause; so it gets the socket we connected (as its connect() does with its own).
         try:
-            ok = await asyncio.wait_for(client.connect(), timeout * 2)
-        except (TimeoutError, OSError, ModbusException):
-            ok = False
-        if not ok:
-            client.close()
+            await asyncio.get_running_loop().create_connection(client.ctx.handle_new_connection, sock=sock)
+        except OSError as exc:
+            sock.close()
+            self.cause = (exc.strerror or str(exc)).lower()
             self._backoff.failed()
-            raise ReadError("connection", f"cannot connect to {self.host}:{self.port}")
+            raise ReadError("connection", self.cause) from None
+        self.cause = ""
         self._client = client
         self._backoff.succeeded()
         return client

@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 
 #: Exception codes that mean "this span is not readable as a whole": split it.
 _SPLIT_ON = {"exception:2", "exception:3"}
+#: Failures that mean "the device is not answering": the rest of the poll is not sent, so a poll of
+#: a silent device costs one timeout, not one per request (3 requests took 3 s with timeout 1 s).
+_UNANSWERED = {"timeout", "connection"}
+#: DeviceHealth's own state lines name neither the address nor the cause: this driver logs them.
+_HEALTH_LOG = logging.getLogger("drivers.modbus.health")
+_HEALTH_LOG.setLevel(logging.CRITICAL + 1)
+_HEALTH_LOG.propagate = False
 
 
 class ModbusDriver:
@@ -38,9 +45,12 @@ class ModbusDriver:
         self.unit_id = unit_id
         self.timeout = timeout
         self.byte_order, self.word_order = byte_order, word_order
-        self.health = DeviceHealth(device_id)
+        self.health = DeviceHealth(device_id, log=_HEALTH_LOG)
         self._pool = pool
         self._conn = pool.acquire(host, port)
+        self._first_error: ReadError | None = None  # of the current poll
+        self._unanswered: ReadError | None = None  # the current poll's timeout or connection failure
+        self._logged: tuple[str, ...] = ("unknown",)  # the state (and cause) last logged
         self._requests: list[ReadRequest] = plan_requests(points, max_gap)
         self._point_count = len(points)
         self._fast: dict[int, tuple[ReadRequest, list[tuple[Any, int, float, float] | None]]] = {}
@@ -55,20 +65,47 @@ class ModbusDriver:
         readings: list[Reading] = []
         bad: Counter[str] = Counter()
         plan: list[ReadRequest] = []
+        self._first_error = self._unanswered = None
         for request in self._requests:
             done = await self._read_request(request, readings, bad)
             plan.extend(done)
         self._requests = plan
         self.health.record(self._point_count, bad)
+        self._log_change(bad)
         return readings
+
+    def _log_change(self, bad: Counter[str]) -> None:
+        """Log a change of state once, with address and cause: down at ERROR, degraded at WARNING,
+        recovery at INFO; while down or degraded, again only when the cause changes."""
+        state = self.health.state
+        error = self._unanswered or self._first_error
+        cause = (error.detail or error.reason) if error is not None else ""
+        # a timeout's or connection's detail is stable ("connection refused"); others may vary per poll
+        key = (state, *sorted(bad), self._unanswered.detail if self._unanswered else "")
+        if key == self._logged:
+            return
+        previous, self._logged = self._logged[0], key
+        where = f"{self._conn.host}:{self._conn.port} unit {self.unit_id}"
+        if state == "up":
+            if previous in ("down", "degraded"):
+                log.info("device %s recovered (was %s)", self.device_id, previous)
+        elif state == "down":
+            log.error("device %s (%s) is down: %s", self.device_id, where, cause)
+        else:
+            log.warning("device %s (%s) is degraded: %s (%s)", self.device_id, where, self.health.reason, cause)
 
     async def _read_request(self, request: ReadRequest, out: list[Reading],
                             bad: Counter[str]) -> list[ReadRequest]:
         """Read one span; returns the request(s) to use for it from now on."""
+        if self._unanswered is not None:  # not sent: see _UNANSWERED
+            return self._mark_bad(request, self._unanswered.reason, out, bad)
         try:
             values = await self._conn.read(request.function_code, request.address, request.count,
                                            self.unit_id, self.timeout)
         except ReadError as exc:
+            self._first_error = self._first_error or exc
+            if exc.reason in _UNANSWERED:
+                self._unanswered = exc
             if exc.reason in _SPLIT_ON and len(request.points) > 1:
                 log.warning("device %s refused %s %d+%d (%s); reading its %d points one by one",
                             self.device_id, request.table, request.address, request.count,
@@ -77,11 +114,7 @@ class ModbusDriver:
                 for part in parts:
                     await self._read_request(part, out, bad)
                 return parts
-            ts = now_us()
-            for point in request.points:
-                out.append(Reading(self.device_id, point.name, ts, None, None, f"bad:{exc.reason}"))
-            bad[exc.reason] += len(request.points)
-            return [request]
+            return self._mark_bad(request, exc.reason, out, bad)
         ts = now_us()
         cached = self._fast.get(id(request))  # by identity: hashing a request hashes all its points
         if cached is None or cached[0] is not request:
@@ -99,6 +132,14 @@ class ModbusDriver:
                 out.append(Reading(self.device_id, point.name, ts, value))
             else:  # the slow path names the reason (NaN, infinity, beyond 2**53)
                 out.append(self._decode(point, values[point.address - request.address:], ts, bad))
+        return [request]
+
+    def _mark_bad(self, request: ReadRequest, reason: str, out: list[Reading],
+                  bad: Counter[str]) -> list[ReadRequest]:
+        ts = now_us()
+        for point in request.points:
+            out.append(Reading(self.device_id, point.name, ts, None, None, f"bad:{reason}"))
+        bad[reason] += len(request.points)
         return [request]
 
     def _fast_plan(self, request: ReadRequest) -> list[tuple[Any, int, float, float] | None]:

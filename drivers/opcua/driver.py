@@ -18,8 +18,9 @@ from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
 
 from drivers.base import Backoff, DeviceHealth, ReadError, Reading, now_us
-from drivers.opcua.security import configure_security
+from drivers.opcua.security import configure_security, refusal_hint
 from drivers.opcua.spec import Endpoint, NodeSpec
+from drivers.opcua.text import log_safe, value_text
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +28,37 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_NODES_PER_READ = 100
 UNKNOWN_NODE = {ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadNodeIdInvalid, ua.StatusCodes.BadAttributeIdInvalid}
 MAX_NODES_PER_READ_NODE = ua.NodeId(ua.Int32(11705))  # Server/ServerCapabilities/OperationLimits/MaxNodesPerRead
+MAX_QUALITY = 63  # characters of readings.quality (migration 0002: 63 keeps MariaDB's one-byte length)
 
 
 def quality_of(status: ua.StatusCode | None) -> str:
-    """``good``, ``uncertain:<Name>`` or ``bad:<Name>`` from an OPC UA StatusCode."""
+    """``good``, ``uncertain:<Name>`` or ``bad:<Name>`` from an OPC UA StatusCode, at most 63 characters.
+
+    The name is that of the code without its info bits (limits, overflow); a code asyncua does not
+    name, or whose name would not fit the ``quality`` column, is written in hex (``bad:0x811E0000``).
+    Good codes with a name (GoodClamped ...) are all ``good``. :func:`status_of` reverses it.
+    """
     if status is None or status.is_good():
         return "good"
-    name = status.name if hasattr(status, "name") else f"0x{status.value:08X}"
-    return f"{'uncertain' if status.is_uncertain() else 'bad'}:{name}"
+    code = status.value & 0xFFFF0000
+    name = ua.StatusCode(ua.UInt32(code)).name
+    severity = "uncertain" if status.is_uncertain() else "bad"
+    quality = f"{severity}:{name}"
+    if getattr(ua.StatusCodes, name, None) != code or len(quality) > MAX_QUALITY:
+        quality = f"{severity}:0x{code:08X}"
+    return quality
+
+
+def status_of(quality: str) -> ua.StatusCode | None:
+    """The StatusCode a :func:`quality_of` string stands for; None for the driver's own reasons (``bad:timeout``)."""
+    if quality == "good":
+        return ua.StatusCode(ua.UInt32(ua.StatusCodes.Good))
+    name = quality.partition(":")[2]
+    try:
+        code = int(name, 16) if name.startswith("0x") else getattr(ua.StatusCodes, name, None)
+    except ValueError:
+        return None
+    return ua.StatusCode(ua.UInt32(code)) if isinstance(code, int) else None
 
 
 class _Changes:
@@ -47,7 +71,7 @@ class _Changes:
         self._driver._on_change(node.nodeid, data.monitored_item.Value)
 
     async def status_change_notification(self, status: Any) -> None:
-        self._driver._lost = f"subscription status {status}"
+        self._driver._lost = f"subscription status {log_safe(status)}"
 
 
 class OpcUaDriver:
@@ -82,7 +106,6 @@ class OpcUaDriver:
             raise ReadError("connection", f"{self.endpoint.url} unreachable, next try in {wait:.1f}s")
         ep = self.endpoint
         client = Client(ep.url, timeout=ep.timeout)
-        client.application_uri = ep.application_uri
         client.name = client.description = "HackSky Edge"
         try:
             await configure_security(client, ep)
@@ -90,7 +113,9 @@ class OpcUaDriver:
         except Exception as exc:  # connection, security and session errors all mean: not connected now
             await _quietly_disconnect(client)
             self._backoff.failed()
-            why = f"cannot open a session on {ep.url}: {exc or type(exc).__name__}"
+            # the text may carry a server's words (a certificate subject): escaped, so it stays one line
+            detail = log_safe(exc, 1024) if str(exc) else type(exc).__name__
+            why = f"cannot open a session on {ep.url}: {detail}{refusal_hint(exc, ep, client.application_uri)}"
             if why != self._last_error:  # the reason, once (DeviceHealth logs the state change)
                 log.error("device %s: %s", self.device_id, why)
                 self._last_error = why
@@ -141,7 +166,7 @@ class OpcUaDriver:
 
     def _skip(self, name: str, why: str) -> None:
         """A node the server does not know: reported once per session, then left out of reads."""
-        log.error("device %s: point %s skipped: %s", self.device_id, name, why)
+        log.error("device %s: point %s skipped: %s", self.device_id, name, log_safe(why))
         self._unresolved[name] = why
         self._resolved.pop(name, None)
         self.health.errors[why.rsplit(":", 1)[-1].strip()] += 1
@@ -240,7 +265,8 @@ class OpcUaDriver:
             if not math.isfinite(value):
                 return Reading(self.device_id, spec.name, ts, None, None, "bad:not_finite")
             return Reading(self.device_id, spec.name, ts, value, None, quality)
-        return Reading(self.device_id, spec.name, ts, None, str(raw)[:255], quality)
+        text, repaired = value_text(raw)  # valid UTF-8, no NUL, <= 255 characters
+        return Reading(self.device_id, spec.name, ts, None, text, repaired or quality)
 
     def _all_bad(self, reason: str) -> list[Reading]:
         ts = now_us()

@@ -35,8 +35,9 @@ class Endpoint:
     certificate: Path | None = None
     private_key: Path | None = None
     trust_dir: Path | None = None
-    trust_on_first_use: bool = False
+    trust_on_first_use: bool = False     # pin the first server certificate of this URL, refuse others
     identity: str = "anonymous"          # anonymous | username | certificate
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    #: presented when no certificate is supplied, or the certificate names none (else the certificate's URI)
     application_uri: str = "urn:hacksky-edge:client"

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.configload import ConfigError, load_config, load_config_text
+from agent.settings import DetectionConfig, ModbusDevice, OpcUaDevice, OpcUaPoint, PointConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,8 +40,8 @@ def test_example_and_demo_maps_load() -> None:
     device = cfg.resolved(cfg.devices[0])
     assert (device.interval, device.timeout, device.byte_order) == (1.0, 0.5, "big")
     assert cfg.devices[0].points[2].register_count == 4
-    for path in sorted((ROOT / "config").glob("*.yaml")):
-        assert load_config(path).devices, path
+    for path in sorted((ROOT / "config").glob("*.yaml")):  # password files exist only where deployed
+        assert load_config(path, check_secrets=False).devices, path
 
 
 def test_misspelled_type_names_file_line_column_and_path() -> None:
@@ -197,3 +198,128 @@ def test_opcua_device_errors_name_line_and_field() -> None:
                for e in errors)
     assert any("devices[0].security.certificate: a client certificate and private_key are needed" in e
                for e in errors)
+
+
+def test_strings_longer_than_their_database_column_are_refused_with_the_limit() -> None:
+    text = VALID.replace("  - id: meter-01\n", f"  - id: meter-01\n    name: {'N' * 129}\n    location: Hall 1\n")
+    assert errors_of(text) == [
+        "plant.yaml:5:11: devices[0].name: is 129 characters long; at most 128 fit "
+        "(stored centrally in devices.name)"]
+    long_point = VALID.replace("name: voltage_l1", f"name: {'v' * 65}")
+    (error,) = errors_of(long_point)
+    assert error.startswith("plant.yaml:8:16: devices[0].points[0].name: is 65 characters long; at most 64 fit")
+    assert len(load_config_text(text.replace("N" * 129, "N" * 128)).devices[0].name or "") == 128
+
+
+def test_every_stored_config_string_is_limited_to_its_column_length() -> None:
+    from agent import schema
+    from agent.settings import AgentConfig, DeviceBase, DeviceType, GatewayConfig
+
+    def stored_fields(model: type) -> list[tuple[str, int, int]]:
+        out = []
+        for name, field in model.model_fields.items():
+            extra = field.json_schema_extra
+            if isinstance(extra, dict) and "column" in extra:
+                table, column = str(extra["column"]).split(".")
+                limit = next(m.max_length for m in field.metadata if hasattr(m, "max_length"))
+                out.append((f"{model.__name__}.{name}", limit, schema.metadata.tables[table].c[column].type.length))
+        return out
+
+    fields = [f for model in (GatewayConfig, DeviceBase, ModbusDevice, OpcUaDevice, PointConfig, OpcUaPoint,
+                              DetectionConfig) for f in stored_fields(model)]
+    names = {name for name, _, _ in fields}
+    assert {"GatewayConfig.id", "DeviceBase.id", "DeviceBase.name", "DeviceBase.location", "ModbusDevice.host",
+            "OpcUaDevice.endpoint", "PointConfig.name", "OpcUaPoint.name", "DetectionConfig.target_system"} <= names
+    for name, limit, column in fields:
+        # the Modbus address is stored as host:port/unit: room for ":65535/255"
+        expected = column - len(":65535/255") if name == "ModbusDevice.host" else column
+        assert limit == expected, name
+    assert max(map(len, DeviceType.__args__)) <= schema.devices.c.type.type.length
+    assert AgentConfig.model_fields["gateway"].annotation is GatewayConfig
+
+
+def test_alert_keys_too_long_for_the_database_are_refused() -> None:
+    text = VALID.replace("gw1", "g" * 60).replace("meter-01", "m" * 60).replace(
+        "name: voltage_l1", f"name: {'v' * 60}, limits: {{max: 250}}")
+    (error,) = errors_of(text)
+    assert error.startswith("plant.yaml:8:16: devices[0].points[0].name: gateway id, device id and point name are "
+                            "180 characters together; alerts on this point need at most 166")
+    assert load_config_text(text.replace(", limits: {max: 250}", "")).devices  # no check, no alert key
+
+
+@pytest.mark.parametrize("host", ['""', "''", '"plc 1"'])
+def test_empty_or_malformed_modbus_host_is_refused(host: str) -> None:
+    (error,) = errors_of(VALID.replace("host: 127.0.0.1", f"host: {host}"))
+    assert error.startswith("plant.yaml:5:11: devices[0].host: ")
+    assert "must not be empty" in error or "is not a host name or IP address" in error
+
+
+@pytest.mark.parametrize(("endpoint", "why"), [
+    ("opc.tcp://", "names no host"), ("opc.tcp://:4840/plc", "names no host"),
+    ("opc.tcp:///plc", "names no host"), ("opc.tcp://plc:port/x", "is not a valid URL"),
+    ("opc.tcp://[::1", "Invalid IPv6 URL"),
+    ("http://plc:4840", "is not an OPC UA endpoint")])
+def test_opcua_endpoint_without_a_host_is_refused(endpoint: str, why: str) -> None:
+    text = f"""\
+gateway: {{id: gw1}}
+devices:
+  - {{id: ua, protocol: opcua, endpoint: "{endpoint}", points: [{{name: a, node: "i=1"}}]}}
+"""
+    (error,) = errors_of(text)
+    assert error.startswith("plant.yaml:3:41: devices[0].endpoint: ") and why in error
+
+
+def test_wrong_protocol_names_the_choices_not_pydantic_internals() -> None:
+    text = VALID.replace("port: 5020", "port: 5020\n    protocol: modbsu")
+    assert errors_of(text) == ["plant.yaml:7:15: devices[0].protocol: 'modbsu' is not one of: modbus, opcua"]
+
+
+def test_inherited_timeout_is_capped_at_a_shorter_interval() -> None:
+    fast = VALID.replace("    port: 5020\n", "    port: 5020\n    interval: 100ms\n")
+    for defaults in ("defaults: {interval: 1s}", "defaults: {interval: 1s, timeout: 800ms}"):
+        cfg = load_config_text(fast.replace("defaults: {interval: 1s, timeout: 500ms}", defaults))
+        assert cfg.enabled_devices()[0].timeout == 0.1, defaults
+    cfg = load_config_text(VALID.replace("defaults: {interval: 1s, timeout: 500ms}", "defaults: {interval: 200ms}"))
+    assert cfg.enabled_devices()[0].timeout == 0.2
+    assert load_config_text(VALID).enabled_devices()[0].timeout == 0.5, "a shorter default is kept"
+    # a timeout written above its interval is still refused, on the device or in defaults
+    (device,) = errors_of(fast.replace("interval: 100ms", "interval: 100ms\n    timeout: 200ms"))
+    assert device == "plant.yaml:8:14: devices[0].timeout: timeout 0.2s exceeds the poll interval 0.1s"
+    (defaults,) = errors_of(VALID.replace("timeout: 500ms", "timeout: 2s"))
+    assert defaults == "plant.yaml:2:35: defaults.timeout: timeout 2s exceeds the poll interval 1s"
+
+
+UA_LOGIN = """\
+gateway: {id: gw1}
+devices:
+  - id: ua
+    protocol: opcua
+    endpoint: opc.tcp://10.0.0.5:4840
+    security: {policy: Basic256Sha256, mode: MODE, certificate: /pki/cert.der, private_key: /pki/key.pem}
+    username: edge
+    password_env: UA_PASSWORD
+    points: [{name: level, node: "i=2258"}]
+"""
+
+
+@pytest.mark.parametrize("mode", ["None", "Sign"])
+def test_username_login_without_encryption_is_refused(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UA_PASSWORD", "s3cret")
+    text = UA_LOGIN.replace("mode: MODE", f"mode: {mode}")
+    if mode == "None":
+        text = text.replace("policy: Basic256Sha256", "policy: None")
+    assert errors_of(text) == [
+        f"plant.yaml:7:15: devices[0].username: a username login over security mode {mode} sends the password "
+        "readable on the wire: use security mode SignAndEncrypt (or set allow_plaintext_password: true)"]
+    allowed = load_config_text(text.replace("username: edge", "username: edge\n    allow_plaintext_password: true"))
+    assert allowed.devices[0].allow_plaintext_password is True  # type: ignore[union-attr]
+    assert load_config_text(UA_LOGIN.replace("mode: MODE", "mode: SignAndEncrypt")).devices
+
+
+def test_malformed_json_device_map_names_line_and_column(tmp_path: Path) -> None:
+    plant = tmp_path / "plant.json"
+    plant.write_text('{"gateway": {"id": "gw1"},\n "devices": [\n  {"id": "m" "host": "h"}\n ]}\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(plant)
+    (issue,) = info.value.issues
+    assert (issue.file, issue.line) == (str(plant), 3) and issue.column > 1 and "YAML syntax" in issue.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from drivers.modbus import ConnectionPool, ModbusDriver
 from simulators.patterns import PatternDevice, pattern_points
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread, free_port
+from tests.faults.hostile import HostileServer
 from tests.helpers import pattern_yaml_points
 
 
@@ -155,3 +157,108 @@ def test_device_recovers_when_its_server_comes_back(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.INFO, logger="drivers"):
         asyncio.run(main())
     assert any("recovered" in r.getMessage() for r in caplog.records)
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A port whose accept queue is full: the kernel drops further SYNs, so a connect gets no answer."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        yield port
+    finally:
+        for s in [*fillers, listener]:
+            s.close()
+
+
+def test_a_down_device_is_logged_once_with_address_and_cause(unanswered_port: int,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    refused_port = free_port()
+    causes = {"refused": ("127.0.0.1", refused_port, "connection refused"),
+              "unanswered": ("127.0.0.1", unanswered_port, "no answer within 0.3s"),
+              "unnamed": ("plc.invalid", 502, "name not resolved")}  # .invalid never resolves (RFC 2606)
+
+    async def main() -> None:
+        pool = ConnectionPool()
+        drivers = {name: ModbusDriver(name, host, port, 1, [PointConfig(name="x", address=0)], pool=pool,
+                                      timeout=0.3) for name, (host, port, _) in causes.items()}
+        for _ in range(4):
+            for driver in drivers.values():
+                assert [r.quality for r in await driver.read()] == ["bad:connection"]
+        for driver in drivers.values():
+            await driver.close()
+
+    with caplog.at_level(logging.DEBUG, logger="drivers"):
+        asyncio.run(main())
+    for name, (host, port, cause) in causes.items():
+        lines = [r.getMessage() for r in caplog.records
+                 if r.levelno >= logging.WARNING and r.name.startswith("drivers") and name in r.getMessage()]
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(f"device {name} ({host}:{port} unit 1) is down: {cause}"), lines[0]
+
+
+def test_a_silent_device_costs_one_timeout_per_poll_not_one_per_request(caplog: pytest.LogCaptureFixture) -> None:
+    silent = HostileServer("silent")
+    points = [PointConfig(name="v", address=0, type="float32"),
+              PointConfig(name="e", table="input", address=10, type="uint64"),
+              PointConfig(name="b", table="coil", address=0, type="bool")]
+
+    async def main() -> None:
+        await silent.start()
+        pool = ConnectionPool()
+        driver = make_driver(silent.port, 1, points, pool, "mute", timeout=0.2)
+        assert len(driver.requests) == 3
+        for _ in range(3):
+            assert [r.quality for r in await driver.read()] == ["bad:timeout"] * 3
+        await driver.close()
+        await silent.stop()
+
+    with caplog.at_level(logging.DEBUG, logger="drivers"):
+        asyncio.run(main())
+    assert silent.requests == 3, "one request per poll: the device did not answer, the rest is not sent"
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("drivers")]
+    assert lines == [f"device mute (127.0.0.1:{silent.port} unit 1) is down: no reply within 0.2s"]
+
+
+def test_a_new_cause_is_logged_again_and_recovery_once(caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+
+    async def main() -> None:
+        pool = ConnectionPool()
+        driver = make_driver(port, 1, [PointConfig(name="v", address=0, type="float32")], pool, "flaky", 0.3)
+        await driver.read()  # refused
+        silent = HostileServer("silent")
+        silent.port = port
+        await silent.start()
+        for _ in range(200):  # reads fail fast until the backoff lets the next connect through
+            if (await driver.read())[0].quality == "bad:timeout":
+                break
+            await asyncio.sleep(0.05)
+        await driver.read()
+        await silent.stop()
+        sim = ModbusSimulator({1: PowerMeter()}, port=port)
+        await sim.start()
+        for _ in range(200):
+            if (await driver.read())[0].good:
+                break
+            await asyncio.sleep(0.05)
+        await driver.read()
+        await driver.close()
+        await sim.stop()
+
+    with caplog.at_level(logging.DEBUG, logger="drivers"):
+        asyncio.run(main())
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records
+             if r.levelno >= logging.INFO and r.name.startswith("drivers")]
+    assert lines == [("ERROR", f"device flaky (127.0.0.1:{port} unit 1) is down: connection refused"),
+                     ("ERROR", f"device flaky (127.0.0.1:{port} unit 1) is down: no reply within 0.3s"),
+                     ("INFO", "device flaky recovered (was down)")]

@@ -6,14 +6,20 @@ import json
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from email.message import Message
 from typing import Any
 
 import pytest
 import uvicorn
-from sqlalchemy import create_engine, event
+from fastapi import FastAPI
+from sqlalchemy import Engine, create_engine, event, insert
 
+from agent import schema
 from agent.api.app import create_app
 from agent.service import Agent
 from simulators.power_meter import PowerMeter
@@ -27,22 +33,29 @@ PLANT_POINTS = [{"name": n, "address": a, "type": "float32"} for n, a in
 PLANT_POINTS.append({"name": "pump1_running", "table": "coil", "address": 0, "type": "bool"})
 
 
-class Api:
-    def __init__(self, port: int, statements: list[str]) -> None:
-        self.base, self.statements = f"http://127.0.0.1:{port}", statements
+def _decoded(raw: bytes, headers: Message) -> Any:
+    """A response body: JSON parsed, anything else (the /docs page) as text."""
+    return json.loads(raw) if headers.get_content_type() == "application/json" else raw.decode()
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
-             token: str | None = None) -> tuple[int, Any]:
-        headers = {"Content-Type": "application/json"}
+
+class Api:
+    def __init__(self, port: int, statements: list[str] | None = None) -> None:
+        self.port, self.base = port, f"http://127.0.0.1:{port}"
+        self.statements = statements if statements is not None else []
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None, *,
+             raw: bytes | Iterable[bytes] | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """One request; ``raw`` is sent as is (an iterable of chunks goes chunked, without Content-Length)."""
+        headers = {"Content-Type": "application/json", **(headers or {})}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        req = urllib.request.Request(self.base + path, method=method, headers=headers,
-                                     data=json.dumps(body).encode() if body is not None else None)
+        data = raw if raw is not None else json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, method=method, headers=headers, data=data)
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, json.loads(r.read())
+                return r.status, _decoded(r.read(), r.headers)
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+            return exc.code, _decoded(exc.read(), exc.headers)
 
     def get(self, path: str) -> Any:
         code, body = self.call("GET", path)
@@ -90,22 +103,31 @@ def populated(tmp_path_factory: pytest.TempPathFactory, mariadb_server: str) -> 
         admin.close()
 
 
-@pytest.fixture(scope="module")
-def api(populated: str) -> Iterator[Api]:
-    engine = create_engine(populated)
-    statements: list[str] = []
-    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+@contextmanager
+def serve(app: FastAPI, statements: list[str] | None = None) -> Iterator[Api]:
+    """``app`` served by uvicorn on a free loopback port, in a thread, for the block."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, TOKEN), host="127.0.0.1", port=port,
-                                          log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield Api(port, statements)
-    server.should_exit = True
-    thread.join(10)
+    try:
+        assert server.started, "uvicorn did not start"
+        yield Api(port, statements)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def api(populated: str) -> Iterator[Api]:
+    engine = create_engine(populated)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with serve(create_app(engine, TOKEN), statements) as api:
+        yield api
     engine.dispose()
 
 
@@ -113,10 +135,14 @@ def test_health_devices_and_database_status(api: Api) -> None:
     assert api.get("/api/health") == {"status": "ok", "database": "up"}
     devices = {d["device"]: d for d in api.get("/api/devices")["items"]}
     assert set(devices) == {"meter-01", "meter-02", "plc-01", "gone"}
-    assert devices["meter-01"]["status"] == "online" and devices["gone"]["status"] == "offline"
-    assert [d["device"] for d in api.get("/api/devices?status=offline")["items"]] == ["gone"]
+    # the agent that filled the database stopped cleanly: every device says so, and when it was last seen
+    assert {d["status"] for d in devices.values()} == {"unknown"}
+    assert {d["status_reason"] for d in devices.values()} == {"agent stopped"}
+    assert devices["meter-01"]["last_seen"] is not None and devices["gone"]["last_seen"] is None
+    assert [d["device"] for d in api.get("/api/devices?status=unknown&type=plc")["items"]] == ["plc-01"]
+    assert api.get("/api/devices?status=online")["items"] == []
     db = api.get("/api/database/status")
-    assert db["revision"] == db["expected_revision"] == "0001" and db["backend"] in ("mysql", "mariadb")
+    assert db["revision"] == db["expected_revision"] == "0002" and db["backend"] in ("mysql", "mariadb")
     assert db["tables"]["readings"] > 0 and db["tables"]["attack_detections"] >= 1
 
 
@@ -173,7 +199,7 @@ def test_attack_analysis_statistics_and_system_status(api: Api) -> None:
     assert sum(stats["attack_detections"].values()) >= 1
     status = api.get("/api/system-status")
     (gw,) = status["gateways"]
-    assert gw["gateway_id"] == "gw-api" and gw["devices"]["online"] == 3 and gw["devices"]["offline"] == 1
+    assert gw["gateway_id"] == "gw-api" and gw["devices"]["unknown"] == 4, "stopped cleanly: none claims online"
     assert gw["metrics"]["readings_taken_total"]["value"] > 0
 
 
@@ -182,16 +208,128 @@ def test_attack_analysis_statistics_and_system_status(api: Api) -> None:
     ("/api/power-data?since=yesterday", "since: Input should be a valid datetime"),
     ("/api/alerts?severity=urgent", "severity: Input should be 'low', 'medium', 'high' or 'critical'"),
     ("/api/power-data?since=2026-01-02T00:00:00&until=2026-01-01T00:00:00", "since must be before until"),
+    ("/api/power-data?since=2026-01-01T01:30:00%2B01:00&until=2026-01-01T00:30:00Z", "since must be before until"),
+    ("/api/alerts?limit=1001", "limit: Input should be less than or equal to 1000"),
+    ("/api/power-data?offset=1000001", "offset: Input should be less than or equal to 1000000"),
+    ("/api/attack-analysis?offset=-1", "offset: Input should be greater than or equal to 0"),
+    # an unencoded '+' arrives as a space: say so instead of only "extra characters"
+    ("/api/statistics?until=2026-11-29T23:22:00+01:00", "until: Input should be a valid datetime"),
+    ("/api/statistics?until=2026-11-29T23:22:00+01:00", "send it as %2B"),
 ])
 def test_bad_input_is_400_with_a_clear_message(api: Api, path: str, message: str) -> None:
     code, body = api.call("GET", path)
     assert code == 400 and message in body["error"]
 
 
+def test_deepest_page_allowed_is_answered(api: Api) -> None:
+    assert api.get("/api/power-data?offset=1000000&limit=1000")["items"] == []
+
+
 def test_bad_write_body_and_openapi(api: Api) -> None:
     code, body = api.call("POST", "/api/alerts", {"severity": "low", "title": "x"}, token=TOKEN)
     assert code == 400 and "alert_type: Field required" in body["error"]
+    code, body = api.call("POST", "/api/alerts/1/acknowledge", raw=b"[1, 2]", token=TOKEN)
+    assert (code, body) == (400, {"error": "body: Input should be a valid dictionary or object to extract fields from"})
     spec = api.get("/openapi.json")
     assert {"/api/power-data", "/api/system-status", "/api/alerts", "/api/alerts/{alert_id}/acknowledge",
             "/api/alerts/{alert_id}/resolve", "/api/attack-analysis", "/api/statistics", "/api/health",
             "/api/devices", "/api/database/status"} <= set(spec["paths"])
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (b"{oops", "request body is not valid JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
+    (b"\n\n  nope", "request body is not valid JSON: Expecting value at line 3 column 3"),
+    (b'{"by": "x"} {}', "request body is not valid JSON: Extra data at line 1 column 13"),
+])
+def test_malformed_json_body_says_where_it_breaks(api: Api, raw: bytes, message: str) -> None:
+    assert api.call("POST", "/api/alerts/1/acknowledge", raw=raw, token=TOKEN) == (400, {"error": message})
+
+
+# Seeded rows at fixed instants (naive UTC, as stored): no wall clock anywhere.
+T0 = datetime(2026, 11, 29, 22, 0)
+STAMPS = [T0 + timedelta(minutes=m) for m in (0, 20, 22, 40, 60)]
+#: one instant, 22:22 UTC, spelled five ways: rows from it on are 3, rows before it 2
+SAME_INSTANT = ["2026-11-29T22:22:00Z", "2026-11-29T22:22:00", "2026-11-29T23:22:00+01:00",
+                "2026-11-29T16:52:00-05:30", "2026-11-30T07:22:00+09:00"]
+
+
+@pytest.fixture
+def seeded(migrated_engine: Engine) -> Iterator[Api]:
+    """The API over SQLite and MariaDB holding one meter's rows at STAMPS in every time-filtered table."""
+    with migrated_engine.begin() as conn:
+        device = conn.execute(insert(schema.devices).values(gateway_id="gw-t", device_id_str="meter-a",
+                                                             type="power_meter", status="online"))
+        dev = int(device.inserted_primary_key[0])  # type: ignore[index]
+        conn.execute(insert(schema.readings), [{"device_id": dev, "point": "power", "ts": t, "value": 1.0}
+                                               for t in STAMPS])
+        conn.execute(insert(schema.power_readings), [
+            {"device_id": dev, "timestamp": t, "power_consumption": 10.0 + i, "is_anomaly": i in (1, 3)}
+            for i, t in enumerate(STAMPS)])
+        conn.execute(insert(schema.alerts), [
+            {"alert_type": "threshold", "severity": "high", "title": f"alert {i}", "event_key": f"a{i}",
+             "created_at": t, "updated_at": t, "gateway_id": "gw-t", "device_id": dev, "resolved": i < 2}
+            for i, t in enumerate(STAMPS)])
+        conn.execute(insert(schema.attack_detections), [
+            {"attack_type": "level_spoof", "confidence": 90.0, "threat_level": "high", "detected_at": t,
+             "ended_at": t if i == 0 else None, "event_key": f"x{i}", "created_at": t, "updated_at": t,
+             "gateway_id": "gw-t", "device_id": dev}
+            for i, t in enumerate(STAMPS)])
+    with serve(create_app(migrated_engine, TOKEN)) as api:
+        yield api
+
+
+def counts(api: Api, query: dict[str, str]) -> dict[str, int]:
+    """Rows each time-filtered endpoint finds for ``query`` (statistics: one figure per table it reads)."""
+    qs = urllib.parse.urlencode(query)
+    stats = api.get(f"/api/statistics?{qs}")
+    return {"power-data": api.get(f"/api/power-data?{qs}")["total"],
+            "alerts": api.get(f"/api/alerts?{qs}")["total"],
+            "attack-analysis": api.get(f"/api/attack-analysis?{qs}")["total"],
+            "statistics.readings": stats["readings"]["readings"],
+            "statistics.power": sum(p["samples"] for p in stats["power"]),
+            "statistics.alerts": sum(a["total"] for a in stats["alerts"].values()),
+            "statistics.attack_detections": sum(stats["attack_detections"].values())}
+
+
+def test_every_time_filter_converts_offsets_to_utc(seeded: Api) -> None:
+    endpoints = counts(seeded, {})
+    assert set(endpoints.values()) == {5}
+    found = {(bound, instant): counts(seeded, {bound: instant})
+             for bound in ("since", "until") for instant in SAME_INSTANT}
+    assert found == {(bound, instant): dict.fromkeys(endpoints, 3 if bound == "since" else 2)
+                     for bound, instant in found}
+
+
+def test_naive_and_aware_bounds_mix(seeded: Api) -> None:
+    # 22:10Z (written +01:00) up to 22:30Z: the rows at 22:20 and 22:22
+    window = {"since": "2026-11-29T23:10:00+01:00", "until": "2026-11-29T22:30:00"}
+    assert set(counts(seeded, window).values()) == {2}
+
+
+def _ints(value: Any) -> list[Any]:
+    """Every leaf of a JSON value that is not an int."""
+    if isinstance(value, dict):
+        return [bad for v in value.values() for bad in _ints(v)]
+    if isinstance(value, list):
+        return [bad for v in value for bad in _ints(v)]
+    return [] if type(value) is int else [value]
+
+
+def test_counts_are_integers_on_every_backend(seeded: Api) -> None:
+    stats = seeded.get("/api/statistics")
+    (power,) = stats["power"]
+    assert (power["samples"], power["anomalies"]) == (5, 2)
+    assert stats["alerts"] == {"high": {"total": 5, "open": 3}}
+    counted = {"readings": stats["readings"]["readings"], "devices": stats["readings"]["devices"],
+               "power": {"samples": power["samples"], "anomalies": power["anomalies"]}, "alerts": stats["alerts"],
+               "attack_detections": stats["attack_detections"]}
+    analysis = seeded.get("/api/attack-analysis")
+    (by_type,) = analysis["summary"]["by_attack_type"]
+    assert (by_type["count"], by_type["open"]) == (5, 4)
+    counted["analysis"] = {"total": analysis["total"], "count": by_type["count"], "open": by_type["open"],
+                           "by_threat_level": analysis["summary"]["by_threat_level"]}
+    status = seeded.get("/api/system-status")
+    counted["status"] = {"devices": status["gateways"][0]["devices"], "open_alerts": status["open_alerts"],
+                         "open_attack_detections": status["open_attack_detections"]}
+    counted["tables"] = seeded.get("/api/database/status")["tables"]
+    assert _ints(counted) == [], counted

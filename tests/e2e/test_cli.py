@@ -101,8 +101,8 @@ def test_demo_runs_simulators_agent_and_sqlite(tmp_path: Path) -> None:
     assert "devices up 6/6" in result.stdout and "done:" in result.stdout
     assert "| detection " in result.stdout or "| DETECTED " in result.stdout, "detectors run in the demo"
     assert "rows scored" in result.stdout
-    status = cli("status", "-c", str(config))
-    assert status.returncode == 0 and "\ndetection " in status.stdout and "rows scored" in status.stdout
+    status = cli("status", "-c", str(config))  # the demo's agent has exited: its last state, exit 3
+    assert status.returncode == 3 and "\ndetection " in status.stdout and "rows scored" in status.stdout
     with sqlite3.connect(tmp_path / "demo.db") as conn:
         (readings,) = conn.execute("SELECT count(*) FROM readings WHERE quality = 'good'").fetchone()
         (power,) = conn.execute("SELECT count(*) FROM power_readings").fetchone()
@@ -115,6 +115,24 @@ def test_demo_runs_simulators_agent_and_sqlite(tmp_path: Path) -> None:
     assert ("stuck_value",) in alerts, "the demo's frozen-level attack is caught"
 
 
+def test_check_connect_tells_a_wrong_database_from_a_reachable_one(mariadb_url: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "edge.yaml"
+    config.write_text(device_map("gw", "${CENTRAL_URL}", str(tmp_path / "buf"), [
+        {"id": "m", "host": "127.0.0.1", "points": [{"name": "v", "address": 0}]}], auto_migrate=False))
+    monkeypatch.setenv("CENTRAL_URL", mariadb_url)
+    fresh = cli("check", "--connect", "-c", str(config))
+    assert fresh.returncode == 0, fresh.stderr
+    assert "connected, schema at revision none (this agent needs 0002: run `hacksky-edge init-db`" in fresh.stdout
+    assert cli("init-db", "-c", str(config)).returncode == 0
+    current = cli("check", "--connect", "-c", str(config))
+    assert current.returncode == 0 and "connected, schema at revision 0002\n" in current.stdout
+    monkeypatch.setenv("CENTRAL_URL", mariadb_url + "_no_such_db")
+    wrong = cli("check", "--connect", "-c", str(config))
+    assert wrong.returncode == 1 and "refused the gateway's settings: (1049, \"Unknown database" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+
+
 def test_init_db_creates_the_schema_in_mariadb(mariadb_url: str, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "edge.yaml"
@@ -123,7 +141,7 @@ def test_init_db_creates_the_schema_in_mariadb(mariadb_url: str, tmp_path: Path,
     monkeypatch.setenv("CENTRAL_URL", mariadb_url)
     first = cli("init-db", "-c", str(config))
     second = cli("init-db", "-c", str(config))
-    assert first.returncode == 0 and "revision 0001" in first.stdout
+    assert first.returncode == 0 and "revision 0002" in first.stdout
     assert second.returncode == 0
     engine = create_engine(mariadb_url)
     with engine.connect() as conn:

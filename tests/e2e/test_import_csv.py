@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import query
+from agent.service import Agent
+from simulators.power_meter import PowerMeter
+from simulators.server import ModbusSimulator, SimulatorThread
+from tests.helpers import async_wait_until, device_map, query, run_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 BATADAL04 = ROOT / "data" / "batadal" / "BATADAL_dataset04.csv"  # the original: headers with leading spaces
@@ -56,3 +61,38 @@ def test_bad_row_names_file_and_line_and_bad_map_is_refused(config: Path, tmp_pa
     assert "Traceback" not in result.stderr
     wrong = import_csv(config, str(bad), "--device", "m1", "--map", "flow")
     assert wrong.returncode == 1 and "--map item 'flow' is not COLUMN=POINT" in wrong.stderr
+
+
+def test_readings_the_agent_writes_meanwhile_are_not_counted_as_imported(mariadb_url: str, tmp_path: Path) -> None:
+    """Issue #12: a second import said "56 new": the live readings of the same device, written meanwhile."""
+    history = tmp_path / "history.csv"
+    start = datetime(2020, 1, 1)
+    with history.open("w") as f:
+        f.write("DATETIME,a,b,c,d,e\n")
+        for i in range(20_000):
+            f.write(f"{start + timedelta(minutes=i):%Y-%m-%d %H:%M:%S},{i},{i + 1},{i + 2},{i + 3},{i + 4}\n")
+    sim = ModbusSimulator({1: PowerMeter(seed=6)})
+    config = tmp_path / "edge.yaml"
+    point = {"name": "v", "address": 0, "type": "float32"}
+    config.write_text(device_map("gw-live", mariadb_url, str(tmp_path / "buf"), [
+        {"id": "m1", "host": "127.0.0.1", "port": sim.port, "points": [point]}]))
+    live = """SELECT count(*) FROM readings r JOIN devices d ON d.id = r.device_id
+               WHERE d.device_id_str = 'm1' AND r.point = 'v'"""
+    runs: list[tuple[subprocess.CompletedProcess[str], int, int]] = []
+
+    async def scenario(agent: Agent) -> None:
+        await async_wait_until(lambda: agent.stats.rows_written > 0)
+        for _ in range(2):
+            before = (await asyncio.to_thread(query, mariadb_url, live))[0][0]
+            result = await asyncio.to_thread(import_csv, config, str(history), "--device", "m1")
+            runs.append((result, before, (await asyncio.to_thread(query, mariadb_url, live))[0][0]))
+
+    with SimulatorThread([sim]):
+        run_agent(config.read_text(), scenario)
+    (first, _, _), (again, live_before, live_after) = runs
+    assert first.returncode == 0, first.stderr
+    assert "20,000 rows, 100,000 readings (100,000 new, 0 already present" in first.stdout, first.stdout
+    assert again.returncode == 0, again.stderr
+    assert "(0 new, 100,000 already present" in again.stdout, again.stdout
+    assert live_after > live_before, "the agent wrote readings of the same device during the import"
+    assert query(mariadb_url, "SELECT count(*) FROM readings WHERE point <> 'v'")[0][0] == 100_000

@@ -16,6 +16,7 @@ from simulators.opcua_plant import OpcUaPlant
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread
 from simulators.water_plant import WaterPlant
+from tests.faults.hostile_opcua import HOSTILE_TEXT, NAMESPACE, HostileOpcUaServer
 from tests.helpers import async_wait_until, device_map, query, run_agent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -234,3 +235,19 @@ def test_x509_user_identity_is_accepted_where_nothing_else_is(sqlite_url: str, t
         agent = run_agent(device_map("gw-x509", sqlite_url, str(tmp_path / "buf"), devices), scenario)
     assert agent.drivers["x509"].health.state == "up", "the certificate identity opened a session"
     assert agent.drivers["anon"].health.state == "down", "an anonymous session on the same channel is refused"
+
+
+def test_strings_that_are_not_utf8_are_stored_repaired_and_marked(central_url: str, tmp_path: Path) -> None:
+    server = HostileOpcUaServer({name: dv for name, (dv, _, _) in HOSTILE_TEXT.items()})
+    device = {"id": "texts", "type": "plc", "protocol": "opcua", "endpoint": server.endpoint, "interval": "200ms",
+              "timeout": "190ms", "points": [{"name": name, "node": f"nsu={NAMESPACE};s={name}"}
+                                             for name in HOSTILE_TEXT]}
+
+    async def scenario(agent: Agent) -> None:
+        await async_wait_until(lambda: agent.stats.rows_written >= 3 * len(HOSTILE_TEXT), timeout=30)
+
+    with SimulatorThread([server]):
+        agent = run_agent(device_map("gw-text", central_url, str(tmp_path / "buf"), [device]), scenario)
+    assert agent.stats.quarantined == 0, "the central database refused none of it (UnicodeEncodeError before)"
+    stored = set(query(central_url, "SELECT point, value_text, quality FROM readings"))
+    assert stored == {(name, text, quality) for name, (_, text, quality) in HOSTILE_TEXT.items()}

@@ -40,21 +40,23 @@ async def drained(agent: Agent, timeout: float = 90) -> float:
 
 def outage_run(server: PrivateMariaDB, tmp_path: Path, central: dict[str, str], fault: str, injected: str,
                inject: Callable[[], None], clear: Callable[[], None], report: list[FaultRow],
-               outage_s: float = 5.0) -> None:
-    """Load the plant, inject a fault for ``outage_s`` under load, clear it, then count."""
+               outage_s: float = 5.0, state: str = "down", alert_type: str = "central_unavailable") -> None:
+    """Load the plant, inject a fault for ``outage_s`` under load, clear it, then count; the writer is in
+    ``state`` meanwhile, and ``alert_type`` is raised and resolved."""
     observed: dict[str, float] = {}
     with plant(meters=10) as p:
         async def scenario(agent: Agent) -> None:
             await async_wait_until(lambda: agent.stats.rows_written > 1000)
             await asyncio.to_thread(inject)
             written = agent.stats.rows_written
-            await async_wait_until(lambda: agent.stats.central_state == "down", timeout=30)
+            await async_wait_until(lambda: agent.stats.central_state == state, timeout=30)
             await asyncio.sleep(outage_s)
             assert agent.delivery.buffer is not None
             observed["buffered"] = agent.delivery.buffer.reading_rows
             observed["written_while_down"] = agent.stats.rows_written - written
             await asyncio.to_thread(clear)
             observed["recovery"] = await drained(agent)
+            await async_wait_until(lambda: not any(key.startswith("central/") for key in agent.tracker.open))
             await asyncio.sleep(1.0)
 
         agent = run_agent(device_map("gw-faults", url=central.pop("url"), buffer=str(tmp_path / "buf"),
@@ -66,7 +68,7 @@ def outage_run(server: PrivateMariaDB, tmp_path: Path, central: dict[str, str], 
     assert observed["written_while_down"] < 2000  # at most the pack in flight when the fault hit
     assert served == taken, "every reading the simulator served was taken by the agent"
     assert total == distinct == taken, f"lost {taken - distinct}, duplicated {total - distinct}"
-    alerts = query(server.url(), "SELECT resolved FROM alerts WHERE alert_type = 'central_unavailable'")
+    alerts = query(server.url(), f"SELECT resolved FROM alerts WHERE alert_type = '{alert_type}'")
     assert alerts and all(r[0] for r in alerts), "the outage was alerted and the alert resolved"
     report.append(FaultRow(fault, injected, served, total, served - distinct, total - distinct,
                            observed["recovery"], f"{int(observed['buffered'])} readings buffered during it; "
@@ -103,7 +105,8 @@ def test_insert_permission_revoked(private_mariadb: PrivateMariaDB, tmp_path: Pa
 
     outage_run(private_mariadb, tmp_path, central, "INSERT permission revoked",
                "REVOKE INSERT and kill the sessions, 5 s later GRANT again",
-               revoke, lambda: private_mariadb.execute(EDGE_GRANTS), fault_report)
+               revoke, lambda: private_mariadb.execute(EDGE_GRANTS), fault_report,
+               state="misconfigured", alert_type="central_config_error")
 
 
 def test_lock_wait_timeouts(private_mariadb: PrivateMariaDB, tmp_path: Path, fault_report: list[FaultRow]) -> None:

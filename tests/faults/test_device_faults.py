@@ -13,7 +13,7 @@ from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread, free_port
 from tests.faults.conftest import FaultRow
 from tests.faults.hostile import MODES, HostileServer
-from tests.helpers import device_map, run_agent
+from tests.helpers import async_wait_until, device_map, run_agent
 
 RUN_SECONDS = 6.0
 INTERVAL = 0.2
@@ -63,3 +63,39 @@ def test_hostile_devices_are_isolated(tmp_path: Path, sqlite_url: str, caplog: p
         "oversized, wrong transaction id / unit / function code", stats["healthy"].readings,
         stats["healthy"].readings, 0, 0, None,
         f"healthy device {stats['healthy'].polls} polls of {expected_polls:.0f} scheduled, 0 bad; {reasons}"))
+
+
+def test_dead_devices_are_logged_once_each_with_address_and_cause(tmp_path: Path, sqlite_url: str,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Issue #12: a silent device logged APScheduler's "skipped" line 33 times in 45 s and took 3 s a poll."""
+    silent = HostileServer("silent")
+    refused_port = free_port()
+    three_spans = [{"name": "v", "address": 0, "type": "float32"},
+                   {"name": "e", "table": "input", "address": 10, "type": "uint64"},
+                   {"name": "b", "table": "coil", "address": 0, "type": "bool"}]
+    timing = {"interval": "200ms", "timeout": "200ms"}  # a poll of a silent device takes the whole interval
+    devices = [{"id": "silent", "host": "127.0.0.1", "port": silent.port, "points": three_spans, **timing},
+               {"id": "refused", "host": "127.0.0.1", "port": refused_port, "points": three_spans, **timing},
+               {"id": "unnamed", "host": "plc.invalid", "port": 502, "points": three_spans, **timing}]
+
+    async def scenario(agent: Agent) -> None:
+        await silent.start()
+        await async_wait_until(lambda: agent.device_stats["silent"].missed >= 3 and silent.requests >= 5)
+        await silent.stop()
+
+    with caplog.at_level(logging.INFO):
+        agent = run_agent(device_map("gw-dead", sqlite_url, str(tmp_path / "buf"), devices), scenario)
+    stats = agent.device_stats["silent"]
+    assert silent.requests <= stats.polls + 1, "one request per poll of a silent device, not one per span"
+    lines = sorted(r.getMessage() for r in caplog.records
+                   if r.levelno >= logging.WARNING and not r.name.startswith(("pymodbus", "asyncio")))
+    # the resolver's own words vary by system ("Name or service not known", "No address associated ...")
+    unnamed = [line for line in lines if line.startswith("device unnamed (plc.invalid:502 unit 1) is down: "
+                                                         "name not resolved")]
+    assert len(unnamed) == 1, lines
+    assert sorted(set(lines) - set(unnamed)) == sorted([
+        f"device silent (127.0.0.1:{silent.port} unit 1) is down: no reply within 0.2s",
+        f"device refused (127.0.0.1:{refused_port} unit 1) is down: connection refused",
+        "device silent: a poll took longer than the 0.2s interval (timeout 0.2s); cycles skipped meanwhile "
+        "are counted (missed_cycles), not logged, until it keeps its schedule again",
+    ]) and len(lines) == 4, lines
