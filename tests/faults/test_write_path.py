@@ -98,7 +98,8 @@ def test_text_no_database_can_encode_is_quarantined_and_a_healthy_device_loses_n
     [(kind, payload, error)] = buffer.quarantined()
     buffer.close()
     assert kind == "reading" and payload["text"] == "bad\udcff" and "UnicodeEncodeError" in error
-    fault_report.append(FaultRow(f"Undecodable device text (lone surrogate), {central_url.split(':')[0]}",
+    backend = "SQLite" if central_url.startswith("sqlite") else "MariaDB"
+    fault_report.append(FaultRow(f"Undecodable device text (lone surrogate), {backend}",
                                  "1 record in a 40-record backlog beside a live meter", 40 + agent.stats.readings_taken,
                                  39 + agent.stats.readings_taken, 0, 0, None,
                                  "not a database error, bisected all the same: quarantined with the "
