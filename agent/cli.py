@@ -95,7 +95,9 @@ def cmd_check(args: argparse.Namespace, cfg: AgentConfig) -> int:
     """Validate a device map, its password files and variables; exit 1 listing every error.
     With ``--connect``, also log in to the central database and compare its schema revision."""
     points = sum(len(d.points) for d in cfg.devices)
-    sys.stdout.write(f"{args.config}: OK ({len(cfg.devices)} devices, {points} points)\n")
+    devices = len(cfg.devices)
+    counted = f"{devices} device{'s' * (devices != 1)}, {points} point{'s' * (points != 1)}"
+    sys.stdout.write(f"{args.config}: OK ({counted})\n")
     return check_central(cfg) if args.connect else 0
 
 
@@ -171,7 +173,8 @@ def cmd_status(args: argparse.Namespace, cfg: AgentConfig) -> int:
         sys.stderr.write(f"no state in {cfg.buffer.path}: has the agent run with this config?\n")
         return 1
     code = 0
-    if _process_gone(state.get("pid")):
+    gone = _process_gone(state.get("pid"))
+    if gone:
         sys.stderr.write(f"agent not running: process {state.get('pid')} is gone; the state below is its last, "
                          f"written {time.time() - state['updated']:.0f}s ago\n")
         code = EXIT_NOT_RUNNING
@@ -184,7 +187,8 @@ def cmd_status(args: argparse.Namespace, cfg: AgentConfig) -> int:
     last = central["last_flush"]
     lines = [
         f"gateway {state['gateway']} (pid {state['pid']}), state written {age:.0f}s ago"
-        + ("  [STALE: agent not running?]" if age > 10 else ""),
+        + ("  [NOT RUNNING: as it was when it stopped]" if gone else "  [STALE: agent not responding?]"
+           if age > 10 else ""),
         f"readings taken {state['readings_taken']}  ({state['readings_per_s']}/s)   open alerts {state['open_alerts']}",
         f"buffer  {buffer['readings']} readings, {buffer['events']} events waiting, {buffer['dropped']} dropped",
         f"central {central['state']}  {central['url']}  rows written {central['rows_written']}"
@@ -371,10 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="simulators + agent + local SQLite, with a live summary")
-    p.add_argument("-c", "--config", default="config/demo.yaml")
+    p.add_argument("-c", "--config", default="config/demo.yaml",
+                   help="the demo's device map (default: config/demo.yaml)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
     p.add_argument("--attack-after", type=float, default=20.0,
-                   help="seconds before the water plant attack scenario starts")
+                   help="seconds before the water plant attack scenario starts (default: 20)")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("import-csv", help="bulk-load historical readings of one device from a CSV")
     p.add_argument("file")

@@ -152,6 +152,8 @@ class OpcUaPlant:
         await self._publish()
         await server.start()
         self._server = server
+        log.info("OPC UA simulator listening on %s (water plant%s)", self.endpoint,
+                 ", secured" if self.secure_only else "")
         self._task = asyncio.create_task(self._run(), name="opcua-plant")
 
     def _limit_reads(self, server: Server) -> None:

@@ -7,10 +7,10 @@ case $hacksky_password in
 esac
 docker_process_sql <<EOSQL
 CREATE USER 'hacksky_edge'@'%' IDENTIFIED BY '${hacksky_password}';
--- readings, alerts, detections, devices; acknowledging alerts through the central API
-GRANT SELECT, INSERT, UPDATE, DELETE ON \`${MYSQL_DATABASE}\`.* TO 'hacksky_edge'@'%';
+-- readings, alerts, detections, devices: the agent inserts and updates, and never deletes
+GRANT SELECT, INSERT, UPDATE ON \`${MYSQL_DATABASE}\`.* TO 'hacksky_edge'@'%';
 -- the Alembic migrations it runs on start (central.auto_migrate): tables, indexes, foreign keys
--- (MySQL 8 wants REFERENCES for those), and DROP for a downgrade or a migration that replaces one
-GRANT CREATE, ALTER, INDEX, REFERENCES, DROP ON \`${MYSQL_DATABASE}\`.* TO 'hacksky_edge'@'%';
+-- (MySQL 8 wants REFERENCES for those), DROP and DELETE (alembic_version) for a downgrade
+GRANT CREATE, ALTER, INDEX, REFERENCES, DROP, DELETE ON \`${MYSQL_DATABASE}\`.* TO 'hacksky_edge'@'%';
 EOSQL
 unset hacksky_password
