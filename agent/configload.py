@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import ValidationError
@@ -31,15 +30,12 @@ from agent.settings import (
     NAME_PATTERN,
     OPCUA_ENDPOINT_PATTERN,
     AgentConfig,
-    ModbusDevice,
-    OpcUaDevice,
-    PointConfig,
     SignalConfig,
 )
+from agent.sources import SOURCES, ConfigPath, source_for
 
 log = logging.getLogger(__name__)
 
-ConfigPath = tuple[str | int, ...]
 #: alerts.event_key (191) less ``/limit/``, ``/`` and ``/<16-digit time>``: left for gateway, device and point
 EVENT_KEY_NAMES = 191 - len("/limit/") - len("/") - len("/1767225600000000")
 #: password files already warned about (loose mode): once per process, not at every reload
@@ -162,7 +158,7 @@ def _pydantic_message(error: ErrorDetails, field: FieldInfo | None) -> str:
     if kind == "literal_error":
         return f"{error['input']!r} is not one of {ctx['expected']}"
     if kind == "union_tag_invalid":  # the device's protocol names no device model
-        return f"{ctx['tag']!r} is not one of: {', '.join(DEVICE_MODELS)}"
+        return f"{ctx['tag']!r} is not one of: {', '.join(SOURCES)}"
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
@@ -185,10 +181,6 @@ def _suggestion(model_fields: Iterable[str], key: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-#: the tag pydantic puts in an error's location after ``devices[i]`` (which device model applied)
-DEVICE_MODELS: dict[str, Any] = {"modbus": ModbusDevice, "opcua": OpcUaDevice}
-
-
 def _model_fields_at(loc: ConfigPath) -> Iterable[str]:
     """Field names valid at the parent of ``loc`` (as pydantic tags it), for 'did you mean' hints."""
     model = _model_at(loc[:-1])
@@ -208,11 +200,11 @@ def _model_at(loc: ConfigPath) -> Any:
     i = 0
     while i < len(parts):
         part = parts[i]
-        if model is AgentConfig and part == "devices":  # devices.<index>.<tag>: the tag names the model
+        if model is AgentConfig and part == "devices":  # devices.<index>.<protocol>: its source's model
             tag = parts[i + 2] if i + 2 < len(parts) else None
-            if not isinstance(tag, str) or tag not in DEVICE_MODELS:
+            if not isinstance(tag, str) or tag not in SOURCES:
                 return None
-            model, i = DEVICE_MODELS[tag], i + 3
+            model, i = SOURCES[tag].model, i + 3
             continue
         i += 1
         if isinstance(part, int):
@@ -239,100 +231,6 @@ def _duplicate_names(points: Sequence[SignalConfig], base: ConfigPath) -> list[t
                            f"duplicate point name {point.name!r} (also points[{names[point.name]}])"))
         names.setdefault(point.name, index)
     return issues
-
-
-def _point_issues(device: ModbusDevice, base: ConfigPath) -> list[tuple[ConfigPath, str]]:
-    issues: list[tuple[ConfigPath, str]] = _duplicate_names(device.points, base)
-    spans: list[tuple[str, int, int, int | None, int]] = []
-    for index, point in enumerate(device.points):
-        here = (*base, "points", index)
-        issues.extend(((*here, field), msg) for field, msg in _point_rules(point))
-        end = point.address + point.register_count - 1
-        if end > 65535:
-            issues.append(((*here, "address"), f"point ends at address {end}, past 65535"))
-        spans.append((point.table, point.address, end, point.bit, index))
-    for table, start, end, bit, index in spans:
-        for other_table, o_start, o_end, o_bit, o_index in spans:
-            if o_index >= index or other_table != table or o_end < start or o_start > end:
-                continue
-            if bit is not None and o_bit is not None and bit != o_bit:
-                continue
-            if (bit is None) != (o_bit is None):
-                continue  # a status word and one of its bits may both be read
-            issues.append(((*base, "points", index, "address"),
-                           f"overlaps points[{o_index}] ({table} {o_start}..{o_end})"))
-    return issues
-
-
-def _opcua_issues(device: OpcUaDevice, base: ConfigPath) -> list[tuple[ConfigPath, str]]:
-    issues = _duplicate_names(device.points, base)
-    for index, point in enumerate(device.points):
-        here = (*base, "points", index)
-        if (point.node is None) == (point.path is None):
-            issues.append((here, "give exactly one of node (a NodeId) or path (a browse path from /Objects)"))
-        if point.path is not None and not point.path.startswith("/Objects/"):
-            issues.append(((*here, "path"), "a browse path starts at /Objects/, e.g. /Objects/2:Plant/2:Tank1/2:Level"))
-    sec = device.security
-    if (sec.policy == "None") != (sec.mode == "None"):
-        issues.append(((*base, "security", "mode"), f"policy {sec.policy} needs mode "
-                       + ("None" if sec.policy == "None" else "Sign or SignAndEncrypt")))
-    needs_cert = sec.policy != "None" or device.identity_type == "certificate"
-    if needs_cert and (sec.certificate is None or sec.private_key is None):
-        issues.append(((*base, "security", "certificate"),
-                       "a client certificate and private_key are needed (hacksky-edge opcua-cert makes them)"))
-    issues.extend(_endpoint_issues(device.endpoint, (*base, "endpoint")))
-    issues.extend(_login_issues(device, base))
-    return issues
-
-
-def _endpoint_issues(endpoint: str, here: ConfigPath) -> list[tuple[ConfigPath, str]]:
-    """An ``opc.tcp://`` URL must name a host (and a valid port when it gives one)."""
-    try:
-        parts = urlsplit(endpoint)
-        parts.port  # noqa: B018 -- parsing the port is the check
-    except ValueError as exc:  # a bad port, an unclosed [IPv6 literal
-        return [(here, f"{endpoint!r} is not a valid URL: {exc} (opc.tcp://host:4840/path)")]
-    if not parts.hostname:
-        return [(here, f"{endpoint!r} names no host (opc.tcp://host:4840/path)")]
-    return []
-
-
-def _login_issues(device: OpcUaDevice, base: ConfigPath) -> list[tuple[ConfigPath, str]]:
-    """A username login needs one password source and a channel that encrypts it."""
-    if device.password_file is not None and device.password_env is not None:
-        return [((*base, "password_env"), "give one of password_file or password_env, not both")]
-    if device.identity_type != "username":
-        return []
-    if device.username is None or (device.password_file is None and device.password_env is None):
-        return [((*base, "password_file" if device.username else "username"),
-                 "a username identity needs username and password_file (or password_env)")]
-    mode = device.security.mode
-    if mode != "SignAndEncrypt" and not device.allow_plaintext_password:
-        return [((*base, "username"),
-                 f"a username login over security mode {mode} sends the password readable on the wire: "
-                 "use security mode SignAndEncrypt (or set allow_plaintext_password: true)")]
-    return []
-
-
-def _point_rules(point: PointConfig) -> list[tuple[str, str]]:
-    bit_table = point.table in ("coil", "discrete")
-    rules: list[tuple[bool, str, str]] = [
-        (bit_table and point.type != "bool", "type", f"{point.table} points must be type bool"),
-        (point.type == "string" and point.length is None, "length", "string points need length (registers)"),
-        (point.type != "string" and point.length is not None, "length", "length applies to string points only"),
-        (point.bit is not None and (bit_table or point.type != "bool"), "bit",
-         "bit applies to bool points of holding or input registers"),
-        (point.type == "bool" and not bit_table and point.bit is None, "bit",
-         "a bool point of a register table needs bit (0-15)"),
-        (point.type in ("bool", "string") and (point.scale != 1.0 or point.offset != 0.0), "scale",
-         "scale and offset apply to numeric points only"),
-        (point.type in ("bool", "string") and (point.limits is not None or point.max_rate is not None),
-         "limits", "limits and max_rate apply to numeric points only"),
-        (point.limits is not None and point.limits.min is not None and point.limits.max is not None
-         and point.limits.min > point.limits.max, "limits", "limits.min is above limits.max"),
-        (point.scale == 0.0, "scale", "scale must not be zero"),
-    ]
-    return [(field, msg) for failed, field, msg in rules if failed]
 
 
 def _event_key_issues(gateway: str, device: str, points: Sequence[SignalConfig],
@@ -365,11 +263,9 @@ def semantic_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
         if device.timeout is not None and device.timeout > resolved.interval:
             issues.append(((*here, "timeout"),
                            f"timeout {resolved.timeout:g}s exceeds the poll interval {resolved.interval:g}s"))
+        issues.extend(_duplicate_names(device.points, here))
         issues.extend(_event_key_issues(cfg.gateway.id, device.id, device.points, here))
-        if isinstance(device, ModbusDevice):
-            issues.extend(_point_issues(device, here))
-        else:
-            issues.extend(_opcua_issues(device, here))
+        issues.extend(source_for(device.protocol).map_issues(device, here))
     return issues
 
 
@@ -419,9 +315,9 @@ def _password_sources(cfg: AgentConfig) -> list[tuple[ConfigPath, Path | None, s
     if cfg.central.password_file is not None:
         sources.append((("central", "password_file"), cfg.central.password_file, None))
     for index, device in enumerate(cfg.devices):
-        if isinstance(device, OpcUaDevice) and device.enabled and device.identity_type == "username":
-            field = "password_file" if device.password_file is not None else "password_env"
-            sources.append((("devices", index, field), device.password_file, device.password_env))
+        if device.enabled:
+            sources.extend((("devices", index, field), file, env)
+                           for field, file, env in source_for(device.protocol).passwords(device))
     return sources
 
 
@@ -490,7 +386,7 @@ def load_config_text(text: str, file: str = "<string>", check_model: bool = True
             tagged = tuple(error["loc"])
             # drop the device model's tag: devices.0.opcua.points -> devices.0.points
             loc = tuple(p for i, p in enumerate(tagged)
-                        if not (i == 2 and tagged[0] == "devices" and p in DEVICE_MODELS))
+                        if not (i == 2 and tagged[0] == "devices" and p in SOURCES))
             if error["type"] == "union_tag_invalid":
                 loc = (*loc, "protocol")
             message = _pydantic_message(error, _field_at(tagged))

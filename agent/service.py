@@ -18,16 +18,17 @@ from agent.checks import AlertTracker, CheckEngine, Condition, build_checks
 from agent.delivery import Delivery
 from agent.detect.runner import DetectionRunner, load_model
 from agent.monitor import Monitor
-from agent.opcua import opcua_driver
 from agent.power import PowerSampler
 from agent.scheduler import PollScheduler
-from agent.settings import AgentConfig, OpcUaDevice, ResolvedDevice
+from agent.settings import AgentConfig, ResolvedDevice
+from agent.sinks.central import CentralSink
+from agent.sources import SourceContext, source_for
 from agent.statefile import write_state
 from agent.stats import AgentStats, DeviceStats
 from agent.systemd import notify, watchdog_interval
 from agent.writer import DeviceInfo
 from drivers.base import DeviceHealth, Driver, Reading, now_us
-from drivers.modbus import ConnectionPool, ModbusDriver
+from drivers.modbus import ConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,9 @@ class Agent:
         self.detection: DetectionRunner | None = None
         engine = make_engine(cfg.central)
         self.central_url = redacted(resolve_url(cfg.central.url, None))
-        self.delivery = Delivery(cfg.buffer, cfg.central, engine, cfg.gateway.id,
+        self.delivery = Delivery(cfg.buffer, CentralSink(engine, cfg.gateway.id, cfg.central.auto_migrate),
                                  [device_info(d) for d in self.devices.values()], self.stats,
+                                 batch_size=cfg.central.batch_size, flush_interval=cfg.central.flush_interval,
                                  on_quarantine=self._quarantined,
                                  on_write=lambda seconds: self.monitor.write_seconds.observe(seconds))
         self.monitor = Monitor(cfg.monitoring, self.metrics_snapshot, self.health)
@@ -97,11 +99,9 @@ class Agent:
         self.ready = asyncio.Event()
 
     def _make_driver(self, dev: ResolvedDevice) -> Driver:
-        c = dev.config
-        if isinstance(c, OpcUaDevice):
-            return opcua_driver(c, dev.interval, dev.timeout, self.cfg.gateway.id)
-        return ModbusDriver(c.id, c.host, c.port, c.unit_id, c.points, pool=self.pool, timeout=dev.timeout,
-                            byte_order=dev.byte_order, word_order=dev.word_order, max_gap=dev.max_gap)
+        """The driver of ``dev``, built by the source registered for its protocol."""
+        context = SourceContext(pool=self.pool, gateway=self.cfg.gateway.id)
+        return source_for(dev.config.protocol).driver(dev.config, dev, context)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll, check, buffer and deliver until ``stop`` is set; then flush and exit."""

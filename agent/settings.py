@@ -114,6 +114,10 @@ class DeviceBase(StrictModel):
     interval: Duration | None = None
     timeout: Duration | None = None
 
+    def own_defaults(self) -> dict[str, Any]:
+        """The entries of ``defaults`` besides interval and timeout this device sets itself (its protocol's)."""
+        return {}
+
 
 class ModbusDevice(DeviceBase):
     """A Modbus TCP device and the points read from it."""
@@ -132,6 +136,11 @@ class ModbusDevice(DeviceBase):
     def address(self) -> str:
         """Where the device is, as registered centrally."""
         return f"{self.host}:{self.port}/{self.unit_id}"
+
+    def own_defaults(self) -> dict[str, Any]:
+        """The register layout this device sets instead of inheriting it."""
+        own = {"byte_order": self.byte_order, "word_order": self.word_order, "max_gap": self.max_gap}
+        return {name: value for name, value in own.items() if value is not None}
 
 
 class Deadband(StrictModel):
@@ -280,18 +289,18 @@ class AgentConfig(StrictModel):
     detection: DetectionConfig | None = None
     monitoring: MonitoringConfig = MonitoringConfig()
 
-    def resolved(self, device: ModbusDevice | OpcUaDevice) -> ResolvedDevice:
+    def resolved(self, device: AnyDevice) -> ResolvedDevice:
         """The device with every inherited setting filled in from ``defaults``."""
         d = self.defaults
-        modbus = device if isinstance(device, ModbusDevice) else None
+        own = d.model_copy(update=device.own_defaults())
         interval = device.interval or d.interval
         return ResolvedDevice(
             config=device,
             interval=interval,
             timeout=device.timeout or min(d.timeout, interval),
-            byte_order=(modbus.byte_order if modbus else None) or d.byte_order,
-            word_order=(modbus.word_order if modbus else None) or d.word_order,
-            max_gap=d.max_gap if modbus is None or modbus.max_gap is None else modbus.max_gap,
+            byte_order=own.byte_order,
+            word_order=own.word_order,
+            max_gap=own.max_gap,
         )
 
     def enabled_devices(self) -> list[ResolvedDevice]:
@@ -304,7 +313,7 @@ class ResolvedDevice(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    config: ModbusDevice | OpcUaDevice
+    config: AnyDevice
     interval: float
     timeout: float
     byte_order: ByteOrder

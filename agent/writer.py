@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from math import isfinite
 from typing import Any
@@ -18,6 +17,7 @@ from sqlalchemy.sql.dml import Insert
 
 from agent import schema
 from agent.buffer import Event, Pack
+from agent.sinks import DeviceInfo, Record  # both re-exported: callers import them from here too
 from drivers.base import Reading
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,6 @@ EPOCH = datetime(1970, 1, 1)
 #: MySQL/MariaDB errors caused by a record's content (not by the server's state): such a record
 #: is a poison row; retrying it can never succeed.
 POISON_CODES = {1048, 1264, 1265, 1292, 1366, 1406, 1452, 3819, 4025}
-Record = Reading | Event
-
 
 #: Server errors saying the gateway's central settings are wrong, not that the server is away:
 #: access denied (1044, 1045, 1698), unknown database (1049), a statement the grants do not allow (1142, 1143).
@@ -73,18 +71,6 @@ def error_text(exc: BaseException) -> str:
 def to_datetime(ts_us: int) -> datetime:
     """Naive UTC datetime of an epoch-microsecond timestamp, exactly."""
     return EPOCH + timedelta(microseconds=ts_us)
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    """A device as registered in the central ``devices`` table."""
-
-    device_id: str
-    name: str | None = None
-    type: str = "other"
-    location: str | None = None
-    protocol: str = "modbus"
-    address: str | None = None
 
 
 def insert_ignoring_duplicates(engine: Engine, table: Table) -> Insert:

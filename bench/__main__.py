@@ -13,18 +13,31 @@ from bench.report import save, table
 BENCHMARKS = ["modbus", "ingest", "detect", "opcua", "scale", "backfill", "peer"]
 
 
+def parse_step(text: str) -> tuple[int, int]:
+    """``DEVICESxPOINTS`` (as ``500x20``) -> (devices, points per device)."""
+    devices, sep, points = text.partition("x")
+    if not sep or not devices.isdigit() or not points.isdigit() or int(devices) < 1 or int(points) < 1:
+        raise argparse.ArgumentTypeError(f"expected DEVICESxPOINTS such as 500x20, got {text!r}")
+    return int(devices), int(points)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", default=BENCHMARKS, choices=BENCHMARKS)
     parser.add_argument("--seconds", type=float,
                         help="time per measurement (default: each benchmark's own, 3 s; 60 s for load runs)")
+    parser.add_argument("--step", dest="steps", type=parse_step, action="append", metavar="DEVICESxPOINTS",
+                        help="scale only, repeatable: a load to step through (default: the issue's load, then more)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
+    if args.steps and args.names != ["scale"]:
+        parser.error("--step is an option of the scale benchmark: run it alone (python -m bench scale --step 5x4)")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("agent.detect.incidents").setLevel(logging.ERROR)  # detections are the workload here
     for name in args.names:
         module = importlib.import_module(f"bench.{name}")
-        results = module.run(args.seconds) if args.seconds else module.run()
+        options = {"steps": args.steps} if args.steps else {}
+        results = module.run(args.seconds, **options) if args.seconds else module.run(**options)
         sys.stdout.write(table(module.TITLE, results["results"], module.COLUMNS))
         sys.stdout.write(f"(written to {save(name, results, args.out)})\n\n")
     return 0

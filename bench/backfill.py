@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import AgentProcess, Farm, Scrape, cpu_seconds, device_map, window
-from bench.mariadb import PrivateMariaDB
 from simulators.server import free_port
+from tests.infra.private_mariadb import PrivateMariaDB
 
 TITLE = "Backfill after a central outage (500 devices x 20 points at 1 s)"
 COLUMNS = ["phase", "seconds", "rows written/s", "vs live rate", "missed", "lag p50 ms", "lag p99 ms",

@@ -23,14 +23,14 @@ class CheckEngine:
         self.checks = list(checks)
 
     def reconfigured(self, cfg: AgentConfig) -> CheckEngine:
-        """Checks for a reloaded map; per-point state (stuck counts, last values) carries over."""
+        """Checks for a reloaded map; each takes over its predecessor's memory (stuck counts, last
+        values) of the points still read the same way; a point read differently starts afresh."""
         fresh = build_checks(cfg)
+        before = {type(c): c for c in self.checks}
         for new in fresh:
-            old = next((c for c in self.checks if type(c) is type(new)), None)
-            kept = getattr(old, "_last", None)
-            limits = getattr(new, "_limit", None)
-            if kept is not None and limits is not None:
-                new._last = {k: v for k, v in kept.items() if k in limits}  # type: ignore[attr-defined]
+            old = before.get(type(new))
+            if old is not None:
+                new.restore(old.state())
         return CheckEngine(fresh)
 
     def evaluate(self, device: str, readings: Sequence[Reading]) -> list[Condition]:

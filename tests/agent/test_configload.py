@@ -289,6 +289,16 @@ def test_inherited_timeout_is_capped_at_a_shorter_interval() -> None:
     assert defaults == "plant.yaml:2:35: defaults.timeout: timeout 2s exceeds the poll interval 1s"
 
 
+def test_a_modbus_devices_own_register_layout_overrides_the_defaults_and_opcua_inherits_them() -> None:
+    text = VALID.replace("timeout: 500ms}", "timeout: 500ms, word_order: little, max_gap: 3}").replace(
+        "    port: 5020\n", "    port: 5020\n    byte_order: little\n    max_gap: 0\n") + """\
+  - {id: ua, protocol: opcua, endpoint: "opc.tcp://plc:4840", points: [{name: a, node: "i=1"}]}
+"""
+    modbus, opcua = load_config_text(text).enabled_devices()
+    assert (modbus.byte_order, modbus.word_order, modbus.max_gap) == ("little", "little", 0)
+    assert (opcua.byte_order, opcua.word_order, opcua.max_gap) == ("big", "little", 3)
+
+
 UA_LOGIN = """\
 gateway: {id: gw1}
 devices:

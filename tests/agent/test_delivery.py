@@ -9,13 +9,15 @@ from pathlib import Path
 from agent.central import make_engine
 from agent.delivery import Delivery
 from agent.settings import BufferConfig, CentralConfig
+from agent.sinks.central import CentralSink
 from agent.stats import AgentStats
 from drivers.base import Reading
 
 
 def test_a_cancelled_append_still_lands_in_the_buffer(tmp_path: Path, sqlite_url: str) -> None:
     central = CentralConfig(url=sqlite_url)
-    delivery = Delivery(BufferConfig(path=tmp_path / "buf"), central, make_engine(central), "gw", [], AgentStats())
+    delivery = Delivery(BufferConfig(path=tmp_path / "buf"), CentralSink(make_engine(central), "gw"), [], AgentStats(),
+                        batch_size=central.batch_size, flush_interval=central.flush_interval)
 
     async def main() -> int:
         buffer = await delivery.open()

@@ -23,11 +23,15 @@ def test_detect_benchmark_prints_a_table_and_writes_json_with_ratios(tmp_path: P
     assert all(r["readings/s"] > 0 for r in doc["results"]) and doc["signals"] == 43
 
 
-def test_scale_harness_runs_the_agent_daemon_on_a_farm_into_mariadb(mariadb_url: str) -> None:
+def test_scale_harness_runs_the_agent_daemon_on_a_farm_into_mariadb(mariadb_server: str, tmp_path: Path) -> None:
     """A tiny load through the real harness: farm process, agent daemon, /metrics, /proc, baselines."""
-    from bench.scale import run
-
-    doc = run(seconds=3, steps=[(5, 4)])
+    result = subprocess.run([sys.executable, "-m", "bench", "scale", "--seconds", "3", "--step", "5x4",
+                             "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert "| 5 x 4 |" in result.stdout
+    doc = json.loads((tmp_path / "scale.json").read_text())
     (step,) = doc["results"]
     raw = step["raw"]
     assert raw["polls_per_s"] > 0 and raw["points_per_s"] > 0 and raw["rss_mb"] > 0

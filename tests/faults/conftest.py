@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.mariadb import PrivateMariaDB
+from tests.infra.private_mariadb import PrivateMariaDB
 
 REPORT: list[FaultRow] = []
 

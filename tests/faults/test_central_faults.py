@@ -11,10 +11,10 @@ from agent.central import make_engine
 from agent.migrate import upgrade
 from agent.service import Agent
 from agent.settings import CentralConfig
-from bench.mariadb import PrivateMariaDB
 from tests.faults.conftest import FaultRow
 from tests.faults.plant import count_rows, plant
 from tests.helpers import async_wait_until, device_map, query, run_agent
+from tests.infra.private_mariadb import PrivateMariaDB
 
 EDGE_GRANTS = "GRANT SELECT, INSERT, UPDATE ON hacksky.* TO 'edge'@'127.0.0.1'"
 

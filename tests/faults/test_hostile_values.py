@@ -25,6 +25,7 @@ from agent import migrate
 from agent.central import make_engine
 from agent.delivery import Delivery
 from agent.settings import BufferConfig, CentralConfig, PointConfig
+from agent.sinks.central import CentralSink
 from agent.stats import AgentStats
 from agent.writer import DeviceInfo, Record, to_datetime
 from drivers.base import Reading
@@ -126,8 +127,9 @@ async def _poll_modbus(port: int) -> list[Reading]:
 async def _deliver(engine: Engine, readings: list[Reading], buffer: Path, refused: list[tuple[Record, str]]) -> None:
     """The delivery path (disk buffer, central writer, isolation, quarantine) until the buffer is empty."""
     device = readings[0].device
-    delivery = Delivery(BufferConfig(path=buffer), CentralConfig(), engine, "gw-hostile", [DeviceInfo(device)],
-                        AgentStats(), on_quarantine=refused.extend)
+    delivery = Delivery(BufferConfig(path=buffer), CentralSink(engine, "gw-hostile"), [DeviceInfo(device)],
+                        AgentStats(), batch_size=CentralConfig().batch_size,
+                        flush_interval=CentralConfig().flush_interval, on_quarantine=refused.extend)
     buf = await delivery.open()
     await delivery.put(readings, [], None)
     while buf.reading_rows:

@@ -20,9 +20,9 @@ from agent.central import make_engine
 from agent.cli import build_parser, cmd_opcua_cert
 from agent.service import Agent
 from agent.settings import CentralConfig, TlsConfig
-from bench.mariadb import PrivateMariaDB
 from tests.faults.plant import count_rows, plant
 from tests.helpers import async_wait_until, device_map, run_agent
+from tests.infra.private_mariadb import PrivateMariaDB
 
 
 def make_ca(directory: Path, name: str) -> dict[str, Path]:

@@ -1,4 +1,7 @@
-"""A private MariaDB server (own data directory and port) that tests and benchmarks can stop or kill."""
+"""A private MariaDB server (own data directory and port) that a test can stop, kill or misconfigure.
+
+The benchmarks (bench/backfill) run from a checkout and import it from here: tests never import bench.
+"""
 
 from __future__ import annotations
 
