@@ -20,7 +20,7 @@ from agent.logsetup import setup_logging
 from agent.settings import AgentConfig
 
 if TYPE_CHECKING:
-    from agent.service import Agent
+    from agent.pipeline.service import Agent
 
 log = logging.getLogger("agent")
 
@@ -46,7 +46,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 async def reload_from_file(agent: Agent, path: str) -> bool:
     """SIGHUP: re-read the map; an invalid file is refused and the running config kept."""
-    from agent.systemd import notify
+    from agent.pipeline.systemd import notify
 
     try:
         new = load_config(path)
@@ -62,7 +62,7 @@ async def reload_from_file(agent: Agent, path: str) -> bool:
 
 
 async def _run_agent(cfg: AgentConfig, duration: float | None, path: str) -> None:
-    from agent.service import Agent
+    from agent.pipeline.service import Agent
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -105,9 +105,9 @@ def check_central(cfg: AgentConfig) -> int:
     """One line on the central database: reachable, credentials accepted, schema current; exit 1 if not."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from agent import migrate
-    from agent.central import make_engine, redact_url
-    from agent.writer import error_text, is_config_error
+    from agent.central import migrate
+    from agent.central.engine import make_engine, redact_url
+    from agent.central.writer import error_text, is_config_error
 
     where = redact_url(cfg.central.url)
     engine = make_engine(cfg.central)
@@ -134,8 +134,8 @@ def cmd_init_db(args: argparse.Namespace, cfg: AgentConfig) -> int:
     """Create or upgrade the central schema."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from agent import migrate
-    from agent.central import make_engine
+    from agent.central import migrate
+    from agent.central.engine import make_engine
 
     engine = make_engine(cfg.central)
     try:
@@ -166,7 +166,7 @@ def _process_gone(pid: object) -> bool:
 
 def cmd_status(args: argparse.Namespace, cfg: AgentConfig) -> int:
     """Print the agent's state (from its state file); exit 3 when the agent that wrote it is gone."""
-    from agent.statefile import read_state
+    from agent.pipeline.statefile import read_state
 
     state = read_state(cfg.buffer.path)
     if state is None:
@@ -248,10 +248,10 @@ def cmd_import_csv(args: argparse.Namespace, cfg: AgentConfig) -> int:
     """Bulk-load historical readings of one device from a CSV into the central database."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from agent import migrate
-    from agent.central import make_engine
-    from agent.importer import CsvImportError, import_csv, parse_mapping
-    from agent.writer import DeviceInfo
+    from agent.central import migrate
+    from agent.central.engine import make_engine
+    from agent.central.importer import CsvImportError, import_csv, parse_mapping
+    from agent.records import DeviceInfo
 
     configured = next((d for d in cfg.devices if d.id == args.device), None)
     device = (DeviceInfo(configured.id, configured.name, configured.type, configured.location, configured.protocol,
@@ -283,7 +283,7 @@ def cmd_api(args: argparse.Namespace, cfg: AgentConfig) -> int:
 
     from agent.api.app import create_app
     from agent.api.guard import AccessConfigError, load_tokens
-    from agent.central import make_engine
+    from agent.central.engine import make_engine
 
     engine = make_engine(cfg.central)
     try:

@@ -23,7 +23,7 @@ from pydantic_core import ErrorDetails
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from agent.central import redact_url, secret_params
+from agent.central.engine import redact_url, secret_params
 from agent.settings import (
     ENV_NAME_PATTERN,
     HOST_PATTERN,

@@ -9,7 +9,7 @@ import time
 from typing import Any
 from urllib.parse import urlparse
 
-from agent.service import Agent
+from agent.pipeline.service import Agent
 from agent.settings import AgentConfig, ModbusDevice, OpcUaDevice
 from simulators import run as simrun
 

@@ -16,9 +16,10 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine
 
-from agent import migrate
-from agent.buffer import DiskBuffer
-from agent.writer import CentralWriter, DeviceInfo, to_datetime
+from agent.buffer.disk import DiskBuffer
+from agent.central import migrate
+from agent.central.writer import CentralWriter, to_datetime
+from agent.records import DeviceInfo
 from bench.load import connect, database_of, scratch_database
 from drivers.base import Reading
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from agent import migrate
-from agent.central import make_engine
+from agent.central import migrate
+from agent.central.engine import make_engine
 from agent.settings import CentralConfig
 from simulators.clock import START_ENV
 from tests.clock import DAY_TIMES, SUITE_START, PinnedClock

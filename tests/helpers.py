@@ -11,7 +11,7 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from agent.configload import load_config_text
-from agent.service import Agent
+from agent.pipeline.service import Agent
 from simulators.patterns import PatternPoint
 
 

@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent import migrate, schema
 from agent.api import queries as q
 from agent.api.guard import MAX_BODY, RequestGuard, Tokens, parse_allowed_hosts
+from agent.central import migrate, schema
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.engine import Connection, Row
 
-from agent import schema
+from agent.central import schema
 
 d, p, a, x, m = schema.devices, schema.power_readings, schema.alerts, schema.attack_detections, schema.system_metrics
 

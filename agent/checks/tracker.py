@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agent.buffer import Event
 from agent.checks.base import Condition
+from agent.records import Event
 
 #: An open alert is refreshed (value, message) at most this often unless severity changes.
 UPDATE_EVERY_US = 60_000_000

@@ -16,7 +16,7 @@ from agent.detect.model import DetectorModel, Tuning
 
 def _train_from_db(args: argparse.Namespace) -> DetectorModel:
     """Fit on the readings the central DB holds for the device map's gateway."""
-    from agent.central import make_engine
+    from agent.central.engine import make_engine
     from agent.configload import load_config
     from agent.detect.evaluate import load_relations
     from agent.detect.history import load_history

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 from sqlalchemy import Engine, and_, or_, select
 
-from agent import schema
+from agent.central import schema
 from agent.detect.dataset import Dataset
 
 log = logging.getLogger(__name__)

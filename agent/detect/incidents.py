@@ -6,8 +6,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agent.buffer import Event
 from agent.detect.stream import Finding, Verdict
+from agent.records import Event
 
 log = logging.getLogger(__name__)
 

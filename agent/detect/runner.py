@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from agent.buffer import Event
 from agent.detect.builtin import builtin_model, builtin_signals
 from agent.detect.incidents import IncidentTracker
 from agent.detect.model import DetectorModel
 from agent.detect.stream import StreamingDetector, Verdict
 from agent.detect.wiring import wire
+from agent.records import Event
 from agent.settings import AnyDevice, DetectionConfig
 from drivers.base import Reading
 

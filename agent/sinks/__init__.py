@@ -7,31 +7,15 @@ only writes a pack and says what kind of failure an exception of its own is.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from agent.buffer import Event, Pack
-from drivers.base import Reading
-
-#: One buffered record, as a sink may refuse it.
-Record = Reading | Event
+from agent.buffer.disk import Pack
+from agent.records import DeviceInfo, Record
 
 #: What a sink's failure means to the delivery loop: ``unavailable`` (wait and retry the same
 #: pack), ``misconfigured`` (an operator must act; retried meanwhile) or ``content`` (the records'
 #: fault: isolate and quarantine them, deliver the rest).
 FailureKind = Literal["unavailable", "misconfigured", "content"]
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    """A device as registered with a sink (the central ``devices`` table)."""
-
-    device_id: str
-    name: str | None = None
-    type: str = "other"
-    location: str | None = None
-    protocol: str = "modbus"
-    address: str | None = None
 
 
 class Sink(Protocol):

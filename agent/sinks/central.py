@@ -6,10 +6,11 @@ from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
-from agent import migrate
-from agent.buffer import Pack
-from agent.sinks import DeviceInfo, FailureKind, Record
-from agent.writer import CentralWriter, error_text, is_config_error, is_unavailable
+from agent.buffer.disk import Pack
+from agent.central import migrate
+from agent.central.writer import CentralWriter, error_text, is_config_error, is_unavailable
+from agent.records import DeviceInfo, Record
+from agent.sinks import FailureKind
 
 
 class CentralSink:

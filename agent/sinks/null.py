@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.buffer import Pack
-from agent.sinks import DeviceInfo, FailureKind, Record
+from agent.buffer.disk import Pack
+from agent.records import DeviceInfo, Record
+from agent.sinks import FailureKind
 
 
 class NullSink:

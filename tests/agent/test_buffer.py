@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.buffer import FILE_NAME, DiskBuffer, Event
+from agent.buffer.disk import FILE_NAME, DiskBuffer
+from agent.records import Event
 from drivers.base import Reading
 
 
@@ -42,7 +43,7 @@ def test_contents_and_state_survive_reopen(tmp_path: Path) -> None:
 def test_committed_readings_survive_kill_9(tmp_path: Path) -> None:
     script = (
         "import os, sys; sys.path.insert(0, sys.argv[2]);"
-        "from pathlib import Path; from agent.buffer import DiskBuffer; from drivers.base import Reading;"
+        "from pathlib import Path; from agent.buffer.disk import DiskBuffer; from drivers.base import Reading;"
         "b = DiskBuffer(Path(sys.argv[1]), 10**9);"
         "b.put([Reading('d', 'p', i, float(i)) for i in range(1000)]);"
         "os.kill(os.getpid(), 9)")

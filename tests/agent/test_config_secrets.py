@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from agent.central import redact_url, redacted
+from agent.central.engine import redact_url, redacted
 from agent.configload import ConfigError, load_config, load_config_text
-from agent.statefile import FILE_NAME, read_state, write_state
+from agent.pipeline.statefile import FILE_NAME, read_state, write_state
 from tests.agent.test_configload import UA_LOGIN
 
 ROOT = Path(__file__).resolve().parents[2]

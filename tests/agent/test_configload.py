@@ -212,7 +212,7 @@ def test_strings_longer_than_their_database_column_are_refused_with_the_limit() 
 
 
 def test_every_stored_config_string_is_limited_to_its_column_length() -> None:
-    from agent import schema
+    from agent.central import schema
     from agent.settings import AgentConfig, DeviceBase, DeviceType, GatewayConfig
 
     def stored_fields(model: type) -> list[tuple[str, int, int]]:

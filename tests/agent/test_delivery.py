@@ -6,11 +6,11 @@ import asyncio
 import time
 from pathlib import Path
 
-from agent.central import make_engine
-from agent.delivery import Delivery
+from agent.central.engine import make_engine
+from agent.pipeline.delivery import Delivery
+from agent.pipeline.stats import AgentStats
 from agent.settings import BufferConfig, CentralConfig
 from agent.sinks.central import CentralSink
-from agent.stats import AgentStats
 from drivers.base import Reading
 
 

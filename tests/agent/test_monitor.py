@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.service import Agent
+from agent.pipeline.service import Agent
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread, free_port
 from tests.helpers import async_wait_until, device_map, run_agent

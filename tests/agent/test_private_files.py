@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.buffer import FILE_NAME, DiskBuffer
-from agent.statefile import read_state, write_state
+from agent.buffer.disk import FILE_NAME, DiskBuffer
+from agent.pipeline.statefile import read_state, write_state
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +34,7 @@ def test_buffer_directory_is_created_private_and_an_open_one_is_tightened(
     assert mode(fresh) == 0o700
     opened = tmp_path / "opened"
     opened.mkdir(mode=0o755)
-    with caplog.at_level(logging.WARNING, logger="agent.private_files"):
+    with caplog.at_level(logging.WARNING, logger="agent.buffer.private_files"):
         DiskBuffer(opened, 10**7).close()
     assert mode(opened) == 0o700
     assert f"buffer directory {opened} was open to group or others (mode 0755); now 0700" in caplog.text

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from agent.scheduler import PollScheduler
+from agent.pipeline.scheduler import PollScheduler
 
 
 def test_slow_polls_never_overlap_and_skipped_cycles_are_counted(caplog: pytest.LogCaptureFixture) -> None:

@@ -13,16 +13,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from agent import delivery as delivery_module
-from agent import schema
-from agent.buffer import Event, Pack
-from agent.central import make_engine
-from agent.delivery import Delivery
+from agent.buffer.disk import Pack
+from agent.central import schema
+from agent.central.engine import make_engine
+from agent.pipeline import delivery as delivery_module
+from agent.pipeline.delivery import Delivery
+from agent.pipeline.stats import AgentStats
+from agent.records import DeviceInfo, Event, Record
 from agent.settings import BufferConfig, CentralConfig
-from agent.sinks import DeviceInfo, FailureKind, Record, Sink
+from agent.sinks import FailureKind, Sink
 from agent.sinks.central import CentralSink
 from agent.sinks.null import NullSink
-from agent.stats import AgentStats
 from drivers.base import Reading
 from tests.helpers import async_wait_until
 
@@ -142,7 +143,7 @@ def test_a_second_sink_gets_every_record_once_in_order_across_an_outage_and_refu
         await delivery.close()
         return quarantined
 
-    with caplog.at_level(logging.INFO, logger="agent.delivery"):
+    with caplog.at_level(logging.INFO, logger="agent.pipeline.delivery"):
         quarantined = asyncio.run(main())
     assert sink.landed == [r for i, r in enumerate(readings) if i not in (13, 37)]
     refusal = "Refused: label holds the marker"

@@ -7,9 +7,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
-from agent import migrate, schema
-from agent.buffer import Event, Pack
-from agent.writer import CentralWriter, DeviceInfo, to_datetime
+from agent.buffer.disk import Pack
+from agent.central import migrate, schema
+from agent.central.writer import CentralWriter, to_datetime
+from agent.records import DeviceInfo, Event
 from drivers.base import Reading
 
 T0 = 1_764_000_000_000_000

@@ -14,8 +14,8 @@ import yaml
 from alembic import command
 from sqlalchemy import delete, insert, select, update
 
-from agent import migrate, schema
-from agent.central import make_engine
+from agent.central import migrate, schema
+from agent.central.engine import make_engine
 from agent.settings import CentralConfig, MonitoringConfig
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -46,7 +46,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_wheel_carries_ctown_data_and_its_licence_but_no_benchmarks(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert set(PACKAGED) <= set(names)
-    assert {"agent/py.typed", "agent/migrations/script.py.mako", "agent/migrations/versions/0001_initial.py",
+    assert {"agent/py.typed", "agent/central/migrations/script.py.mako",
+            "agent/central/migrations/versions/0001_initial.py",
             "drivers/py.typed", "simulators/py.typed"} <= set(names)
     top = {n.split("/")[0] for n in names if not n.startswith("hacksky_edge-")}
     assert top == {"agent", "drivers", "simulators"}, "bench (and anything else) stays out of the wheel"

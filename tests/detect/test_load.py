@@ -6,7 +6,7 @@ import struct
 from pathlib import Path
 
 from agent.detect.load import LoadWatch
-from agent.service import Agent
+from agent.pipeline.service import Agent
 from simulators.power_meter import HOLDING_MAP, PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread
 from tests.helpers import async_wait_until, device_map, query, run_agent

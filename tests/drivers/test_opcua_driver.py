@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from asyncua import ua
 
-from agent.schema import readings
+from agent.central.schema import readings
 from drivers.base import Reading
 from drivers.opcua.driver import MAX_QUALITY, OpcUaDriver, quality_of, status_of
 from drivers.opcua.spec import Endpoint, NodeSpec

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.service import Agent
+from agent.pipeline.service import Agent
 from simulators.patterns import PatternDevice, pattern_points
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread

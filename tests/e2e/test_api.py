@@ -19,9 +19,9 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import Engine, create_engine, event, insert
 
-from agent import schema
 from agent.api.app import create_app
-from agent.service import Agent
+from agent.central import schema
+from agent.pipeline.service import Agent
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread, free_port
 from simulators.water_plant import WaterPlant

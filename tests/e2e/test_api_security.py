@@ -14,11 +14,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from agent import migrate
 from agent.api import app as app_module
 from agent.api.app import create_app
 from agent.api.guard import DRAIN_LIMIT, MAX_BODY, AccessConfigError, Tokens, load_tokens, split_host
-from agent.central import make_engine
+from agent.central import migrate
+from agent.central.engine import make_engine
 from agent.settings import CentralConfig
 from tests.e2e.test_api import Api, serve
 

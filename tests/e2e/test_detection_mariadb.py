@@ -16,7 +16,7 @@ from agent.detect.dataset import load_csv
 from agent.detect.evaluate import train_from_csv
 from agent.detect.model import DetectorModel
 from agent.detect.stream import StreamingDetector
-from agent.service import Agent
+from agent.pipeline.service import Agent
 from simulators.batadal import BatadalReplay, register_points
 from simulators.server import ModbusSimulator, SimulatorThread
 from simulators.water_plant import WaterPlant

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.exc import DBAPIError
 
-from agent import schema
-from agent.service import LAST_SEEN_EVERY_US, Agent
-from agent.writer import to_datetime
+from agent.central import schema
+from agent.central.writer import to_datetime
+from agent.pipeline.service import LAST_SEEN_EVERY_US, Agent
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread
 from tests.helpers import device_map, run_agent
@@ -63,7 +63,7 @@ async def until_row(url: str, device: str, predicate: Any, timeout: float = 20.0
 def test_last_seen_is_refreshed_every_30s_not_every_poll_and_a_stop_marks_devices_unknown(
         tmp_path: Path, central_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = PinnedClock(T0)
-    monkeypatch.setattr("agent.service.now_us", clock)
+    monkeypatch.setattr("agent.pipeline.service.now_us", clock)
     sim = ModbusSimulator({1: PowerMeter(seed=3)})
     devices = [{"id": "m1", "host": "127.0.0.1", "port": sim.port, "interval": "50ms", "timeout": "50ms",
                 "points": [{"name": "v", "address": 0, "type": "float32"}]}]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.service import Agent
+from agent.pipeline.service import Agent
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread
 from tests.helpers import async_wait_until, device_map, query, run_agent

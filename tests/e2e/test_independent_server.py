@@ -11,7 +11,7 @@ from pyModbusTCP.server import DataBank, ModbusServer
 from sqlalchemy import create_engine, text
 
 from agent.configload import load_config_text
-from agent.service import Agent
+from agent.pipeline.service import Agent
 from simulators.server import free_port
 from tests.helpers import async_wait_until, device_map
 

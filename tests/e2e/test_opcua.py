@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.service import Agent
+from agent.pipeline.service import Agent
 from simulators.opcua_plant import OpcUaPlant
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.service import Agent
+from agent.pipeline.service import Agent
 from drivers.opcua.security import make_certificate
 from simulators.server import free_port
 from tests.helpers import async_wait_until, device_map, query, run_agent

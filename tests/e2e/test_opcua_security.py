@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.service import Agent
+from agent.pipeline.service import Agent
 from drivers.base import Reading
 from drivers.opcua.driver import OpcUaDriver
 from drivers.opcua.security import fingerprint, make_certificate, pin_file

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.buffer import FILE_NAME, DiskBuffer
-from agent.service import Agent
+from agent.buffer.disk import FILE_NAME, DiskBuffer
+from agent.pipeline.service import Agent
 from drivers.base import Reading
 from simulators.server import SimulatorThread
 from tests.faults.conftest import FaultRow

@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.central import make_engine
-from agent.migrate import upgrade
-from agent.service import Agent
+from agent.central.engine import make_engine
+from agent.central.migrate import upgrade
+from agent.pipeline.service import Agent
 from agent.settings import CentralConfig
 from tests.faults.conftest import FaultRow
 from tests.faults.plant import count_rows, plant

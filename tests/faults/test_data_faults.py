@@ -10,9 +10,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.buffer import DiskBuffer
+from agent.buffer.disk import DiskBuffer
 from agent.configload import ConfigError, load_config_text
-from agent.service import Agent
+from agent.pipeline.service import Agent
 from drivers.base import Reading
 from simulators.server import ModbusSimulator, SimulatorThread
 from simulators.store import RegisterImage

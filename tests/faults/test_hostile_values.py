@@ -21,13 +21,14 @@ from hypothesis import strategies as st
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
-from agent import migrate
-from agent.central import make_engine
-from agent.delivery import Delivery
+from agent.central import migrate
+from agent.central.engine import make_engine
+from agent.central.writer import to_datetime
+from agent.pipeline.delivery import Delivery
+from agent.pipeline.stats import AgentStats
+from agent.records import DeviceInfo, Record
 from agent.settings import BufferConfig, CentralConfig, PointConfig
 from agent.sinks.central import CentralSink
-from agent.stats import AgentStats
-from agent.writer import DeviceInfo, Record, to_datetime
 from drivers.base import Reading
 from drivers.modbus import ConnectionPool, ModbusDriver
 from drivers.opcua.driver import OpcUaDriver

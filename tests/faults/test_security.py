@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from agent.central import make_engine
+from agent.central.engine import make_engine
 from agent.cli import build_parser, cmd_opcua_cert
-from agent.service import Agent
+from agent.pipeline.service import Agent
 from agent.settings import CentralConfig, TlsConfig
 from tests.faults.plant import count_rows, plant
 from tests.helpers import async_wait_until, device_map, run_agent

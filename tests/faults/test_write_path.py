@@ -12,12 +12,13 @@ from asyncua import ua
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
-from agent import migrate
-from agent.buffer import DiskBuffer, Pack
-from agent.central import make_engine
-from agent.service import Agent
+from agent.buffer.disk import DiskBuffer, Pack
+from agent.central import migrate
+from agent.central.engine import make_engine
+from agent.central.writer import CentralWriter
+from agent.pipeline.service import Agent
+from agent.records import DeviceInfo
 from agent.settings import CentralConfig
-from agent.writer import CentralWriter, DeviceInfo
 from drivers.base import Reading
 from drivers.opcua.driver import quality_of, status_of
 from simulators.power_meter import HOLDING_MAP, PowerMeter

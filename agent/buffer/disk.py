@@ -22,8 +22,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from agent import salvage
-from agent.private_files import private_directory, refuse_links
+from agent.buffer import salvage
+from agent.buffer.private_files import private_directory, refuse_links
+from agent.records import Event
 from drivers.base import Reading, now_us
 
 log = logging.getLogger(__name__)
@@ -55,14 +56,6 @@ CREATE TABLE IF NOT EXISTS quarantine (
     error TEXT NOT NULL, ts_us INTEGER NOT NULL
 );
 """
-
-
-@dataclass(frozen=True)
-class Event:
-    """A non-reading record for the central DB: alert, power sample, device status, metric."""
-
-    kind: str
-    payload: dict[str, Any]
 
 
 @dataclass

@@ -15,9 +15,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.dml import Insert
 
-from agent import schema
-from agent.buffer import Event, Pack
-from agent.sinks import DeviceInfo, Record  # both re-exported: callers import them from here too
+from agent.buffer.disk import Pack
+from agent.central import schema
+from agent.records import DeviceInfo, Event, Record
 from drivers.base import Reading
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agent.central import redact_url
+from agent.buffer.private_files import write_private
+from agent.central.engine import redact_url
 from agent.configload import ConfigError, ConfigIssue
-from agent.private_files import write_private
 
 FILE_NAME = "state.json"
 

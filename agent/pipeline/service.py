@@ -12,21 +12,20 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent.buffer import Event
-from agent.central import make_engine, redacted, resolve_url
+from agent.central.engine import make_engine, redacted, resolve_url
 from agent.checks import AlertTracker, CheckEngine, Condition, build_checks
-from agent.delivery import Delivery
 from agent.detect.runner import DetectionRunner, load_model
-from agent.monitor import Monitor
-from agent.power import PowerSampler
-from agent.scheduler import PollScheduler
+from agent.pipeline.delivery import Delivery
+from agent.pipeline.monitor import Monitor
+from agent.pipeline.power import PowerSampler
+from agent.pipeline.scheduler import PollScheduler
+from agent.pipeline.statefile import write_state
+from agent.pipeline.stats import AgentStats, DeviceStats
+from agent.pipeline.systemd import notify, watchdog_interval
+from agent.records import DeviceInfo, Event
 from agent.settings import AgentConfig, ResolvedDevice
 from agent.sinks.central import CentralSink
 from agent.sources import SourceContext, source_for
-from agent.statefile import write_state
-from agent.stats import AgentStats, DeviceStats
-from agent.systemd import notify, watchdog_interval
-from agent.writer import DeviceInfo
 from drivers.base import DeviceHealth, Driver, Reading, now_us
 from drivers.modbus import ConnectionPool
 

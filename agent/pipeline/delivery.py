@@ -14,10 +14,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from agent.buffer import DiskBuffer, Event, Pack, PutResult
+from agent.buffer.disk import DiskBuffer, Pack, PutResult
+from agent.pipeline.stats import AgentStats
+from agent.records import DeviceInfo, Event, Record
 from agent.settings import BufferConfig
-from agent.sinks import DeviceInfo, FailureKind, Record, Sink
-from agent.stats import AgentStats
+from agent.sinks import FailureKind, Sink
 from drivers.base import Reading
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The central schema (SQLAlchemy Core): the HackSky dashboard tables plus what the gateway adds.
 
 The same tables are created in MySQL/MariaDB and in the embedded SQLite file by the Alembic
-migrations in ``agent/migrations``; a test pins the two together.
+migrations in ``agent/central/migrations``; a test pins the two together.
 """
 
 from __future__ import annotations

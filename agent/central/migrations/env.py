@@ -1,10 +1,10 @@
-"""Alembic environment: runs on the connection handed in by :mod:`agent.migrate`."""
+"""Alembic environment: runs on the connection handed in by :mod:`agent.central.migrate`."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from agent.schema import metadata
+from agent.central.schema import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata, render_as_batch=True,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from agent.buffer import Event
 from agent.detect.load import LoadWatch
+from agent.records import Event
 from agent.settings import AnyDevice
 from drivers.base import Reading
 

@@ -18,9 +18,10 @@ from sqlalchemy import Engine, event
 from sqlalchemy.sql.dml import Insert
 from tqdm import tqdm
 
-from agent import schema
+from agent.central import schema
+from agent.central.writer import CentralWriter, insert_ignoring_duplicates, to_datetime
 from agent.detect.dataset import parse_time
-from agent.writer import CentralWriter, DeviceInfo, insert_ignoring_duplicates, to_datetime
+from agent.records import DeviceInfo
 
 log = logging.getLogger(__name__)
 

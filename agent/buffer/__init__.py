@@ -1,0 +1,1 @@
+"""The durable disk buffer between polling and the sinks, and its recovery."""

@@ -1,0 +1,1 @@
+"""The central database: engine, schema, migrations, the batched writer, bulk import."""

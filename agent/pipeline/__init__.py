@@ -1,0 +1,1 @@
+"""The running agent: schedule polls, ingest, buffer, deliver to sinks, report status."""
