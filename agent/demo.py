@@ -6,10 +6,10 @@ import asyncio
 import signal
 import sys
 import time
-from typing import Any
 from urllib.parse import urlparse
 
 from agent.pipeline.service import Agent
+from agent.pipeline.status import Snapshot
 from agent.settings import AgentConfig, ModbusDevice, OpcUaDevice
 from simulators import run as simrun
 
@@ -45,7 +45,7 @@ def _line(agent: Agent, sims: simrun.SimulatorSet, started: float) -> str:
             f"plant scenario {sims.water_plant.scenario}{_detection(snap)}")
 
 
-def _detection(snap: dict[str, Any]) -> str:
+def _detection(snap: Snapshot) -> str:
     det = snap.get("detection")
     if not det:
         return ""

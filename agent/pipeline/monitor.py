@@ -12,17 +12,19 @@ import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent.pipeline.status import Health, Snapshot
 from agent.settings import MonitoringConfig
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-Snapshot = dict[str, Any]
 #: seconds a scrape waits for the agent's loop before answering 503
 SNAPSHOT_TIMEOUT = 5.0
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -41,7 +43,7 @@ class AgentCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         s = self._snapshot()
-        per_device = [
+        per_device: list[tuple[str, str, str, Literal["polls", "readings", "bad_readings", "missed_cycles"]]] = [
             ("counter", "hacksky_polls", "Polls completed", "polls"),
             ("counter", "hacksky_readings_taken", "Readings taken from the device", "readings"),
             ("counter", "hacksky_bad_readings", "Readings with bad quality", "bad_readings"),
@@ -98,7 +100,7 @@ class Monitor:
     """Owns the registry, the agent's histograms and the HTTP thread."""
 
     def __init__(self, cfg: MonitoringConfig, snapshot: Callable[[], Coroutine[Any, Any, Snapshot]],
-                 health: Callable[[], Coroutine[Any, Any, Snapshot]]) -> None:
+                 health: Callable[[], Coroutine[Any, Any, Health]]) -> None:
         self.cfg = cfg
         self.registry = CollectorRegistry()
         # gateway-wide, not per device: 500 devices x 2 x 17 buckets made a scrape take seconds
@@ -115,7 +117,7 @@ class Monitor:
         self._server: ThreadingHTTPServer | None = None
         self.port = 0
 
-    def _on_loop(self, make: Callable[[], Coroutine[Any, Any, Snapshot]]) -> Snapshot:
+    def _on_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(make(), self._loop).result(SNAPSHOT_TIMEOUT)
 

@@ -21,6 +21,7 @@ from agent.pipeline.power import PowerSampler
 from agent.pipeline.scheduler import PollScheduler
 from agent.pipeline.statefile import write_state
 from agent.pipeline.stats import AgentStats, DeviceStats
+from agent.pipeline.status import DetectionSnapshot, DeviceSnapshot, Health, Snapshot
 from agent.pipeline.systemd import notify, watchdog_interval
 from agent.records import DeviceInfo, Event
 from agent.settings import AgentConfig, ResolvedDevice
@@ -506,11 +507,11 @@ class Agent:
             if index % 20 == 19:
                 await asyncio.sleep(0)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         """The live state shown by ``hacksky-edge status`` and the demo."""
         buffer = self.delivery.buffer
         st = self.stats
-        devices = {}
+        devices: dict[str, DeviceSnapshot] = {}
         for device_id, dev_stats in self.device_stats.items():
             driver = self.drivers.get(device_id)
             health = driver.health if driver else None
@@ -535,7 +536,7 @@ class Agent:
             "detection": self._detection_snapshot(),
         }
 
-    async def metrics_snapshot(self) -> dict[str, Any]:
+    async def metrics_snapshot(self) -> Snapshot:
         """:meth:`snapshot` plus the buffer's size and oldest reading (read on the buffer thread)."""
         snap = self.snapshot()
         buffer = self.delivery.buffer
@@ -566,7 +567,7 @@ class Agent:
                       if misconfigured else ""),
         ])
 
-    async def health(self) -> dict[str, Any]:
+    async def health(self) -> Health:
         """Readiness: the scheduler polls, the buffer takes writes, central is up or we are buffering."""
         scheduling = self.scheduler.running
         buffer_ok = self.delivery.buffer is not None and not self._commit_failing
@@ -587,7 +588,7 @@ class Agent:
                 "devices": {"up": states.count("up"), "degraded": states.count("degraded"),
                             "down": states.count("down"), "total": len(states)}}
 
-    def _detection_snapshot(self) -> dict[str, Any] | None:
+    def _detection_snapshot(self) -> DetectionSnapshot | None:
         d = self.detection
         if d is None:
             return None

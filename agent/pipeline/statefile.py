@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +15,15 @@ from agent.configload import ConfigError, ConfigIssue
 FILE_NAME = "state.json"
 
 
-def _redacted(state: dict[str, Any]) -> dict[str, Any]:
+def _redacted(state: Mapping[str, Any]) -> dict[str, Any]:
     """``state`` with the central URL safe to show (a copy; never the password)."""
     central = state.get("central")
     if not isinstance(central, dict) or not isinstance(central.get("url"), str):
-        return state
+        return dict(state)
     return {**state, "central": {**central, "url": redact_url(central["url"])}}
 
 
-def write_state(directory: Path, state: dict[str, Any]) -> None:
+def write_state(directory: Path, state: Mapping[str, Any]) -> None:
     """Replace the state file atomically."""
     target = directory / FILE_NAME
     tmp = target.with_suffix(".tmp")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+
+from agent.pipeline.status import PollFigures
 
 #: Recent polls kept per device for the latency and lag percentiles (~2 minutes at 1 s).
 RECENT_POLLS = 128
@@ -40,7 +41,8 @@ class DeviceStats:
     bad_readings: int = 0
     latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_POLLS))
     lag_s: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_POLLS))
-    figures: dict[str, float] = field(init=False)
+    #: latency p50, p99, lag p50, p99 in ms, as of the last update
+    figures: tuple[float, float, float, float] = field(init=False)
 
     def __post_init__(self) -> None:
         self.update_percentiles()  # all zero until polls come
@@ -49,13 +51,14 @@ class DeviceStats:
         """Recompute the latency and lag percentiles of the recent polls."""
         lat50, lat99 = percentiles(self.latency_s)
         lag50, lag99 = percentiles(self.lag_s)
-        self.figures = {"latency_ms_p50": round(lat50 * 1e3, 3), "latency_ms_p99": round(lat99 * 1e3, 3),
-                        "lag_ms_p50": round(lag50 * 1e3, 3), "lag_ms_p99": round(lag99 * 1e3, 3)}
+        self.figures = (round(lat50 * 1e3, 3), round(lat99 * 1e3, 3), round(lag50 * 1e3, 3), round(lag99 * 1e3, 3))
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> PollFigures:
         """Figures for the status file (percentiles as of the last update)."""
+        lat50, lat99, lag50, lag99 = self.figures
         return {"polls": self.polls, "missed_cycles": self.missed, "readings": self.readings,
-                "bad_readings": self.bad_readings, **self.figures}
+                "bad_readings": self.bad_readings, "latency_ms_p50": lat50, "latency_ms_p99": lat99,
+                "lag_ms_p50": lag50, "lag_ms_p99": lag99}
 
 
 @dataclass

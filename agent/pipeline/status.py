@@ -1,0 +1,97 @@
+"""The agent's live state as one typed structure: read by ``/health``, ``/metrics``, ``status``,
+the demo and the state file (which is this, as JSON)."""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypedDict
+
+
+class PollFigures(TypedDict):
+    """A device's polling counters and recent percentiles."""
+
+    polls: int
+    missed_cycles: int
+    readings: int
+    bad_readings: int
+    latency_ms_p50: float
+    latency_ms_p99: float
+    lag_ms_p50: float
+    lag_ms_p99: float
+
+
+class DeviceSnapshot(PollFigures):
+    """One device: its driver's health and its polling figures."""
+
+    state: str  # up | degraded | down | unknown
+    reason: str
+    errors: dict[str, int]
+
+
+class BufferSnapshot(TypedDict):
+    """What waits on disk."""
+
+    readings: int
+    events: int
+    dropped: int
+    path: str
+    bytes: NotRequired[int]  # read on the buffer thread: /metrics only
+    oldest_age_s: NotRequired[float]
+
+
+class CentralSnapshot(TypedDict):
+    """The writer toward the central database."""
+
+    url: str  # redacted
+    state: str  # starting | up | down | misconfigured | error
+    error: str
+    rows_written: int
+    events_written: int
+    write_errors: int
+    quarantined: int
+    last_flush: float | None
+    stalled: bool
+    stalled_for_s: float
+
+
+class OpenDetection(TypedDict):
+    """The attack detection currently open."""
+
+    attack_type: str
+    confidence: float
+    signals: list[str]
+    since: float
+
+
+class DetectionSnapshot(TypedDict):
+    """Detection across signals."""
+
+    rows_scored: int
+    alarms: int
+    opened: int
+    score: float | None
+    open_detection: OpenDetection | None
+
+
+class Snapshot(TypedDict):
+    """The whole gateway."""
+
+    gateway: str
+    pid: int
+    updated: float
+    started: float
+    readings_taken: int
+    readings_per_s: float
+    open_alerts: int
+    buffer: BufferSnapshot
+    central: CentralSnapshot
+    devices: dict[str, DeviceSnapshot]
+    detection: DetectionSnapshot | None
+
+
+class Health(TypedDict):
+    """Readiness, as ``/health`` serves it (503 unless ``ready``)."""
+
+    ready: bool
+    gateway: str
+    checks: dict[str, str]
+    devices: dict[str, int]
