@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, NamedTuple, Protocol
 
 GOOD = "good"
@@ -63,6 +65,20 @@ class Backoff:
         self.failures, self.retry_at = 0, 0.0
 
 
+def write_new(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Create ``path`` holding ``data`` with ``mode`` from the start; never overwrites, never follows a link.
+
+    Raises FileExistsError when anything (a file, a symlink, even a dangling one) is at ``path``.
+    """
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+    except BaseException:
+        path.unlink(missing_ok=True)  # no half-written file left behind
+        raise
+
+
 class ReadError(Exception):
     """A read that failed; ``reason`` becomes the quality ``bad:<reason>``."""
 
@@ -74,7 +90,8 @@ class ReadError(Exception):
 
 @dataclass
 class DeviceHealth:
-    """What the agent knows about one device's reachability; logs state changes once."""
+    """What the agent knows about one device's reachability; logs state changes once (``log=None``:
+    the driver logs them itself, with what it knows of the cause)."""
 
     device: str
     state: HealthState = "unknown"
@@ -82,7 +99,7 @@ class DeviceHealth:
     since_us: int = field(default_factory=now_us)
     last_good_us: int | None = None
     errors: Counter[str] = field(default_factory=Counter)
-    log: logging.Logger = field(default=logging.getLogger("drivers"), repr=False)
+    log: logging.Logger | None = field(default=logging.getLogger("drivers"), repr=False)
 
     def record(self, total: int, bad: Counter[str]) -> None:
         """Update after one poll of ``total`` points, ``bad`` counting failures by reason."""
@@ -100,6 +117,8 @@ class DeviceHealth:
             return
         previous = self.state
         self.state, self.reason, self.since_us = new_state, reason, now_us()
+        if self.log is None:
+            return
         if new_state == "up":
             if previous != "unknown":
                 self.log.info("device %s recovered (was %s)", self.device, previous)

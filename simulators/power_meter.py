@@ -33,6 +33,7 @@ class PowerMeter:
         self._last: float | None = None
         self.spike_factor = 1.0
         self._publish(self.clock.start)
+        self._put_energy()
 
     def load_fraction(self, wall: float) -> float:
         """Daily curve: low at night, peaks late morning and early evening."""
@@ -44,11 +45,11 @@ class PowerMeter:
         power_kw = self._publish(self.clock.wall(now))
         if self._last is not None:
             self.energy_wh += power_kw * 1000 * max(now - self._last, 0.0) / 3600
-            self._put_energy()
         self._last = now
+        self._put_energy()
 
     def _publish(self, wall: float) -> float:
-        """Registers for wall time ``wall``; returns the active power (kW) published."""
+        """Registers for wall time ``wall`` (all but the energy counter); returns the active power (kW)."""
         rng = self._rng
         power_kw = self.nominal_kw * self.load_fraction(wall) * self.spike_factor * (1 + rng.gauss(0, 0.01))
         pf = 0.92 + rng.gauss(0, 0.005)
@@ -64,7 +65,6 @@ class PowerMeter:
         }
         for name, address in HOLDING_MAP.items():
             self.image.put("holding", address, values[name], "float32")
-        self._put_energy()
         self.image.put_bit("coil", 0, True)
         overtemp = values["temperature"] > 60
         self.image.put("holding", STATUS_ADDRESS, 0b1 | (overtemp << 3), "uint16")

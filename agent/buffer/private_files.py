@@ -13,6 +13,8 @@ import os
 import stat
 from pathlib import Path
 
+from drivers.base import write_new
+
 log = logging.getLogger(__name__)
 
 
@@ -36,10 +38,5 @@ def refuse_links(*paths: Path) -> None:
 
 def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to a new file ``path`` (mode 0600), replacing a file or link there, never following one."""
-    try:
-        path.unlink()  # a planted link goes, its target is untouched
-    except FileNotFoundError:
-        pass
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    path.unlink(missing_ok=True)  # a planted link goes, its target is untouched
+    write_new(path, data, 0o600)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 from importlib.resources import as_file, files
 from pathlib import Path
 
 import numpy as np
 
+from agent.detect.dataset import open_csv
 from agent.detect.model import DetectorModel, Tuning
 from agent.detect.plant import Actuator, PlantRelations, Tank
 from agent.detect.train import fit
@@ -38,7 +38,7 @@ def builtin_signals(name: str) -> list[str] | None:
     if name == WATER_PLANT:
         return WATER_PLANT_SIGNALS
     if name == CTOWN:
-        with (CTOWN_DATA / CTOWN_TRAINING_FILE).open("rb") as raw, gzip.open(raw, "rt") as f:
+        with as_file(CTOWN_DATA / CTOWN_TRAINING_FILE) as training, open_csv(training) as f:
             header = [h.strip() for h in f.readline().split(",")]
         return [h for h in header if h not in ("DATETIME", "ATT_FLAG")]
     return None

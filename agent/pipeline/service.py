@@ -54,7 +54,8 @@ def device_info(dev: ResolvedDevice) -> DeviceInfo:
 class DeviceReport:
     """What the agent last reported of one device: status event, degraded run, late polls."""
 
-    status_us: int = 0  # when the last device_status event was queued
+    status: str = ""  # the "status/reason" the last device_status event carried
+    status_us: int = 0  # when it was queued
     seen_us: int = 0  # the last_seen it carried
     degraded_polls: int = 0  # consecutive
     late_logged: bool = False  # a missed cycle was logged; quiet until on schedule again
@@ -88,7 +89,6 @@ class Agent:
         self._pending_readings: list[Reading] = []
         self._pending_events: list[Event] = []
         self._state_dirty = False
-        self._reported_health: dict[str, str] = {}
         self._reports: dict[str, DeviceReport] = {}
         self._in_flight = 0
         self._crashed: set[str] = set()
@@ -201,7 +201,7 @@ class Agent:
         self.power = PowerSampler([d.config for d in wanted.values()], self.power)
         for device_id in removed:
             self.device_stats.pop(device_id, None)
-            self._reported_health.pop(device_id, None)
+            self._reports.pop(device_id, None)
             self._pending_events.append(Event("device_status", {
                 "device": device_id, "status": "unknown", "reason": "removed from the device map", "ts_us": now_us()}))
             self._track([Condition(key, active=False) for key in self.tracker.open
@@ -362,11 +362,10 @@ class Agent:
         status = STATUS_OF_HEALTH[health.state]
         report = self._report(device_id)
         seen = health.last_good_us or 0
-        changed = self._reported_health.get(device_id) != f"{status}/{health.reason}"
-        if not changed and (seen <= report.seen_us or ts - report.status_us < LAST_SEEN_EVERY_US):
+        reported = f"{status}/{health.reason}"
+        if reported == report.status and (seen <= report.seen_us or ts - report.status_us < LAST_SEEN_EVERY_US):
             return None
-        self._reported_health[device_id] = f"{status}/{health.reason}"
-        report.status_us, report.seen_us = ts, seen
+        report.status, report.status_us, report.seen_us = reported, ts, seen
         return Event("device_status", {"device": device_id, "status": status, "reason": health.reason,
                                        "ts_us": ts, "last_seen_us": health.last_good_us})
 

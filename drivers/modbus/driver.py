@@ -29,10 +29,6 @@ _SPLIT_ON = {"exception:2", "exception:3"}
 #: Failures that mean "the device is not answering": the rest of the poll is not sent, so a poll of
 #: a silent device costs one timeout, not one per request (3 requests took 3 s with timeout 1 s).
 _UNANSWERED = {"timeout", "connection"}
-#: DeviceHealth's own state lines name neither the address nor the cause: this driver logs them.
-_HEALTH_LOG = logging.getLogger("drivers.modbus.health")
-_HEALTH_LOG.setLevel(logging.CRITICAL + 1)
-_HEALTH_LOG.propagate = False
 
 
 class ModbusDriver:
@@ -45,7 +41,7 @@ class ModbusDriver:
         self.unit_id = unit_id
         self.timeout = timeout
         self.byte_order, self.word_order = byte_order, word_order
-        self.health = DeviceHealth(device_id, log=_HEALTH_LOG)
+        self.health = DeviceHealth(device_id, log=None)  # its lines lack address and cause: _log_change
         self._pool = pool
         self._conn = pool.acquire(host, port)
         self._first_error: ReadError | None = None  # of the current poll

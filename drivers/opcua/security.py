@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from drivers.base import write_new
 from drivers.opcua.spec import Endpoint
 from drivers.opcua.text import log_safe
 
@@ -43,20 +44,6 @@ def _file_name(fp: str) -> str:
 
 def _load(data: bytes) -> x509.Certificate:
     return x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
-
-
-def write_new(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Create ``path`` holding ``data`` with ``mode`` from the start; never overwrites, never follows a link.
-
-    Raises FileExistsError when anything (a file, a symlink, even a dangling one) is at ``path``.
-    """
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, mode)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-    except BaseException:
-        path.unlink(missing_ok=True)  # no half-written file left behind
-        raise
 
 
 def _keep(path: Path, data: bytes) -> None:
