@@ -38,10 +38,38 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the agent and its writer and polling processes)."""
+    parents: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(proc.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(parents.get(current, []))
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants."""
+    return sum(cpu_seconds(p) for p in process_tree(pid))
+
+
 def memory_mb(pid: int) -> tuple[float, float]:
-    """(current RSS, peak RSS) in MB."""
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+    """(current RSS, peak RSS) in MB of ``pid`` and its descendants, summed."""
+    rss = peak = 0.0
+    for member in process_tree(pid):
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{member}/status").read_text().splitlines()
+                      if ":" in line)
+        rss += int(status["VmRSS"].split()[0]) / 1024
+        peak += int(status["VmHWM"].split()[0]) / 1024
+    return rss, peak
 
 
 def shared_mariadb_pid() -> int | None:
@@ -152,7 +180,7 @@ class AgentProcess:
         """Counters, gauges and histogram buckets, summed over devices."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as resp:
             body = resp.read().decode()
-        out = Scrape(time.monotonic(), cpu_seconds(self.proc.pid))
+        out = Scrape(time.monotonic(), tree_cpu_seconds(self.proc.pid))
         for family in text_string_to_metric_families(body):
             for s in family.samples:
                 if s.name.endswith("_bucket"):
@@ -231,13 +259,13 @@ def scratch_database() -> Iterator[str]:
 
 
 def run_load(devices: int, points: int, interval: float, seconds: float, db_url: str, workdir: Path,
-             warmup: float = 10.0) -> dict[str, Any]:
+             warmup: float = 10.0, extra_central: dict[str, Any] | None = None) -> dict[str, Any]:
     """Farm + agent at one load; figures over ``seconds`` after ``warmup``."""
     farm = Farm(devices, points, workdir)
     agent: AgentProcess | None = None
     try:
         port = free_port()
-        agent = AgentProcess(device_map(farm, db_url, workdir, interval, port), port, workdir)
+        agent = AgentProcess(device_map(farm, db_url, workdir, interval, port, extra_central), port, workdir)
         time.sleep(warmup)
         server = shared_mariadb_pid()
         others = [farm.proc.pid] + ([server] if server else [])

@@ -6,6 +6,8 @@
 3. End to end at each sustained step: rows/s that reached MariaDB against PyMySQL
    ``executemany`` and ``LOAD DATA LOCAL INFILE`` of the same rows, measured right after on the
    same table of the same server.
+4. Both ways of running the writer (``central.writer``): on a thread of the agent's process (the
+   one-process agent, the baseline) and in a process of its own, each stepped up to its ceiling.
 
 The farm, the agent and MariaDB share the machine's cores, as on a small gateway box.
 """
@@ -20,7 +22,7 @@ from bench.ingest import executemany_rate, load_data_rate, truncate
 from bench.load import connect, database_of, run_load, scratch_database
 
 TITLE = "Scale: agent daemon, device farm -> MariaDB, 1 s interval"
-COLUMNS = ["devices x points", "offered/s", "taken/s", "written/s", "missed", "lag p50 ms", "lag p99 ms",
+COLUMNS = ["writer", "devices x points", "offered/s", "taken/s", "written/s", "missed", "lag p50 ms", "lag p99 ms",
            "agent CPU %", "RSS MB", "farm CPU %", "MariaDB CPU %", "vs executemany", "vs LOAD DATA", "sustained"]
 DEFAULT_SECONDS = 60.0
 #: (devices, points per device); the first is the issue's target load
@@ -51,16 +53,31 @@ def baselines(db_url: str, tmp: Path) -> tuple[float, float]:
     return many, load
 
 
-def run(seconds: float = DEFAULT_SECONDS, steps: list[tuple[int, int]] | None = None) -> dict[str, Any]:
-    """Step the load up until a step is not sustained; figures of every step."""
+WRITERS = ("thread", "process")
+
+
+def run(seconds: float = DEFAULT_SECONDS, steps: list[tuple[int, int]] | None = None,
+        writers: tuple[str, ...] = WRITERS) -> dict[str, Any]:
+    """For each writer mode, step the load up until a step is not sustained; figures of every step."""
+    results: list[dict[str, Any]] = []
+    ceilings = {}
+    for writer in writers:
+        mode = _steps(writer, seconds, steps or STEPS)
+        results += mode
+        best = max((x for x in mode if x["sustained"] == "yes"), key=lambda x: x["written/s"], default=None)
+        ceilings[writer] = best and {"load": best["devices x points"], "written/s": best["written/s"]}
+    return {"window_s": seconds, "ceilings": ceilings, "results": results}
+
+
+def _steps(writer: str, seconds: float, steps: list[tuple[int, int]]) -> list[dict[str, Any]]:
     results = []
-    for devices, points in steps or STEPS:
+    for devices, points in steps:
         with scratch_database() as url, tempfile.TemporaryDirectory() as tmp:
-            r = run_load(devices, points, 1.0, seconds, url, Path(tmp))
+            r = run_load(devices, points, 1.0, seconds, url, Path(tmp), extra_central={"writer": writer})
             ok = sustained(r)
             many, load = baselines(url, Path(tmp)) if ok else (0.0, 0.0)
         results.append({
-            "devices x points": f"{devices} x {points}", "offered/s": r["offered_points_per_s"],
+            "writer": writer, "devices x points": f"{devices} x {points}", "offered/s": r["offered_points_per_s"],
             "taken/s": r["points_per_s"], "written/s": r["rows_written_per_s"], "missed": r["missed"],
             "lag p50 ms": r["lag_p50_ms"], "lag p99 ms": r["lag_p99_ms"], "agent CPU %": r["cpu_percent"],
             "RSS MB": r["rss_peak_mb"], "farm CPU %": r["farm_cpu_percent"],
@@ -70,5 +87,4 @@ def run(seconds: float = DEFAULT_SECONDS, steps: list[tuple[int, int]] | None = 
             "sustained": "yes" if ok else "no", "executemany/s": many, "load_data/s": load, "raw": r})
         if not ok:
             break
-    best = max((x for x in results if x["sustained"] == "yes"), key=lambda x: x["written/s"], default=None)
-    return {"window_s": seconds, "max_sustained": best and best["devices x points"], "results": results}
+    return results

@@ -4,9 +4,15 @@ Readings and events are appended in one transaction per group commit. The readin
 commit are stored as one *chunk* (a ``marshal``-encoded list of row tuples: repeated device
 and point names are written once per chunk), so a commit costs one row insert whatever the
 number of readings; a buffer of the older one-row-per-reading format is converted at open.
-The writer takes a *pack* (oldest first) and the pack is only forgotten when
-:meth:`DiskBuffer.ack` is called after the central commit, so delivery is at-least-once; the
-central unique keys make it exactly-once. Not thread-safe: use it from one thread (the agent runs it on its own).
+Each output (*sink*) reads the buffer through its own cursor: it takes *packs* (oldest first)
+and a pack is only acknowledged with :meth:`DiskBuffer.ack` after the sink committed it, so
+delivery is at-least-once (the central unique keys make it exactly-once). A record is deleted
+once every sink's cursor has passed it, so an outage of one output holds back no other.
+
+The agent appends from one process and its writer process takes and acknowledges packs on a
+second connection to the same file (``attach=True``); SQLite's WAL locking keeps them apart,
+and the cursors table tells the appender which chunks a sink has taken but not yet
+acknowledged (the size policy never drops those). Not thread-safe: use one object from one thread.
 """
 
 from __future__ import annotations
@@ -51,6 +57,10 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (
+    sink TEXT PRIMARY KEY, seq INTEGER NOT NULL, skip INTEGER NOT NULL, event_seq INTEGER NOT NULL,
+    taken INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL,
     error TEXT NOT NULL, ts_us INTEGER NOT NULL
@@ -58,16 +68,27 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
+#: The sink a buffer serves when none is named (the central database).
+DEFAULT_SINK = "central"
+#: Milliseconds a connection waits for the other process's write lock before failing.
+BUSY_TIMEOUT_MS = 30_000
+
+#: A place in the readings: the chunk ``seq`` (or the first after it) and readings to skip in it.
+Position = tuple[int, int]
+
+
 @dataclass
 class Pack:
-    """Oldest buffered records, handed to the writer; ack it after the central commit."""
+    """Oldest records a sink has not acknowledged; ack it after the sink committed it."""
 
     readings: list[Reading] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    last_reading_seq: int = 0
+    sink: str = DEFAULT_SINK
+    #: where the sink's cursor goes once the pack is acknowledged
+    end: Position = (0, 0)
     last_event_seq: int = 0
-    #: readings taken from the chunk ``last_reading_seq`` when the pack ends inside it (0: all of it)
-    partial: int = 0
+    #: the pack stopped at its size limit: more records wait behind it
+    more: bool = False
 
     def __len__(self) -> int:
         return len(self.readings) + len(self.events)
@@ -97,22 +118,27 @@ class DiskBuffer:
     """SQLite-backed FIFO of readings and events with a size cap and a drop policy."""
 
     def __init__(self, directory: Path, max_bytes: int,
-                 when_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest") -> None:
+                 when_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest", *,
+                 sinks: Sequence[str] = (DEFAULT_SINK,), attach: bool = False) -> None:
+        """Open (or recover) the buffer for ``sinks``; ``attach``: a second connection that only
+        takes and acknowledges packs (the writer process), while the appender has it open."""
         private_directory(directory)
         self.path = directory / FILE_NAME
         refuse_links(self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
         self.max_bytes = max_bytes
         self.when_full = when_full
+        self.sinks = tuple(sinks)
         self.salvage: salvage.SalvageReport | None = None
         self._unpersisted_drops = 0
         self.overflowing = False
-        self._handed_out = 0  # highest chunk seq given to the writer and not yet acked
-        problem = salvage.check(self.path)
+        problem = None if attach else salvage.check(self.path)
         if problem is not None:
             self.salvage = salvage.move_aside(self.path, problem)
         self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        # an acknowledgement lost in a power cut only means a pack is delivered again (idempotent)
+        self._db.execute(f"PRAGMA synchronous={'NORMAL' if attach else 'FULL'}")
         self._db.execute("PRAGMA wal_autocheckpoint=256")  # keep the WAL near 1 MiB
         self._db.execute("PRAGMA journal_size_limit=1048576")  # and truncate it after checkpoints
         self._db.executescript(_SCHEMA)
@@ -122,10 +148,13 @@ class DiskBuffer:
             self._db.execute("COMMIT")
             log.error("%s", self.salvage.summary())
         self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
-        self._convert_row_format()
-        self.reading_rows = int(self._db.execute("SELECT coalesce(sum(n), 0) FROM chunks").fetchone()[0])
-        self.event_rows = int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
-        if self.reading_rows or self.event_rows:
+        if not attach:
+            self._convert_row_format()
+        self._open_cursors(forget_others=not attach)
+        #: readings and events each sink has not acknowledged
+        self.pending = {sink: self._pending_readings(sink) for sink in self.sinks}
+        self.pending_events = {sink: self._pending_events(sink) for sink in self.sinks}
+        if not attach and (self.reading_rows or self.event_rows):
             log.info("buffer %s holds %d readings and %d events from before", self.path,
                      self.reading_rows, self.event_rows)
 
@@ -144,6 +173,58 @@ class DiskBuffer:
             moved += len(rows)
         if moved:
             log.info("buffer: %d readings of the earlier row format converted to chunks", moved)
+
+    def _open_cursors(self, forget_others: bool) -> None:
+        """A cursor per sink (a new sink starts at the oldest record); nothing is in flight yet.
+
+        ``forget_others``: cursors of sinks no longer configured are removed, so they hold no
+        record back.
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("INSERT OR IGNORE INTO cursors(sink, seq, skip, event_seq, taken) VALUES (?, 0, 0, 0, 0)",
+                             [(sink,) for sink in self.sinks])
+        marks = ",".join("?" * len(self.sinks))
+        self._db.execute(f"UPDATE cursors SET taken = seq WHERE sink IN ({marks})", self.sinks)
+        if forget_others:
+            self._db.execute(f"DELETE FROM cursors WHERE sink NOT IN ({marks})", self.sinks)
+            self._forget_delivered()
+        self._db.execute("COMMIT")
+
+    def _forget_delivered(self) -> None:
+        """Delete what every sink has acknowledged (inside a write transaction)."""
+        self._db.execute("DELETE FROM chunks WHERE seq < (SELECT min(seq) FROM cursors)")
+        self._db.execute("DELETE FROM events WHERE seq <= (SELECT min(event_seq) FROM cursors)")
+
+    def position(self, sink: str) -> tuple[Position, int]:
+        """Where ``sink``'s cursor stands: its readings position and the last event it acknowledged."""
+        row = self._db.execute("SELECT seq, skip, event_seq FROM cursors WHERE sink = ?", (sink,)).fetchone()
+        if row is None:
+            raise KeyError(f"the buffer has no cursor for sink {sink!r}")
+        return (int(row[0]), int(row[1])), int(row[2])
+
+    def _pending_readings(self, sink: str) -> int:
+        (seq, skip), _ = self.position(sink)
+        total = int(self._db.execute("SELECT coalesce(sum(n), 0) FROM chunks WHERE seq >= ?", (seq,)).fetchone()[0])
+        return total - skip
+
+    def _pending_events(self, sink: str) -> int:
+        _, event_seq = self.position(sink)
+        return int(self._db.execute("SELECT count(*) FROM events WHERE seq > ?", (event_seq,)).fetchone()[0])
+
+    @property
+    def reading_rows(self) -> int:
+        """Readings some sink has not acknowledged yet."""
+        return max(self.pending.values(), default=0)
+
+    @property
+    def event_rows(self) -> int:
+        """Events some sink has not acknowledged yet."""
+        return max(self.pending_events.values(), default=0)
+
+    def acked(self, sink: str, readings: int, events: int) -> None:
+        """Count a pack another connection (the writer process) acknowledged for ``sink``."""
+        self.pending[sink] = max(0, self.pending[sink] - readings)
+        self.pending_events[sink] = max(0, self.pending_events[sink] - events)
 
     def _insert_chunk(self, rows: list[tuple[Any, ...]]) -> None:
         if rows:
@@ -199,7 +280,8 @@ class DiskBuffer:
         return PutResult(stored=0, dropped=len(rows) + result.dropped, full=True)
 
     def _append(self, rows: list[Reading], events: Sequence[Event], state: dict[str, Any] | None) -> PutResult:
-        dropped = removed_old = 0
+        dropped = 0
+        removed: dict[str, int] = {}
         self._db.execute("BEGIN IMMEDIATE")
         try:
             excess = self._excess_rows(len(rows))
@@ -208,7 +290,7 @@ class DiskBuffer:
                     dropped = min(excess, len(rows))
                     rows = rows[: len(rows) - dropped]
                 else:
-                    dropped = removed_old = self._drop_oldest(excess)
+                    dropped, removed = self._drop_oldest(excess)
                     if dropped < excess:  # the backlog alone does not make room: drop new ones too
                         cut = min(excess - dropped, len(rows))
                         rows, dropped = rows[cut:], dropped + cut
@@ -230,8 +312,9 @@ class DiskBuffer:
             self._db.execute("ROLLBACK")
             raise
         self._unpersisted_drops = 0
-        self.reading_rows += len(rows) - removed_old
-        self.event_rows += len(events)
+        for sink in self.sinks:
+            self.pending[sink] += len(rows) - removed.get(sink, 0)
+            self.pending_events[sink] += len(events)
         if dropped and not self.overflowing:
             log.warning("buffer full (cap %d bytes, disk free %d bytes): dropping readings (%s) until "
                         "the central database drains it", self.max_bytes, self._disk_free(), self.when_full)
@@ -270,23 +353,31 @@ class DiskBuffer:
             return 0
         return min(incoming, (projected - limit) // per_row + 1)
 
-    def _drop_oldest(self, count: int) -> int:
-        """Delete the ``count`` oldest readings (fewer if there are not so many); returns how many."""
-        # chunks of the pack the writer holds are skipped: they may be in the central DB already
+    def _drop_oldest(self, count: int) -> tuple[int, dict[str, int]]:
+        """Delete the ``count`` oldest readings (fewer if there are not so many) inside the open
+        transaction; returns how many, and how many of them each sink had not acknowledged."""
+        # chunks a sink has taken are skipped: they may be in its hands (or committed) already
+        cursors = self._db.execute("SELECT sink, seq, taken FROM cursors").fetchall()
+        floor = max((taken for _, _, taken in cursors), default=0)
         dropped, whole_to, cut = 0, None, None
-        for seq, n in self._db.execute("SELECT seq, n FROM chunks WHERE seq > ? ORDER BY seq", (self._handed_out,)):
-            if dropped + n > count:
-                cut = (seq, count - dropped)
+        removed = dict.fromkeys(self.sinks, 0)
+        for seq, n in self._db.execute("SELECT seq, n FROM chunks WHERE seq > ? ORDER BY seq", (floor,)):
+            take = min(n, count - dropped)
+            for sink, position, _ in cursors:
+                if position <= seq and sink in removed:
+                    removed[sink] += take
+            if take < n:
+                cut = (seq, take)
                 break
             dropped, whole_to = dropped + n, seq
             if dropped == count:
                 break
         if whole_to is not None:
-            self._db.execute("DELETE FROM chunks WHERE seq > ? AND seq <= ?", (self._handed_out, whole_to))
+            self._db.execute("DELETE FROM chunks WHERE seq > ? AND seq <= ?", (floor, whole_to))
         if cut is not None and cut[1] > 0:
             self._keep_tail(*cut)
             dropped += cut[1]
-        return dropped
+        return dropped, removed
 
     def _keep_tail(self, seq: int, skip: int) -> None:
         """Rewrite chunk ``seq`` without its first ``skip`` readings."""
@@ -295,44 +386,59 @@ class DiskBuffer:
                          (*_chunk(marshal.loads(data)[skip:]), seq))
 
     def get_pack(self, max_readings: int, max_events: int = 1000) -> Pack:
-        """The oldest records, at most ``max_readings`` readings and ``max_events`` events."""
-        pack = Pack()
+        """The oldest records the default sink has not acknowledged (see :meth:`take`)."""
+        return self.take(DEFAULT_SINK, max_readings, max_events)
+
+    def take(self, sink: str, max_readings: int, max_events: int = 1000, after: Pack | None = None) -> Pack:
+        """The next records for ``sink``: at most ``max_readings`` readings and ``max_events`` events,
+        from its cursor, or from where ``after`` (a pack taken but not acknowledged yet) ends.
+
+        Packs end between chunks when they can; a chunk larger than a whole pack is split.
+        """
+        if after is None:
+            (seq, skip), event_seq = self.position(sink)
+        else:
+            (seq, skip), event_seq = after.end, after.last_event_seq
+        pack = Pack(sink=sink, end=(seq, skip), last_event_seq=event_seq)
         make = partial(tuple.__new__, Reading)  # Reading._make without a Python frame per row
-        for seq, n, data in self._db.execute("SELECT seq, n, data FROM chunks ORDER BY seq"):
+        last_chunk = 0
+        for chunk, n, data in self._db.execute("SELECT seq, n, data FROM chunks WHERE seq >= ? ORDER BY seq",
+                                               (seq,)):
+            offset = skip if chunk == seq else 0
             room = max_readings - len(pack.readings)
-            if room <= 0:
-                break
-            if n > room and pack.readings:  # packs end between chunks when they can (no rewrite at ack)
+            if room <= 0 or (n - offset > room and pack.readings):
+                pack.more = True
                 break
             rows = marshal.loads(data)
-            pack.last_reading_seq = seq
-            if n > room:  # a chunk larger than a whole pack: the rest of it stays for the next pack
-                pack.readings.extend(map(make, rows[:room]))
-                pack.partial = room
+            last_chunk = chunk
+            if n - offset > room:  # a chunk larger than a whole pack: the rest of it stays for the next pack
+                pack.readings.extend(map(make, rows[offset:offset + room]))
+                pack.end, pack.more = (chunk, offset + room), True
                 break
-            pack.readings.extend(map(make, rows))
-        for seq, kind, payload in self._db.execute(
-                "SELECT seq, kind, payload FROM events ORDER BY seq LIMIT ?", (max_events,)):
-            pack.events.append(Event(kind, json.loads(payload)))
-            pack.last_event_seq = seq
-        self._handed_out = max(self._handed_out, pack.last_reading_seq)
+            pack.readings.extend(map(make, rows[offset:] if offset else rows))
+            pack.end = (chunk + 1, 0)
+        if max_events > 0:
+            for ev_seq, kind, payload in self._db.execute(
+                    "SELECT seq, kind, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (event_seq, max_events)):
+                pack.events.append(Event(kind, json.loads(payload)))
+                pack.last_event_seq = ev_seq
+            pack.more = pack.more or len(pack.events) == max_events
+        if last_chunk:
+            self._db.execute("UPDATE cursors SET taken = ? WHERE sink = ? AND taken < ?",
+                             (last_chunk, sink, last_chunk))
         return pack
 
     def ack(self, pack: Pack) -> None:
-        """Forget a pack that the central DB has committed."""
+        """Move the pack's sink past it (the sink committed it); forget what every sink has."""
+        if not pack:
+            return
         self._db.execute("BEGIN IMMEDIATE")
-        if pack.readings:
-            last = pack.last_reading_seq
-            if pack.partial:
-                self._db.execute("DELETE FROM chunks WHERE seq < ?", (last,))
-                self._keep_tail(last, pack.partial)
-            else:
-                self._db.execute("DELETE FROM chunks WHERE seq <= ?", (last,))
-            self.reading_rows = max(0, self.reading_rows - len(pack.readings))
-        if pack.events:
-            cur = self._db.execute("DELETE FROM events WHERE seq <= ?", (pack.last_event_seq,))
-            self.event_rows = max(0, self.event_rows - cur.rowcount)
+        self._db.execute("UPDATE cursors SET seq = ?, skip = ?, event_seq = max(event_seq, ?) WHERE sink = ?",
+                         (*pack.end, pack.last_event_seq, pack.sink))
+        self._forget_delivered()
         self._db.execute("COMMIT")
+        self.acked(pack.sink, len(pack.readings), len(pack.events))
 
     def quarantine(self, refused: Sequence[tuple[Reading | Event, str]]) -> None:
         """Keep records the central DB refused (poison rows), each with its error, for inspection."""

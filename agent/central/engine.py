@@ -79,5 +79,6 @@ def make_engine(cfg: CentralConfig) -> Engine:
             if cfg.tls.cert is not None:
                 connect_args.update(ssl_cert=str(cfg.tls.cert), ssl_key=str(cfg.tls.key or cfg.tls.cert))
         kwargs["connect_args"] = connect_args
-    kwargs.update(pool_pre_ping=True, pool_recycle=3600, pool_size=2, max_overflow=2)
+    # a connection per parallel pack, plus device registration and the odd overflow
+    kwargs.update(pool_pre_ping=True, pool_recycle=3600, pool_size=cfg.parallel_writes() + 1, max_overflow=2)
     return create_engine(parsed, **kwargs)

@@ -82,6 +82,7 @@ class AgentCollector(Collector):
             ("hacksky_write_errors", "Failed central writes", c["write_errors"]),
             ("hacksky_readings_dropped", "Readings dropped because the buffer was full", b["dropped"]),
             ("hacksky_records_quarantined", "Records the central database refused", c["quarantined"]),
+            ("hacksky_writer_restarts", "Times the writer process died and was started again", c["writer_restarts"]),
         ]
         for name, doc, value in counters:
             yield CounterMetricFamily(name, doc, value=value)

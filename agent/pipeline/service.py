@@ -23,6 +23,7 @@ from agent.pipeline.statefile import write_state
 from agent.pipeline.stats import AgentStats, DeviceStats
 from agent.pipeline.status import DetectionSnapshot, DeviceSnapshot, Health, Snapshot
 from agent.pipeline.systemd import notify, watchdog_interval
+from agent.pipeline.writer_link import WriterLink
 from agent.records import DeviceInfo, Event
 from agent.settings import AgentConfig, ResolvedDevice
 from agent.sinks.central import CentralSink
@@ -77,13 +78,8 @@ class Agent:
         self.power = PowerSampler([d.config for d in self.devices.values()])
         self.tracker = AlertTracker()
         self.detection: DetectionRunner | None = None
-        engine = make_engine(cfg.central)
         self.central_url = redacted(resolve_url(cfg.central.url, None))
-        self.delivery = Delivery(cfg.buffer, CentralSink(engine, cfg.gateway.id, cfg.central.auto_migrate),
-                                 [device_info(d) for d in self.devices.values()], self.stats,
-                                 batch_size=cfg.central.batch_size, flush_interval=cfg.central.flush_interval,
-                                 on_quarantine=self._quarantined,
-                                 on_write=lambda seconds: self.monitor.write_seconds.observe(seconds))
+        self.delivery = self._delivery([device_info(d) for d in self.devices.values()])
         self.monitor = Monitor(cfg.monitoring, self.metrics_snapshot, self.health)
         self.scheduler = PollScheduler(self._poll, self._missed)
         self._pending_readings: list[Reading] = []
@@ -97,6 +93,20 @@ class Agent:
         self._background: set[asyncio.Task[None]] = set()
         self._put_task: asyncio.Future[Any] | None = None
         self.ready = asyncio.Event()
+
+    def _delivery(self, devices: list[DeviceInfo]) -> Delivery | WriterLink:
+        """The writer: in a process of its own (``central.writer: process``) or on threads of this one."""
+        cfg = self.cfg
+        observe = self._observe_write
+        if cfg.central.writer == "process":
+            return WriterLink(cfg, devices, self.stats, on_quarantine=self._quarantined, on_write=observe)
+        sink = CentralSink(make_engine(cfg.central), cfg.gateway.id, cfg.central.auto_migrate)
+        return Delivery(cfg.buffer, sink, devices, self.stats, batch_size=cfg.central.batch_size,
+                        flush_interval=cfg.central.flush_interval, connections=cfg.central.parallel_writes(),
+                        on_quarantine=self._quarantined, on_write=observe)
+
+    def _observe_write(self, seconds: float) -> None:
+        self.monitor.write_seconds.observe(seconds)
 
     def _make_driver(self, dev: ResolvedDevice) -> Driver:
         """The driver of ``dev``, built by the source registered for its protocol."""
@@ -530,7 +540,8 @@ class Agent:
                         "rows_written": st.rows_written, "events_written": st.events_written,
                         "write_errors": st.write_errors, "quarantined": st.quarantined,
                         "last_flush": st.last_flush, "stalled": self.stalled(),
-                        "stalled_for_s": round(self.delivery.stall_seconds(), 1)},
+                        "stalled_for_s": round(self.delivery.stall_seconds(), 1),
+                        "writer_pid": self.delivery.pid(), "writer_restarts": self.delivery.restarts},
             "devices": devices,
             "detection": self._detection_snapshot(),
         }

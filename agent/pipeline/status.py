@@ -51,6 +51,8 @@ class CentralSnapshot(TypedDict):
     last_flush: float | None
     stalled: bool
     stalled_for_s: float
+    writer_pid: int | None  # the writer process, None while it is being (re)started
+    writer_restarts: int  # times it died and was started again
 
 
 class OpenDetection(TypedDict):

@@ -30,12 +30,15 @@ def test_scale_harness_runs_the_agent_daemon_on_a_farm_into_mariadb(mariadb_serv
                             capture_output=True, text=True, timeout=300, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
-    assert "| 5 x 4 |" in result.stdout
+    assert "| thread | 5 x 4 |" in result.stdout and "| process | 5 x 4 |" in result.stdout
     doc = json.loads((tmp_path / "scale.json").read_text())
-    (step,) = doc["results"]
-    raw = step["raw"]
-    assert raw["polls_per_s"] > 0 and raw["points_per_s"] > 0 and raw["rss_mb"] > 0
-    assert raw["rows_written_per_s"] > 0, "rows reached MariaDB"
-    assert raw["farm_cpu_percent"] >= 0 and raw["cpu_percent"] > 0
-    if step["sustained"] == "yes":  # then the same rows were re-inserted for the baselines
-        assert step["executemany/s"] > 0 and step["load_data/s"] > 0
+    thread, process = doc["results"]
+    assert (thread["writer"], process["writer"]) == ("thread", "process")
+    assert process["RSS MB"] > thread["RSS MB"], "the writer process's memory is counted with the agent's"
+    for step in (thread, process):
+        raw = step["raw"]
+        assert raw["polls_per_s"] > 0 and raw["points_per_s"] > 0 and raw["rss_mb"] > 0
+        assert raw["rows_written_per_s"] > 0, "rows reached MariaDB"
+        assert raw["farm_cpu_percent"] >= 0 and raw["cpu_percent"] > 0
+        if step["sustained"] == "yes":  # then the same rows were re-inserted for the baselines
+            assert step["executemany/s"] > 0 and step["load_data/s"] > 0

@@ -39,6 +39,7 @@ def test_unit_sets_every_hardening_option() -> None:
     wrong = {k: service.get(k) for k, v in HARDENING.items() if service.get(k, [None])[-1] != v}
     assert not wrong, f"expected {HARDENING}"
     assert service["User"] == ["hacksky-edge"] and "@system-service" in service["SystemCallFilter"]
+    assert service["KillMode"] == ["mixed"], "SIGTERM to the agent alone: it drains its writer process itself"
 
 
 def _verifiable_copy(tmp_path: Path) -> Path:

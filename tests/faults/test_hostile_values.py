@@ -134,7 +134,7 @@ async def _deliver(engine: Engine, readings: list[Reading], buffer: Path, refuse
     buf = await delivery.open()
     await delivery.put(readings, [], None)
     while buf.reading_rows:
-        await delivery._write_once()
+        await delivery._write_round()
     await delivery.close()
 
 

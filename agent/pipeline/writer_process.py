@@ -1,0 +1,131 @@
+"""The writer process: delivers the disk buffer into the central database beside the polling agent.
+
+Started by :class:`~agent.pipeline.writer_link.WriterLink` as ``python -m
+agent.pipeline.writer_process``; reads a :class:`~agent.pipeline.writer_wire.WriterSpec` line,
+then commands, from stdin and reports on the original stdout (sys.stdout goes to stderr, so
+nothing a library prints can corrupt the messages). Logs go to stderr, as the agent's do. It
+ignores SIGINT and SIGTERM (the agent drains it at shutdown) and dies with the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any, BinaryIO
+
+from agent.central.engine import make_engine
+from agent.logsetup import setup_logging
+from agent.pipeline.delivery import Delivery, Outcome
+from agent.pipeline.stats import AgentStats
+from agent.pipeline.writer_wire import LINE_LIMIT, WriterSpec, encode, records_to_wire
+from agent.records import DeviceInfo, Record
+from agent.sinks.central import CentralSink
+
+log = logging.getLogger(__name__)
+
+#: After the agent vanished, the running round gets this long before the process exits anyway.
+ORPHAN_GRACE_SECONDS = 5.0
+PR_SET_PDEATHSIG = 1
+
+
+class Relay(Outcome):
+    """Sends every outcome to the agent (the process's own stats are not read by anyone)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        super().__init__(AgentStats())
+        self.out = out
+
+    def send(self, kind: str, **fields: Any) -> None:
+        """One message to the agent."""
+        try:
+            self.out.write(encode(kind, **fields))
+            self.out.flush()
+        except (BrokenPipeError, ValueError):  # the agent is gone; stdin's EOF ends the process
+            pass
+
+    def written(self, readings: int, events: int, seconds: float | None) -> None:
+        self.send("written", readings=readings, events=events, seconds=seconds)
+
+    def idle(self) -> None:
+        self.send("idle")
+
+    def state(self, state: str, error: str) -> None:
+        self.send("state", state=state, error=error)
+
+    def content_error(self) -> None:
+        self.send("content_error")
+
+    def quarantined(self, refused: list[tuple[Record, str]], count: int | None = None) -> None:
+        self.send("quarantined", count=len(refused) if count is None else count, records=records_to_wire(refused))
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when the agent dies (SIGKILL included)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+async def _commands() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=LINE_LIMIT)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def serve(out: BinaryIO) -> int:
+    """Run the delivery loop until the agent says ``drain`` or goes away; the exit status."""
+    commands = await _commands()
+    spec = WriterSpec.model_validate_json(await commands.readline())
+    setup_logging(spec.log_level, spec.log_format)
+    relay = Relay(out)
+    sink = CentralSink(make_engine(spec.central), spec.gateway, spec.central.auto_migrate)
+    central = spec.central
+    delivery = Delivery(spec.buffer, sink, spec.devices, relay.stats, batch_size=central.batch_size,
+                        flush_interval=central.flush_interval, connections=central.parallel_writes(),
+                        outcome=relay)
+    await delivery.attach([sink.name])
+    relay.send("ready", pid=os.getpid())
+    stop = asyncio.Event()
+    running = asyncio.create_task(delivery.run(stop), name="deliver")
+    try:
+        while line := await commands.readline():
+            message = json.loads(line)
+            kind = message["t"]
+            if kind == "devices":
+                delivery.update_devices([DeviceInfo(**d) for d in message["devices"]])
+            elif kind == "wake":
+                delivery.wake()
+            elif kind == "drain":
+                stop.set()
+                await running
+                empty = await delivery.drain(time.monotonic() + float(message["seconds"]))
+                relay.send("drained", empty=empty)
+                return 0
+        log.warning("the agent went away; the writer process stops (unacknowledged packs are delivered later)")
+        stop.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(running, ORPHAN_GRACE_SECONDS)
+        return 0
+    finally:
+        await delivery.close()
+
+
+def main() -> int:
+    """Entry point of ``python -m agent.pipeline.writer_process``."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return asyncio.run(serve(out))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
