@@ -197,6 +197,13 @@ def cmd_status(args: argparse.Namespace, cfg: AgentConfig) -> int:
         + (f"  error: {central['error']}" if central["state"] != "up" and central["error"] else ""),
         "devices:",
     ]
+    processes = [f"writer pid {central['writer_pid']}"] if central.get("writer_pid") else []
+    polling = state.get("polling") or {"pids": [], "restarts": 0}
+    if polling["pids"]:
+        processes.append(f"polling pids {', '.join(str(pid or '-') for pid in polling['pids'])}")
+    restarts = central.get("writer_restarts", 0) + polling["restarts"]
+    if processes:
+        lines.insert(-1, "processes " + ", ".join(processes) + (f"  ({restarts} restarted)" if restarts else ""))
     det = state.get("detection")
     if det:
         inc = det["open_detection"]

@@ -298,6 +298,13 @@ class AgentConfig(StrictModel):
     devices: list[DeviceConfig] = Field(default_factory=list)
     detection: DetectionConfig | None = None
     monitoring: MonitoringConfig = MonitoringConfig()
+    #: polling processes: ``auto`` (one per core once the map offers enough points per second,
+    #: else the agent polls itself), or a number (1: no polling process)
+    workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
+
+    def points_per_second(self) -> float:
+        """Points the enabled devices offer per second at their intervals."""
+        return sum(len(d.config.points) / d.interval for d in self.enabled_devices())
 
     def resolved(self, device: AnyDevice) -> ResolvedDevice:
         """The device with every inherited setting filled in from ``defaults``."""

@@ -83,6 +83,8 @@ class AgentCollector(Collector):
             ("hacksky_readings_dropped", "Readings dropped because the buffer was full", b["dropped"]),
             ("hacksky_records_quarantined", "Records the central database refused", c["quarantined"]),
             ("hacksky_writer_restarts", "Times the writer process died and was started again", c["writer_restarts"]),
+            ("hacksky_polling_restarts", "Times a polling process died and was started again",
+             s["polling"]["restarts"]),
         ]
         for name, doc, value in counters:
             yield CounterMetricFamily(name, doc, value=value)

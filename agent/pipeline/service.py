@@ -19,6 +19,7 @@ from agent.pipeline.delivery import Delivery
 from agent.pipeline.monitor import Monitor
 from agent.pipeline.power import PowerSampler
 from agent.pipeline.scheduler import PollScheduler
+from agent.pipeline.shards import ShardPool, worker_count
 from agent.pipeline.statefile import write_state
 from agent.pipeline.stats import AgentStats, DeviceStats
 from agent.pipeline.status import DetectionSnapshot, DeviceSnapshot, Health, Snapshot
@@ -73,6 +74,8 @@ class Agent:
         self.stats = AgentStats()
         self.device_stats = {d: DeviceStats() for d in self.devices}
         self.pool = ConnectionPool()
+        workers = worker_count(cfg.workers, cfg.points_per_second())
+        self.shards = ShardPool(workers, cfg.gateway.id) if workers > 1 else None
         self.drivers: dict[str, Driver] = {}
         self.checks = CheckEngine(build_checks(cfg))
         self.power = PowerSampler([d.config for d in self.devices.values()])
@@ -109,7 +112,10 @@ class Agent:
         self.monitor.write_seconds.observe(seconds)
 
     def _make_driver(self, dev: ResolvedDevice) -> Driver:
-        """The driver of ``dev``, built by the source registered for its protocol."""
+        """The driver of ``dev``, built by the source registered for its protocol (in a polling
+        process when there are several)."""
+        if self.shards is not None:
+            return self.shards.driver(dev)
         context = SourceContext(pool=self.pool, gateway=self.cfg.gateway.id)
         return source_for(dev.config.protocol).driver(dev.config, dev, context)
 
@@ -124,6 +130,8 @@ class Agent:
         if buffer.salvage is not None:
             self.incident("buffer_corrupt", "high", "edge buffer file was damaged", buffer.salvage.summary())
         self.drivers = {d: self._make_driver(dev) for d, dev in self.devices.items()}
+        if self.shards is not None:
+            await self.shards.start()
         workers = [
             asyncio.create_task(self.delivery.run(stop), name="writer"),
             asyncio.create_task(self._commit_loop(stop), name="committer"),
@@ -181,6 +189,8 @@ class Agent:
             await driver.close()
         for task in self._background:
             task.cancel()
+        if self.shards is not None:
+            await self.shards.close()
         self.pool.close_all()
         self.monitor.stop()
         await self.delivery.close()
@@ -193,7 +203,7 @@ class Agent:
         need a restart and are kept as they are.
         """
         old = self.cfg
-        fixed = [name for name in ("gateway", "central", "buffer", "monitoring")
+        fixed = [name for name in ("gateway", "central", "buffer", "monitoring", "workers")
                  if getattr(old, name) != getattr(new, name)]
         if fixed:
             log.warning("reload: %s changed; that takes effect at the next restart", ", ".join(fixed))
@@ -529,6 +539,8 @@ class Agent:
                                   "errors": dict(health.errors) if health else {}, **dev_stats.snapshot()}
         return {
             "gateway": self.cfg.gateway.id, "pid": os.getpid(), "updated": time.time(),
+            "polling": {"pids": self.shards.pids() if self.shards else [],
+                        "restarts": self.shards.restarts if self.shards else 0},
             "started": st.started, "readings_taken": st.readings_taken,
             "readings_per_s": round(st.readings_per_second(), 1),
             "open_alerts": len(self.tracker.open) + int(bool(self.detection and self.detection.incidents.open

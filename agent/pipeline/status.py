@@ -74,11 +74,19 @@ class DetectionSnapshot(TypedDict):
     open_detection: OpenDetection | None
 
 
+class PollingSnapshot(TypedDict):
+    """The polling processes (``workers:``); none when the agent polls itself."""
+
+    pids: list[int | None]  # None while one is being (re)started
+    restarts: int  # times one died and was started again
+
+
 class Snapshot(TypedDict):
     """The whole gateway."""
 
     gateway: str
     pid: int
+    polling: PollingSnapshot
     updated: float
     started: float
     readings_taken: int

@@ -14,19 +14,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import random
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
-import agent
 from agent.buffer.disk import DiskBuffer, PutResult
-from agent.logsetup import JsonLines
+from agent.pipeline.child import child_environment, log_settings
 from agent.pipeline.delivery import BufferThread, Outcome, stall_seconds
 from agent.pipeline.stats import AgentStats
 from agent.pipeline.writer_process import ORPHAN_GRACE_SECONDS
@@ -42,14 +39,6 @@ T = TypeVar("T")
 #: How long a starting writer may take to open the buffer and say it is ready.
 READY_TIMEOUT = 60.0
 RESTART_MAX = 10.0
-#: systemd's variables are the agent's alone: the writer must not notify for it
-SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-
-
-def _log_settings() -> tuple[str, str]:
-    root = logging.getLogger()
-    json_lines = any(isinstance(h.formatter, JsonLines) for h in root.handlers)
-    return logging.getLevelName(root.getEffectiveLevel()), "json" if json_lines else "text"
 
 
 class WriterExited(Exception):
@@ -121,12 +110,10 @@ class WriterLink:
 
     async def _start(self) -> None:
         """Start the writer process and wait until it has the buffer open."""
-        level, log_format = _log_settings()
+        level, log_format = log_settings()
         spec = WriterSpec(gateway=self.cfg.gateway.id, central=self.cfg.central, buffer=self.cfg.buffer,
                           devices=self.devices, log_level=level, log_format=log_format)
-        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARIABLES}
-        root = str(Path(agent.__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        env = child_environment()
         self._ready.clear()
         self._idle = False
         process = await asyncio.create_subprocess_exec(

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from typing import Any, BinaryIO
 
 from agent.central.engine import make_engine
 from agent.logsetup import setup_logging
+from agent.pipeline.child import become_child
 from agent.pipeline.delivery import Delivery, Outcome
 from agent.pipeline.stats import AgentStats
 from agent.pipeline.writer_wire import LINE_LIMIT, WriterSpec, encode, records_to_wire
@@ -32,7 +31,6 @@ log = logging.getLogger(__name__)
 
 #: After the agent vanished, the running round gets this long before the process exits anyway.
 ORPHAN_GRACE_SECONDS = 5.0
-PR_SET_PDEATHSIG = 1
 
 
 class Relay(Outcome):
@@ -64,12 +62,6 @@ class Relay(Outcome):
 
     def quarantined(self, refused: list[tuple[Record, str]], count: int | None = None) -> None:
         self.send("quarantined", count=len(refused) if count is None else count, records=records_to_wire(refused))
-
-
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this process when the agent dies (SIGKILL included)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 async def _commands() -> asyncio.StreamReader:
@@ -119,12 +111,7 @@ async def serve(out: BinaryIO) -> int:
 
 def main() -> int:
     """Entry point of ``python -m agent.pipeline.writer_process``."""
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    return asyncio.run(serve(out))
+    return asyncio.run(serve(become_child()))
 
 
 if __name__ == "__main__":
