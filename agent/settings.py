@@ -240,9 +240,10 @@ class CentralConfig(StrictModel):
     #: packs written at once, each on its own connection and acknowledged in order (MySQL and
     #: MariaDB; an SQLite file takes one writer at a time, so it gets one)
     connections: int = Field(default=3, ge=1, le=16)
-    #: ``process``: the writer runs in a process of its own, on its own core (docs/performance.md);
-    #: ``thread``: inside the agent's process (one interpreter less: ~35 MB, for the smallest boxes)
-    writer: Literal["process", "thread"] = "process"
+    #: ``process``: the writer runs in a process of its own, on its own core; ``thread``: inside
+    #: the agent's process (one interpreter less, ~70 MB); ``auto``: a process once the map offers
+    #: enough points per second to gain from it (docs/performance.md)
+    writer: Literal["auto", "process", "thread"] = "auto"
 
     def parallel_writes(self) -> int:
         """Packs the writer sends at once: ``connections``, or 1 for SQLite."""

@@ -128,7 +128,7 @@ class Farm:
 
 
 def device_map(farm: Farm, db_url: str, workdir: Path, interval: float, monitor_port: int,
-               extra_central: dict[str, Any] | None = None) -> Path:
+               extra_central: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
     """The agent's YAML for the farm: one device per port, every point with limits (checks run)."""
     points = [{"name": f"p{i:03d}", "table": "holding", "address": 2 * i, "type": "float32",
                "limits": {"min": -1e9, "max": 1e9}} for i in range(farm.points)]
@@ -141,6 +141,7 @@ def device_map(farm: Farm, db_url: str, workdir: Path, interval: float, monitor_
         "monitoring": {"port": monitor_port},
         "devices": [{"id": f"dev{i:04d}", "type": "power_meter", "protocol": "modbus", "host": "127.0.0.1",
                      "port": port, "unit_id": 1, "points": points} for i, port in enumerate(farm.ports)],
+        **(extra or {}),
     }
     path = workdir / "bench-map.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -259,13 +260,14 @@ def scratch_database() -> Iterator[str]:
 
 
 def run_load(devices: int, points: int, interval: float, seconds: float, db_url: str, workdir: Path,
-             warmup: float = 10.0, extra_central: dict[str, Any] | None = None) -> dict[str, Any]:
+             warmup: float = 10.0, extra_central: dict[str, Any] | None = None,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Farm + agent at one load; figures over ``seconds`` after ``warmup``."""
     farm = Farm(devices, points, workdir)
     agent: AgentProcess | None = None
     try:
         port = free_port()
-        agent = AgentProcess(device_map(farm, db_url, workdir, interval, port, extra_central), port, workdir)
+        agent = AgentProcess(device_map(farm, db_url, workdir, interval, port, extra_central, extra), port, workdir)
         time.sleep(warmup)
         server = shared_mariadb_pid()
         others = [farm.proc.pid] + ([server] if server else [])

@@ -6,8 +6,9 @@
 3. End to end at each sustained step: rows/s that reached MariaDB against PyMySQL
    ``executemany`` and ``LOAD DATA LOCAL INFILE`` of the same rows, measured right after on the
    same table of the same server.
-4. Both ways of running the writer (``central.writer``): on a thread of the agent's process (the
-   one-process agent, the baseline) and in a process of its own, each stepped up to its ceiling.
+4. Two ways of running the agent, each stepped up to its ceiling: ``one process`` (the writer on
+   a thread, ``workers: 1``: the agent as it was, the baseline) and ``auto`` (the defaults: from
+   20,000 points/s a writer process and a polling process per core).
 
 The farm, the agent and MariaDB share the machine's cores, as on a small gateway box.
 """
@@ -22,7 +23,7 @@ from bench.ingest import executemany_rate, load_data_rate, truncate
 from bench.load import connect, database_of, run_load, scratch_database
 
 TITLE = "Scale: agent daemon, device farm -> MariaDB, 1 s interval"
-COLUMNS = ["writer", "devices x points", "offered/s", "taken/s", "written/s", "missed", "lag p50 ms", "lag p99 ms",
+COLUMNS = ["mode", "devices x points", "offered/s", "taken/s", "written/s", "missed", "lag p50 ms", "lag p99 ms",
            "agent CPU %", "RSS MB", "farm CPU %", "MariaDB CPU %", "vs executemany", "vs LOAD DATA", "sustained"]
 DEFAULT_SECONDS = 60.0
 #: (devices, points per device); the first is the issue's target load
@@ -53,31 +54,35 @@ def baselines(db_url: str, tmp: Path) -> tuple[float, float]:
     return many, load
 
 
-WRITERS = ("thread", "process")
+#: mode -> (central settings, top-level settings)
+MODES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "one process": ({"writer": "thread"}, {"workers": 1}),
+    "auto": ({}, {}),
+}
 
 
-def run(seconds: float = DEFAULT_SECONDS, steps: list[tuple[int, int]] | None = None,
-        writers: tuple[str, ...] = WRITERS) -> dict[str, Any]:
-    """For each writer mode, step the load up until a step is not sustained; figures of every step."""
+def run(seconds: float = DEFAULT_SECONDS, steps: list[tuple[int, int]] | None = None) -> dict[str, Any]:
+    """For each mode, step the load up until a step is not sustained; figures of every step."""
     results: list[dict[str, Any]] = []
     ceilings = {}
-    for writer in writers:
-        mode = _steps(writer, seconds, steps or STEPS)
-        results += mode
-        best = max((x for x in mode if x["sustained"] == "yes"), key=lambda x: x["written/s"], default=None)
-        ceilings[writer] = best and {"load": best["devices x points"], "written/s": best["written/s"]}
+    for mode in MODES:
+        figures = _steps(mode, seconds, steps or STEPS)
+        results += figures
+        best = max((x for x in figures if x["sustained"] == "yes"), key=lambda x: x["written/s"], default=None)
+        ceilings[mode] = best and {"load": best["devices x points"], "written/s": best["written/s"]}
     return {"window_s": seconds, "ceilings": ceilings, "results": results}
 
 
-def _steps(writer: str, seconds: float, steps: list[tuple[int, int]]) -> list[dict[str, Any]]:
+def _steps(mode: str, seconds: float, steps: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    central, top = MODES[mode]
     results = []
     for devices, points in steps:
         with scratch_database() as url, tempfile.TemporaryDirectory() as tmp:
-            r = run_load(devices, points, 1.0, seconds, url, Path(tmp), extra_central={"writer": writer})
+            r = run_load(devices, points, 1.0, seconds, url, Path(tmp), extra_central=central, extra=top)
             ok = sustained(r)
             many, load = baselines(url, Path(tmp)) if ok else (0.0, 0.0)
         results.append({
-            "writer": writer, "devices x points": f"{devices} x {points}", "offered/s": r["offered_points_per_s"],
+            "mode": mode, "devices x points": f"{devices} x {points}", "offered/s": r["offered_points_per_s"],
             "taken/s": r["points_per_s"], "written/s": r["rows_written_per_s"], "missed": r["missed"],
             "lag p50 ms": r["lag_p50_ms"], "lag p99 ms": r["lag_p99_ms"], "agent CPU %": r["cpu_percent"],
             "RSS MB": r["rss_peak_mb"], "farm CPU %": r["farm_cpu_percent"],

@@ -434,8 +434,11 @@ class DiskBuffer:
         if not pack:
             return
         self._db.execute("BEGIN IMMEDIATE")
-        self._db.execute("UPDATE cursors SET seq = ?, skip = ?, event_seq = max(event_seq, ?) WHERE sink = ?",
-                         (*pack.end, pack.last_event_seq, pack.sink))
+        if pack.readings:
+            self._db.execute("UPDATE cursors SET seq = ?, skip = ? WHERE sink = ?", (*pack.end, pack.sink))
+        if pack.events:
+            self._db.execute("UPDATE cursors SET event_seq = max(event_seq, ?) WHERE sink = ?",
+                             (pack.last_event_seq, pack.sink))
         self._forget_delivered()
         self._db.execute("COMMIT")
         self.acked(pack.sink, len(pack.readings), len(pack.events))

@@ -15,6 +15,10 @@ import agent
 from agent.logsetup import JsonLines
 
 PR_SET_PDEATHSIG = 1
+#: ``auto`` gives a map offering at least this many points per second a writer process and one
+#: polling process per core; below it one process polls and writes with less memory and meets
+#: the lag target (measured: docs/performance.md, "Processes")
+SPLIT_FROM_POINTS_PER_S = 20_000
 #: systemd's variables are the agent's alone: a helper must not notify for it
 SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 

@@ -4,8 +4,10 @@ The buffer lives on its own thread (SQLite connections are thread-bound); the si
 pool of ``connections`` threads, each pack one transaction on its own connection. Packs of a
 round are written in parallel and acknowledged in order, so the sink's cursor never passes a
 pack that is not committed: after a failure or a crash the unacknowledged packs are written
-again (sinks are idempotent). Only the first pack of a round carries events, so events land
-in the order they were buffered (an alert's resolution never overtakes its opening).
+again (sinks are idempotent). A round's events travel in a pack of their own, written after
+its readings: events land in the order they were buffered (an alert's resolution never
+overtakes its opening), and their row updates (``devices.last_seen``) never wait for the
+readings' foreign-key locks of the parallel packs (MariaDB: that made parallel packs serial).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from drivers.base import Reading
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRY_MAX = 10.0
+#: events per pack (they are few next to readings: alerts, status changes, metrics)
+MAX_EVENTS = 1000
 
 #: the writer's state (``AgentStats.central_state``) after a sink failure of each kind
 STATE_OF_FAILURE: dict[FailureKind, str] = {"unavailable": "down", "misconfigured": "misconfigured",
@@ -195,21 +199,21 @@ class Delivery:
         self.sink.write(pack)
         return time.perf_counter() - started
 
-    async def _take_round(self) -> list[Pack]:
-        """Up to ``connections`` consecutive packs; events only in the first."""
+    async def _take_round(self) -> tuple[list[Pack], Pack]:
+        """Up to ``connections`` consecutive packs of readings, and a pack of the next events."""
         assert self.buffer is not None
         packs: list[Pack] = []
         after: Pack | None = None
-        for index in range(self.connections):
-            pack = await self.in_buffer(self.buffer.take, self.sink.name, self.batch_size,
-                                        0 if index else 1000, after)
+        for _ in range(self.connections):
+            pack = await self.in_buffer(self.buffer.take, self.sink.name, self.batch_size, 0, after)
             if not pack:
                 break
             packs.append(pack)
             after = pack
             if not pack.more:
                 break
-        return packs
+        events = await self.in_buffer(self.buffer.take, self.sink.name, 0, MAX_EVENTS)
+        return packs, events
 
     async def _write_round(self) -> bool:
         """Prepare if needed, write a round of packs, ack them in order; True if more records wait
@@ -219,11 +223,19 @@ class Delivery:
             devices = self.devices
             await self._in_sink(self.sink.prepare, devices)
             self._prepared = self.devices is devices  # a device change meanwhile: prepare again
-        packs = await self._take_round()
-        if not packs:
-            return False
-        results = await asyncio.gather(*(self._in_sink(self._timed_write, pack) for pack in packs),
-                                       return_exceptions=True)
+        packs, events = await self._take_round()
+        results: list[float | BaseException] = list(await asyncio.gather(
+            *(self._in_sink(self._timed_write, pack) for pack in packs), return_exceptions=True))
+        await self._settle(packs, results)
+        if events.events:
+            await self._settle([events], list(await asyncio.gather(self._in_sink(self._timed_write, events),
+                                                                   return_exceptions=True)))
+        return bool(packs and packs[-1].more) or len(events.events) == MAX_EVENTS
+
+    async def _settle(self, packs: list[Pack], results: list[float | BaseException]) -> None:
+        """Acknowledge written packs in order; isolate a pack refused for its content; stop at the
+        first pack the sink failed (raised: it and those after it are written again)."""
+        assert self.buffer is not None
         for pack, result in zip(packs, results, strict=True):
             seconds: float | None = None
             if isinstance(result, SinkFailure) and result.kind == "content":
@@ -239,7 +251,6 @@ class Delivery:
                 seconds = result
             await self.in_buffer(self.buffer.ack, pack)
             self.outcome.written(len(pack.readings), len(pack.events), seconds)
-        return packs[-1].more
 
     async def _quarantine(self, refused: list[tuple[Record, str]]) -> None:
         assert self.buffer is not None

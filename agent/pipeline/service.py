@@ -15,6 +15,7 @@ from typing import Any
 from agent.central.engine import make_engine, redacted, resolve_url
 from agent.checks import AlertTracker, CheckEngine, Condition, build_checks
 from agent.detect.runner import DetectionRunner, load_model
+from agent.pipeline.child import SPLIT_FROM_POINTS_PER_S
 from agent.pipeline.delivery import Delivery
 from agent.pipeline.monitor import Monitor
 from agent.pipeline.power import PowerSampler
@@ -98,10 +99,12 @@ class Agent:
         self.ready = asyncio.Event()
 
     def _delivery(self, devices: list[DeviceInfo]) -> Delivery | WriterLink:
-        """The writer: in a process of its own (``central.writer: process``) or on threads of this one."""
+        """The writer: in a process of its own (``central.writer``, see :data:`SPLIT_FROM_POINTS_PER_S`)
+        or on threads of this one."""
         cfg = self.cfg
         observe = self._observe_write
-        if cfg.central.writer == "process":
+        writer = cfg.central.writer
+        if writer == "process" or (writer == "auto" and cfg.points_per_second() >= SPLIT_FROM_POINTS_PER_S):
             return WriterLink(cfg, devices, self.stats, on_quarantine=self._quarantined, on_write=observe)
         sink = CentralSink(make_engine(cfg.central), cfg.gateway.id, cfg.central.auto_migrate)
         return Delivery(cfg.buffer, sink, devices, self.stats, batch_size=cfg.central.batch_size,

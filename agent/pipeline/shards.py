@@ -21,7 +21,7 @@ from collections import Counter
 from functools import partial
 from typing import Any
 
-from agent.pipeline.child import child_environment, log_settings
+from agent.pipeline.child import SPLIT_FROM_POINTS_PER_S, child_environment, log_settings
 from agent.pipeline.shard_process import frame, read_frame
 from agent.settings import ResolvedDevice
 from drivers.base import DeviceHealth, Reading, now_us
@@ -31,9 +31,6 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 60.0
 READ_GIVE_UP_MIN = 30.0
 RESTART_MAX = 10.0
-#: ``workers: auto`` shards a map offering at least this many points per second (below it one
-#: process costs less CPU and memory: docs/performance.md)
-AUTO_SHARD_FROM = 15_000
 make_reading = partial(tuple.__new__, Reading)
 
 
@@ -42,7 +39,7 @@ def worker_count(setting: int | str, points_per_second: float) -> int:
     large enough to gain from it (1 means the agent polls itself)."""
     if setting != "auto":
         return int(setting)
-    return (os.cpu_count() or 1) if points_per_second >= AUTO_SHARD_FROM else 1
+    return (os.cpu_count() or 1) if points_per_second >= SPLIT_FROM_POINTS_PER_S else 1
 
 
 def endpoint_key(dev: ResolvedDevice) -> str:

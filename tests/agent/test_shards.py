@@ -9,8 +9,9 @@ from pathlib import Path
 import yaml
 
 from agent.configload import load_config_text
+from agent.pipeline.child import SPLIT_FROM_POINTS_PER_S as AUTO_SHARD_FROM
 from agent.pipeline.service import Agent
-from agent.pipeline.shards import AUTO_SHARD_FROM, ShardPool, worker_count
+from agent.pipeline.shards import ShardPool, worker_count
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread, free_port
 from tests.faults.plant import POINTS_PER_METER, count_rows

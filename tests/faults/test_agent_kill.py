@@ -29,6 +29,7 @@ def test_agent_killed_ten_times_loses_at_most_the_commit_window(
     with plant(meters=meters) as p:
         doc = yaml.safe_load(device_map("gw-kill", mariadb_url, str(tmp_path / "buf"), p.devices("200ms")))
         doc["buffer"]["commit_interval"] = commit_interval
+        doc["central"]["writer"] = "process"  # a killed agent takes its writer process with it
         config = tmp_path / "edge.yaml"
         config.write_text(yaml.safe_dump(doc))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -60,7 +60,7 @@ def outage_run(server: PrivateMariaDB, tmp_path: Path, central: dict[str, str], 
             await asyncio.sleep(1.0)
 
         agent = run_agent(device_map("gw-faults", url=central.pop("url"), buffer=str(tmp_path / "buf"),
-                                     devices=p.devices(), batch_size=2000, **central), scenario)
+                                     devices=p.devices(), batch_size=2000, writer="process", **central), scenario)
         served = p.readings_served()
     total, distinct = count_rows(server.url())
     taken = agent.stats.readings_taken

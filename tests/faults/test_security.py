@@ -104,10 +104,10 @@ def test_password_never_appears_in_logs_or_state(private_mariadb: PrivateMariaDB
         with caplog.at_level(logging.DEBUG):
             agent = run_agent(device_map("gw-secret", private_mariadb.url(user="edge"), str(tmp_path / "buf"),
                                          p.devices(), password_file=str(secret)), scenario)
-    writer_log = capfd.readouterr().err
+    logs = caplog.text + capfd.readouterr().err  # the writer logs here, or on stderr from its own process
     assert "Access denied" in agent.stats.central_error
-    assert "Access denied" in writer_log, "the writer process logged the refusal"
-    assert password not in caplog.text and password not in writer_log
+    assert "Access denied" in logs
+    assert password not in logs
     assert password not in (tmp_path / "buf" / "state.json").read_text()
 
 
