@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent.central.engine import make_engine, redacted, resolve_url
+from agent.central.engine import redacted, resolve_url
 from agent.checks import AlertTracker, CheckEngine, Condition, build_checks
 from agent.detect.runner import DetectionRunner, load_model
 from agent.pipeline.child import SPLIT_FROM_POINTS_PER_S
@@ -28,7 +28,7 @@ from agent.pipeline.systemd import notify, watchdog_interval
 from agent.pipeline.writer_link import WriterLink
 from agent.records import DeviceInfo, Event
 from agent.settings import AgentConfig, ResolvedDevice
-from agent.sinks.central import CentralSink
+from agent.sinks.build import build_sink
 from agent.sources import SourceContext, source_for
 from drivers.base import DeviceHealth, Driver, Reading, now_us
 from drivers.modbus import ConnectionPool
@@ -106,9 +106,10 @@ class Agent:
         writer = cfg.central.writer
         if writer == "process" or (writer == "auto" and cfg.points_per_second() >= SPLIT_FROM_POINTS_PER_S):
             return WriterLink(cfg, devices, self.stats, on_quarantine=self._quarantined, on_write=observe)
-        sink = CentralSink(make_engine(cfg.central), cfg.gateway.id, cfg.central.auto_migrate)
-        return Delivery(cfg.buffer, sink, devices, self.stats, batch_size=cfg.central.batch_size,
-                        flush_interval=cfg.central.flush_interval, connections=cfg.central.parallel_writes(),
+        central = cfg.central
+        return Delivery(cfg.buffer, build_sink(central, cfg.gateway.id), devices, self.stats,
+                        batch_size=central.batch_size, flush_interval=central.flush_interval,
+                        connections=central.parallel_writes(),
                         on_quarantine=self._quarantined, on_write=observe)
 
     def _observe_write(self, seconds: float) -> None:

@@ -30,7 +30,7 @@ from agent.pipeline.writer_process import ORPHAN_GRACE_SECONDS
 from agent.pipeline.writer_wire import LINE_LIMIT, WriterSpec, encode, records_from_wire
 from agent.records import DeviceInfo, Event, Record
 from agent.settings import AgentConfig
-from agent.sinks.central import CentralSink
+from agent.sinks.build import sink_name
 from drivers.base import Reading
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class WriterLink:
         """Open (or recover) the buffer file; the writer process attaches to it once started."""
         cfg = self.cfg.buffer
         self.buffer = await self.in_buffer(partial(DiskBuffer, cfg.path, cfg.max_size, cfg.when_full,
-                                                   sinks=[CentralSink.name]))
+                                                   sinks=[sink_name(self.cfg.central)]))
         return self.buffer
 
     async def put(self, readings: Sequence[Reading], events: Sequence[Event],
@@ -149,7 +149,7 @@ class WriterLink:
         if kind == "written":
             outcome.written(message["readings"], message["events"], message["seconds"])
             if self.buffer is not None:
-                self.buffer.acked(CentralSink.name, message["readings"], message["events"])
+                self.buffer.acked(sink_name(self.cfg.central), message["readings"], message["events"])
         elif kind == "idle":
             outcome.idle()
             self._idle = True

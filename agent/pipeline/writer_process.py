@@ -18,14 +18,13 @@ import sys
 import time
 from typing import Any, BinaryIO
 
-from agent.central.engine import make_engine
 from agent.logsetup import setup_logging
 from agent.pipeline.child import become_child
 from agent.pipeline.delivery import Delivery, Outcome
 from agent.pipeline.stats import AgentStats
 from agent.pipeline.writer_wire import LINE_LIMIT, WriterSpec, encode, records_to_wire
 from agent.records import DeviceInfo, Record
-from agent.sinks.central import CentralSink
+from agent.sinks.build import build_sink
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ async def serve(out: BinaryIO) -> int:
     spec = WriterSpec.model_validate_json(await commands.readline())
     setup_logging(spec.log_level, spec.log_format)
     relay = Relay(out)
-    sink = CentralSink(make_engine(spec.central), spec.gateway, spec.central.auto_migrate)
+    sink = build_sink(spec.central, spec.gateway)
     central = spec.central
     delivery = Delivery(spec.buffer, sink, spec.devices, relay.stats, batch_size=central.batch_size,
                         flush_interval=central.flush_interval, connections=central.parallel_writes(),

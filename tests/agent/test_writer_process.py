@@ -175,3 +175,15 @@ def test_the_writer_on_a_thread_of_the_agent_delivers_everything_too(mariadb_url
         agent = run_agent(yaml_text, scenario)
     stored, distinct = count_rows(mariadb_url)
     assert stored == distinct == agent.stats.readings_taken
+
+
+def test_a_null_central_runs_the_whole_agent_and_discards_after_the_buffer(tmp_path: Path) -> None:
+    with plant(meters=2) as p:
+        yaml_text = device_map("gw-null", "null://", str(tmp_path / "buf"), p.devices("100ms"), writer="process")
+
+        async def scenario(agent: Agent) -> None:
+            await async_wait_until(lambda: agent.stats.rows_written > 100 and agent.stats.central_state == "up")
+
+        agent = run_agent(yaml_text, scenario)
+    assert agent.stats.rows_written == agent.stats.readings_taken
+    assert agent.delivery.buffer is not None and agent.delivery.buffer.reading_rows == 0
