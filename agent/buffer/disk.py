@@ -151,9 +151,9 @@ class DiskBuffer:
         if not attach:
             self._convert_row_format()
         self._open_cursors(forget_others=not attach)
-        #: readings and events each sink has not acknowledged
-        self.pending = {sink: self._pending_readings(sink) for sink in self.sinks}
-        self.pending_events = {sink: self._pending_events(sink) for sink in self.sinks}
+        self.pending: dict[str, int] = {}
+        self.pending_events: dict[str, int] = {}
+        self.recount()
         if not attach and (self.reading_rows or self.event_rows):
             log.info("buffer %s holds %d readings and %d events from before", self.path,
                      self.reading_rows, self.event_rows)
@@ -201,6 +201,13 @@ class DiskBuffer:
         if row is None:
             raise KeyError(f"the buffer has no cursor for sink {sink!r}")
         return (int(row[0]), int(row[1])), int(row[2])
+
+    def recount(self) -> None:
+        """Count what each sink has not acknowledged from the file (after another process acknowledged
+        packs it may not have reported: a writer process that died)."""
+        #: readings and events each sink has not acknowledged
+        self.pending = {sink: self._pending_readings(sink) for sink in self.sinks}
+        self.pending_events = {sink: self._pending_events(sink) for sink in self.sinks}
 
     def _pending_readings(self, sink: str) -> int:
         (seq, skip), _ = self.position(sink)

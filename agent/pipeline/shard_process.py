@@ -65,6 +65,7 @@ class ShardServer:
         self.context = SourceContext(pool=self.pool, gateway=gateway)
         self.drivers: dict[str, Driver] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.failing: set[str] = set()  # devices whose driver raised: logged once until it reads again
 
     def send(self, message: tuple[Any, ...]) -> None:
         """One frame to the agent."""
@@ -99,9 +100,13 @@ class ShardServer:
             return
         try:
             readings = await driver.read()
-        except Exception as exc:  # a driver bug: the agent logs it once per device
+        except Exception as exc:  # a driver bug must not end this process: logged once per device
+            if device_id not in self.failing:
+                self.failing.add(device_id)
+                log.exception("device %s: driver failed; will keep trying every cycle", device_id)
             self.send(("read", request, None, f"{type(exc).__name__}: {exc}"))
             return
+        self.failing.discard(device_id)
         self.send(("read", request, [tuple(r) for r in readings], health_tuple(driver.health)))
 
     async def close(self) -> None:

@@ -65,6 +65,7 @@ class WriterLink:
         self._drained: asyncio.Future[bool] | None = None
         self._idle = False
         self._stopping = False
+        self._recount: asyncio.Future[None] | None = None
 
     async def in_buffer(self, func: Callable[..., T], *args: Any) -> T:
         """Run ``func`` on the buffer thread (see :meth:`BufferThread.run`)."""
@@ -162,6 +163,8 @@ class WriterLink:
         elif kind == "ready":
             log.debug("writer process %s ready", message["pid"])
             self._ready.set()
+            if self.restarts and self.buffer is not None:  # the one that died may have acked unreported packs
+                self._recount = asyncio.ensure_future(self.in_buffer(self.buffer.recount))
         elif kind == "drained" and self._drained is not None and not self._drained.done():
             self._drained.set_result(bool(message["empty"]))
 
