@@ -3,17 +3,116 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 from drivers.base import Reading
 
 
+class AlertChange(TypedDict):
+    """An alert opened, or updated while it stays active (``alerts``)."""
+
+    op: Literal["open", "update"]
+    key: str  # stable for the alert's life; the gateway id is prefixed centrally
+    ts_us: int
+    device: str | None
+    point: str | None
+    alert_type: str
+    severity: str  # low | medium | high | critical
+    title: str
+    message: str
+    value: float | None
+    system: str
+
+
+class AttackChange(TypedDict):
+    """An attack detection opened, or updated while it lasts (``attack_detections``)."""
+
+    op: Literal["open", "update"]
+    key: str
+    ts_us: int
+    opened_us: int
+    attack_type: str
+    confidence: float  # 0-100
+    threat_level: str
+    target_system: str
+    description: str
+    indicators: dict[str, Any]  # stored as JSON: the signals and the findings that fired
+
+
+class Closed(TypedDict):
+    """An alert resolved, or an attack detection ended."""
+
+    op: Literal["close"]
+    key: str
+    ts_us: int
+
+
+class PowerSample(TypedDict):
+    """One row of ``power_readings``: the meter's roles (power, voltage, ...) and its load anomaly."""
+
+    device: str
+    ts_us: int
+    fields: dict[str, float | bool]
+
+
+class Metric(TypedDict):
+    """One of the agent's own figures, a row of ``system_metrics``."""
+
+    name: str
+    value: float
+    unit: str
+    category: str
+    ts_us: int
+
+
+class DeviceStatus(TypedDict):
+    """A device's status (online, degraded, offline, unknown) and reason; ``devices`` row update."""
+
+    device: str
+    status: str
+    reason: str
+    ts_us: int
+    last_seen_us: NotRequired[int | None]
+
+
+AlertPayload = AlertChange | Closed
+AttackPayload = AttackChange | Closed
+Payload = AlertPayload | AttackPayload | PowerSample | Metric | DeviceStatus
+EventKind = Literal["alert", "attack", "power", "metric", "device_status"]
+
+
 @dataclass(frozen=True)
 class Event:
-    """A non-reading record for the central DB: alert, power sample, device status, metric."""
+    """A non-reading record for the central DB; build one with the function of its kind
+    (:func:`alert_event`, :func:`attack_event`, ...), which types its payload."""
 
-    kind: str
-    payload: dict[str, Any]
+    kind: str  # an EventKind; a buffer written by another version may hold others (skipped, logged)
+    payload: Payload
+
+
+def alert_event(payload: AlertPayload) -> Event:
+    """An alert opened, updated or resolved."""
+    return Event("alert", payload)
+
+
+def attack_event(payload: AttackPayload) -> Event:
+    """An attack detection opened, updated or ended."""
+    return Event("attack", payload)
+
+
+def power_event(payload: PowerSample) -> Event:
+    """A ``power_readings`` row."""
+    return Event("power", payload)
+
+
+def metric_event(payload: Metric) -> Event:
+    """A ``system_metrics`` row."""
+    return Event("metric", payload)
+
+
+def status_event(payload: DeviceStatus) -> Event:
+    """A device's status change (or a refreshed ``last_seen``)."""
+    return Event("device_status", payload)
 
 
 #: One buffered record, as a sink may refuse it.

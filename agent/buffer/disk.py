@@ -128,6 +128,8 @@ class DiskBuffer:
         self.max_bytes = max_bytes
         self.when_full = when_full
         self.sinks = tuple(sinks)
+        self._attached = attach
+        self._taken = 0  # highest chunk this connection handed to a sink and not yet acknowledged
         self.salvage: salvage.SalvageReport | None = None
         self._unpersisted_drops = 0
         self.overflowing = False
@@ -365,7 +367,7 @@ class DiskBuffer:
         transaction; returns how many, and how many of them each sink had not acknowledged."""
         # chunks a sink has taken are skipped: they may be in its hands (or committed) already
         cursors = self._db.execute("SELECT sink, seq, taken FROM cursors").fetchall()
-        floor = max((taken for _, _, taken in cursors), default=0)
+        floor = max([self._taken, *(taken for _, _, taken in cursors)])
         dropped, whole_to, cut = 0, None, None
         removed = dict.fromkeys(self.sinks, 0)
         for seq, n in self._db.execute("SELECT seq, n FROM chunks WHERE seq > ? ORDER BY seq", (floor,)):
@@ -432,8 +434,10 @@ class DiskBuffer:
                 pack.last_event_seq = ev_seq
             pack.more = pack.more or len(pack.events) == max_events
         if last_chunk:
-            self._db.execute("UPDATE cursors SET taken = ? WHERE sink = ? AND taken < ?",
-                             (last_chunk, sink, last_chunk))
+            self._taken = max(self._taken, last_chunk)
+            if self._attached:  # the appender is another process: it reads what is taken from the file
+                self._db.execute("UPDATE cursors SET taken = ? WHERE sink = ? AND taken < ?",
+                                 (last_chunk, sink, last_chunk))
         return pack
 
     def ack(self, pack: Pack) -> None:

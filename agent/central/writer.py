@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from math import isfinite
-from typing import Any
+from typing import Any, cast
 
 from pymysql.constants import SERVER_STATUS
 from sqlalchemy import Table, select, update
@@ -17,7 +17,7 @@ from sqlalchemy.sql.dml import Insert
 
 from agent.buffer.disk import Pack
 from agent.central import schema
-from agent.records import DeviceInfo, Event, Record
+from agent.records import AlertPayload, AttackPayload, DeviceInfo, DeviceStatus, Event, Metric, PowerSample, Record
 from drivers.base import Reading
 
 log = logging.getLogger(__name__)
@@ -237,22 +237,24 @@ class CentralWriter:
     def _write_events(self, conn: Connection, events: Iterable[Event]) -> None:
         power: list[dict[str, Any]] = []
         metrics: list[dict[str, Any]] = []
-        status: dict[str, dict[str, Any]] = {}
+        status: dict[str, DeviceStatus] = {}
         for ev in events:
-            p = ev.payload
             if ev.kind == "power":
-                power.append({"device_id": self._pk(conn, p["device"]), "timestamp": to_datetime(p["ts_us"]),
-                              **p["fields"]})
+                sample = cast(PowerSample, ev.payload)
+                power.append({"device_id": self._pk(conn, sample["device"]),
+                              "timestamp": to_datetime(sample["ts_us"]), **sample["fields"]})
             elif ev.kind == "metric":
-                metrics.append({"metric_name": p["name"], "value": p["value"], "unit": p.get("unit"),
-                                "category": p.get("category"), "timestamp": to_datetime(p["ts_us"]),
+                m = cast(Metric, ev.payload)
+                metrics.append({"metric_name": m["name"], "value": m["value"], "unit": m.get("unit"),
+                                "category": m.get("category"), "timestamp": to_datetime(m["ts_us"]),
                                 "gateway_id": self.gateway_id})
             elif ev.kind == "device_status":
-                status[p["device"]] = p
+                change = cast(DeviceStatus, ev.payload)
+                status[change["device"]] = change
             elif ev.kind == "alert":
-                self._apply_alert(conn, p)
+                self._apply_alert(conn, cast(AlertPayload, ev.payload))
             elif ev.kind == "attack":
-                self._apply_attack(conn, p)
+                self._apply_attack(conn, cast(AttackPayload, ev.payload))
             else:
                 log.warning("unknown buffered event kind %r skipped", ev.kind)
         if power:
@@ -263,11 +265,12 @@ class CentralWriter:
         for device, p in status.items():
             values: dict[str, Any] = {"status": p["status"], "status_reason": p.get("reason") or None,
                                       "updated_at": to_datetime(p["ts_us"])}
-            if p.get("last_seen_us"):
-                values["last_seen"] = to_datetime(p["last_seen_us"])
+            last_seen = p.get("last_seen_us")
+            if last_seen:
+                values["last_seen"] = to_datetime(last_seen)
             conn.execute(update(t).where(t.c.id == self._pk(conn, device)).values(**values))
 
-    def _apply_alert(self, conn: Connection, p: dict[str, Any]) -> None:
+    def _apply_alert(self, conn: Connection, p: AlertPayload) -> None:
         t = schema.alerts
         key = f"{self.gateway_id}/{p['key']}"
         ts = to_datetime(p["ts_us"])
@@ -285,7 +288,7 @@ class CentralWriter:
             conn.execute(update(t).where(t.c.event_key == key, t.c.resolved.is_(False)).values(
                 resolved=True, resolved_at=ts, updated_at=ts))
 
-    def _apply_attack(self, conn: Connection, p: dict[str, Any]) -> None:
+    def _apply_attack(self, conn: Connection, p: AttackPayload) -> None:
         t = schema.attack_detections
         key = f"{self.gateway_id}/{p['key']}"
         ts = to_datetime(p["ts_us"])

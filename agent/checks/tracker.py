@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from agent.checks.base import Condition
-from agent.records import Event
+from agent.records import Event, alert_event
 
 #: An open alert is refreshed (value, message) at most this often unless severity changes.
 UPDATE_EVERY_US = 60_000_000
@@ -48,12 +48,12 @@ class AlertTracker:
                 events.append(self._event("update", current, c, ts_us))
             elif not c.active and current is not None:
                 del self.open[c.key]
-                events.append(Event("alert", {"op": "close", "key": current.event_key, "ts_us": ts_us}))
+                events.append(alert_event({"op": "close", "key": current.event_key, "ts_us": ts_us}))
         return events
 
     @staticmethod
-    def _event(op: str, alert: OpenAlert, c: Condition, ts_us: int) -> Event:
-        return Event("alert", {
+    def _event(op: Literal["open", "update"], alert: OpenAlert, c: Condition, ts_us: int) -> Event:
+        return alert_event({
             "op": op, "key": alert.event_key, "ts_us": ts_us, "device": c.device, "point": c.point,
             "alert_type": c.alert_type, "severity": c.severity, "title": c.title,
             "message": c.message, "value": c.value, "system": c.system})

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from agent.detect.stream import Finding, Verdict
-from agent.records import Event
+from agent.records import Event, alert_event, attack_event
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,9 @@ class IncidentTracker:
                 return []
             self.open = None
             log.info("%s on %s cleared after %d quiet rows", inc.attack_type, self.target_system, inc.quiet)
-            closing = [Event("attack", {"op": "close", "key": inc.key, "ts_us": ts_us})]
+            closing = [attack_event({"op": "close", "key": inc.key, "ts_us": ts_us})]
             if inc.alerted:
-                closing.append(Event("alert", {"op": "close", "key": inc.key, "ts_us": ts_us}))
+                closing.append(alert_event({"op": "close", "key": inc.key, "ts_us": ts_us}))
             return closing
         conf = confidence(verdict)
         if inc is None:
@@ -105,13 +105,14 @@ class IncidentTracker:
             return self._events("update", inc, verdict, inc.confidence, ts_us)
         return []
 
-    def _events(self, op: str, inc: OpenIncident, verdict: Verdict, conf: float, ts_us: int) -> list[Event]:
+    def _events(self, op: Literal["open", "update"], inc: OpenIncident, verdict: Verdict, conf: float,
+                ts_us: int) -> list[Event]:
         signals = sorted({s for f in verdict.findings for s in f.signals})
         inc.signals = sorted(set(inc.signals) | set(signals))
         level = threat_level(conf)
         description = (f"{inc.attack_type} suspected on {self.target_system}: "
                        + "; ".join(f"{f.kind} {f.name} (score {f.score:.1f})" for f in verdict.findings[:4]))
-        events = [Event("attack", {
+        events = [attack_event({
             "op": op, "key": inc.key, "ts_us": ts_us, "opened_us": inc.opened_us, "attack_type": inc.attack_type,
             "confidence": conf, "threat_level": level, "target_system": self.target_system,
             "description": description, "indicators": {"signals": inc.signals,
@@ -119,7 +120,7 @@ class IncidentTracker:
         if conf >= self.alert_from:
             alert_op = op if inc.alerted else "open"
             inc.alerted = True
-            events.append(Event("alert", {
+            events.append(alert_event({
                 "op": alert_op, "key": inc.key, "ts_us": ts_us, "device": None, "point": None,
                 "alert_type": "attack_detected", "severity": level,
                 "title": f"{inc.attack_type} suspected on {self.target_system}"[:255],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from agent.detect.load import LoadWatch
-from agent.records import Event
+from agent.records import Event, power_event
 from agent.settings import AnyDevice
 from drivers.base import Reading
 
@@ -52,4 +52,4 @@ class PowerSampler:
         if "power" in groups:
             score, anomalous = self._load.setdefault(device, LoadWatch()).score(float(fields["power_consumption"]))
             fields.update(anomaly_score=score, is_anomaly=anomalous)
-        return Event("power", {"device": device, "ts_us": ts, "fields": fields})
+        return power_event({"device": device, "ts_us": ts, "fields": fields})

@@ -26,7 +26,7 @@ from agent.pipeline.stats import AgentStats, DeviceStats
 from agent.pipeline.status import DetectionSnapshot, DeviceSnapshot, Health, Snapshot
 from agent.pipeline.systemd import notify, watchdog_interval
 from agent.pipeline.writer_link import WriterLink
-from agent.records import DeviceInfo, Event
+from agent.records import DeviceInfo, Event, alert_event, metric_event, status_event
 from agent.settings import AgentConfig, ResolvedDevice
 from agent.sinks.build import build_sink
 from agent.sources import SourceContext, source_for
@@ -226,7 +226,7 @@ class Agent:
         for device_id in removed:
             self.device_stats.pop(device_id, None)
             self._reports.pop(device_id, None)
-            self._pending_events.append(Event("device_status", {
+            self._pending_events.append(status_event({
                 "device": device_id, "status": "unknown", "reason": "removed from the device map", "ts_us": now_us()}))
             self._track([Condition(key, active=False) for key in self.tracker.open
                          if key.split("/")[1:2] == [device_id]])
@@ -319,7 +319,7 @@ class Agent:
     def incident(self, alert_type: str, severity: str, title: str, message: str) -> None:
         """An alert for a one-off event (no condition to clear it): an operator resolves it."""
         ts = now_us()
-        self._pending_events.append(Event("alert", {
+        self._pending_events.append(alert_event({
             "op": "open", "key": f"incident/{alert_type}/{ts}", "ts_us": ts, "device": None, "point": None,
             "alert_type": alert_type, "severity": severity, "title": title, "message": message,
             "value": None, "system": "edge-gateway"}))
@@ -390,7 +390,7 @@ class Agent:
         if reported == report.status and (seen <= report.seen_us or ts - report.status_us < LAST_SEEN_EVERY_US):
             return None
         report.status, report.status_us, report.seen_us = reported, ts, seen
-        return Event("device_status", {"device": device_id, "status": status, "reason": health.reason,
+        return status_event({"device": device_id, "status": status, "reason": health.reason,
                                        "ts_us": ts, "last_seen_us": health.last_good_us})
 
     def _degraded_conditions(self, device_id: str, health: DeviceHealth) -> list[Condition]:
@@ -411,7 +411,7 @@ class Agent:
     def _stopped_events(self) -> list[Event]:
         """Every device ``unknown`` ("agent stopped") with its last_seen: nobody watches it any more."""
         ts = now_us()
-        return [Event("device_status", {"device": device_id, "status": "unknown", "reason": "agent stopped",
+        return [status_event({"device": device_id, "status": "unknown", "reason": "agent stopped",
                                         "ts_us": ts, "last_seen_us": driver.health.last_good_us})
                 for device_id, driver in self.drivers.items()]
 
@@ -464,7 +464,7 @@ class Agent:
             ("write_errors_total", st.write_errors, "errors", "central"),
             ("records_quarantined_total", st.quarantined, "records", "central"),
         ]
-        return [Event("metric", {"name": name, "value": float(value), "unit": unit, "category": category,
+        return [metric_event({"name": name, "value": float(value), "unit": unit, "category": category,
                                  "ts_us": ts}) for name, value, unit, category in figures]
 
     def _state(self) -> dict[str, Any]:
