@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import BeforeValidator
@@ -51,3 +52,17 @@ def parse_size(value: object) -> int:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 DurationOrZero = Annotated[float, BeforeValidator(lambda v: parse_duration(v, allow_zero=True))]
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
+
+
+#: layouts of the time column in CSV files (training data, history imports)
+TIME_FORMATS = ("%d/%m/%y %H", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M")
+
+
+def parse_time(text: str) -> datetime:
+    """A timestamp in one of the accepted layouts, as UTC."""
+    for fmt in TIME_FORMATS:
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    raise ValueError(f"time {text!r} is not one of {', '.join(TIME_FORMATS)}")

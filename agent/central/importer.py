@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from agent.central import schema
 from agent.central.writer import CentralWriter, insert_ignoring_duplicates, to_datetime
-from agent.detect.dataset import parse_time
 from agent.records import DeviceInfo
+from agent.units import parse_time
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from agent.configload import ConfigError
-from agent.detect.dataset import DatasetError, parse_time
+from agent.detect.dataset import DatasetError
 from agent.detect.model import DetectorModel, Tuning
+from agent.units import parse_time
 
 
 def _train_from_db(args: argparse.Namespace) -> DetectorModel:

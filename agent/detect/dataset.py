@@ -5,15 +5,16 @@ from __future__ import annotations
 import csv
 import gzip
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
+from agent.units import parse_time
+
 #: Label of a row that is not labelled (BATADAL's dataset04 marks those -999): not scored.
 UNLABELLED = -999
-TIME_FORMATS = ("%d/%m/%y %H", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M")
 
 
 class DatasetError(ValueError):
@@ -45,16 +46,6 @@ class Dataset:
         if missing:
             raise DatasetError(f"{self.path}: no column for signal(s) {', '.join(missing)}")
         return self.values[:, [self.signals.index(s) for s in signals]]
-
-
-def parse_time(text: str) -> datetime:
-    """A timestamp in one of the accepted layouts, as UTC."""
-    for fmt in TIME_FORMATS:
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    raise ValueError(f"time {text!r} is not one of {', '.join(TIME_FORMATS)}")
 
 
 def open_csv(path: str | Path) -> IO[str]:

@@ -16,7 +16,6 @@ import logging
 import os
 import random
 import sys
-import zlib
 from collections import Counter
 from functools import partial
 from typing import Any
@@ -60,6 +59,7 @@ class Shard:
         #: device id -> (generation, resolved device JSON): re-added after a restart
         self.devices: dict[str, tuple[int, str]] = {}
         self.restarts = 0
+        self._loads: dict[str, float] = {}
         self._generation = 0
         self._requests = 0
         self._waiting: dict[int, asyncio.Future[tuple[Any, Any]]] = {}
@@ -79,10 +79,16 @@ class Shard:
         with contextlib.suppress(ConnectionError, RuntimeError):
             process.stdin.write(frame(message))
 
+    @property
+    def load(self) -> float:
+        """Points per second this process polls."""
+        return sum(self._loads.values())
+
     def add(self, dev: ResolvedDevice) -> int:
         """Poll ``dev`` here (again, if it changed); returns its generation."""
         self._generation += 1
         self.devices[dev.id] = (self._generation, dev.model_dump_json())
+        self._loads[dev.id] = len(dev.config.points) / dev.interval
         if self._ready.is_set():
             self._send(("add", dev.id, self.devices[dev.id][1]))
         return self._generation
@@ -92,6 +98,7 @@ class Shard:
         current = self.devices.get(device_id)
         if current is not None and current[0] == generation:
             del self.devices[device_id]
+            self._loads.pop(device_id, None)
             self._send(("remove", device_id))
 
     async def read(self, device_id: str) -> tuple[Any, Any]:
@@ -220,10 +227,15 @@ class ShardPool:
 
     def __init__(self, count: int, gateway: str) -> None:
         self.shards = [Shard(index, gateway) for index in range(count)]
+        self._placed: dict[str, Shard] = {}  # endpoint -> its process, for the agent's life
 
     def driver(self, dev: ResolvedDevice) -> ShardDriver:
-        """``dev``'s driver, in the process its endpoint maps to."""
-        shard = self.shards[zlib.crc32(endpoint_key(dev).encode()) % len(self.shards)]
+        """``dev``'s driver, in its endpoint's process (a new endpoint goes to the process that
+        polls the fewest points per second)."""
+        key = endpoint_key(dev)
+        shard = self._placed.get(key)
+        if shard is None:
+            shard = self._placed[key] = min(self.shards, key=lambda s: (s.load, s.index))
         return ShardDriver(dev, shard)
 
     @property

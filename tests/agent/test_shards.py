@@ -42,7 +42,8 @@ def test_units_behind_one_endpoint_share_a_polling_process() -> None:
     pool = ShardPool(3, "gw")
     drivers = {d.id: pool.driver(d) for d in cfg.enabled_devices()}
     assert len({id(drivers[f"m{u}"].shard) for u in range(1, 9)}) == 1
-    assert all(shard.devices for shard in pool.shards), "forty endpoints spread over all three processes"
+    loads = sorted(len(shard.devices) for shard in pool.shards)
+    assert loads == [16, 16, 16], "forty-eight devices spread by load; the eight units stay together"
 
 
 def test_two_polling_processes_poll_every_device_into_one_buffer_and_one_status(
@@ -78,7 +79,7 @@ def test_a_polling_process_killed_alone_comes_back_with_its_devices(mariadb_url:
             assert agent.shards is not None
             await async_wait_until(lambda: all(s.polls > 3 for s in agent.device_stats.values()), timeout=30)
             victim = agent.shards.shards[0]
-            assert victim.process is not None and victim.devices
+            assert victim.process is not None and len(victim.devices) == 2, "4 endpoints, 2 per process"
             mine = list(victim.devices)
             os.kill(victim.process.pid, signal.SIGKILL)
             await async_wait_until(lambda: agent.shards is not None and agent.shards.restarts == 1, timeout=30)
