@@ -17,6 +17,7 @@ acknowledged (the size policy never drops those). Not thread-safe: use one objec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import marshal
@@ -409,23 +410,7 @@ class DiskBuffer:
         else:
             (seq, skip), event_seq = after.end, after.last_event_seq
         pack = Pack(sink=sink, end=(seq, skip), last_event_seq=event_seq)
-        make = partial(tuple.__new__, Reading)  # Reading._make without a Python frame per row
-        last_chunk = 0
-        for chunk, n, data in self._db.execute("SELECT seq, n, data FROM chunks WHERE seq >= ? ORDER BY seq",
-                                               (seq,)):
-            offset = skip if chunk == seq else 0
-            room = max_readings - len(pack.readings)
-            if room <= 0 or (n - offset > room and pack.readings):
-                pack.more = True
-                break
-            rows = marshal.loads(data)
-            last_chunk = chunk
-            if n - offset > room:  # a chunk larger than a whole pack: the rest of it stays for the next pack
-                pack.readings.extend(map(make, rows[offset:offset + room]))
-                pack.end, pack.more = (chunk, offset + room), True
-                break
-            pack.readings.extend(map(make, rows[offset:] if offset else rows))
-            pack.end = (chunk + 1, 0)
+        last_chunk = self._take_readings(pack, seq, skip, max_readings) if max_readings > 0 else 0
         if max_events > 0:
             for ev_seq, kind, payload in self._db.execute(
                     "SELECT seq, kind, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -439,6 +424,33 @@ class DiskBuffer:
                 self._db.execute("UPDATE cursors SET taken = ? WHERE sink = ? AND taken < ?",
                                  (last_chunk, sink, last_chunk))
         return pack
+
+    def _take_readings(self, pack: Pack, seq: int, skip: int, max_readings: int) -> int:
+        """Fill ``pack`` with up to ``max_readings`` readings from ``(seq, skip)``; the last chunk read (0: none).
+
+        The chunk query is closed before returning: a statement left open would hold a read
+        snapshot, and this connection's next write would then fail with "database is locked" as
+        soon as the appending process has committed meanwhile.
+        """
+        make = partial(tuple.__new__, Reading)  # Reading._make without a Python frame per row
+        last_chunk = 0
+        with contextlib.closing(self._db.execute("SELECT seq, n, data FROM chunks WHERE seq >= ? ORDER BY seq",
+                                                 (seq,))) as chunks:
+            for chunk, n, data in chunks:
+                offset = skip if chunk == seq else 0
+                room = max_readings - len(pack.readings)
+                if room <= 0 or (n - offset > room and pack.readings):
+                    pack.more = True
+                    break
+                rows = marshal.loads(data)
+                last_chunk = chunk
+                if n - offset > room:  # a chunk larger than a whole pack: the rest of it stays for the next pack
+                    pack.readings.extend(map(make, rows[offset:offset + room]))
+                    pack.end, pack.more = (chunk, offset + room), True
+                    break
+                pack.readings.extend(map(make, rows[offset:] if offset else rows))
+                pack.end = (chunk + 1, 0)
+        return last_chunk
 
     def ack(self, pack: Pack) -> None:
         """Move the pack's sink past it (the sink committed it); forget what every sink has."""
