@@ -303,10 +303,6 @@ class AgentConfig(StrictModel):
     #: else the agent polls itself), or a number (1: no polling process)
     workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
 
-    def points_per_second(self) -> float:
-        """Points the enabled devices offer per second at their intervals."""
-        return sum(len(d.config.points) / d.interval for d in self.enabled_devices())
-
     def resolved(self, device: AnyDevice) -> ResolvedDevice:
         """The device with every inherited setting filled in from ``defaults``."""
         d = self.defaults
@@ -342,3 +338,8 @@ class ResolvedDevice(BaseModel):
     def id(self) -> str:
         """The YAML id of the device."""
         return self.config.id
+
+    @property
+    def points_per_second(self) -> float:
+        """Points this device offers per second at its interval."""
+        return len(self.config.points) / self.interval

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -14,7 +15,17 @@ from typing import BinaryIO
 import agent
 from agent.logsetup import JsonLines
 
+log = logging.getLogger(__name__)
+
 PR_SET_PDEATHSIG = 1
+#: How long a starting helper may take to say it is ready.
+READY_TIMEOUT = 60.0
+#: Longest wait between two starts of a helper that keeps dying.
+RESTART_MAX = 10.0
+#: A helper whose input closed has this long to finish and exit before it is killed.
+EXIT_GRACE = 10.0
+#: Default size limit of one line a helper exchanges with the agent (StreamReader's is 64 KiB).
+LINE_LIMIT = 16 * 2**20
 #: ``auto`` gives a map offering at least this many points per second a writer process and one
 #: polling process per core; below it one process polls and writes with less memory and meets
 #: the lag target (measured: docs/performance.md, "Processes")
@@ -29,6 +40,42 @@ def child_environment() -> dict[str, str]:
     root = str(Path(agent.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     return env
+
+
+async def spawn(module: str, limit: int = LINE_LIMIT) -> asyncio.subprocess.Process:
+    """``python -m module`` with pipes on stdin and stdout (stderr shared with the agent's log)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        env=child_environment(), limit=limit)
+
+
+def send(process: asyncio.subprocess.Process | None, data: bytes) -> None:
+    """Write to a helper's input; nothing if it is not running (its restart brings it up to date)."""
+    if process is None or process.stdin is None or process.returncode is not None:
+        return
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        process.stdin.write(data)
+
+
+async def stop_child(process: asyncio.subprocess.Process | None, what: str, grace: float = EXIT_GRACE) -> None:
+    """Close a helper's input (it exits once it has finished what it holds); kill it after ``grace``."""
+    if process is None or process.returncode is not None:
+        return
+    if process.stdin is not None:
+        process.stdin.close()
+    try:
+        await asyncio.wait_for(process.wait(), grace)
+    except TimeoutError:
+        log.warning("the %s did not exit; killing it", what)
+        process.kill()
+        await process.wait()
+
+
+async def stdin_reader(limit: int = LINE_LIMIT) -> asyncio.StreamReader:
+    """In a helper: its standard input as a stream, for the agent's commands."""
+    reader = asyncio.StreamReader(limit=limit)
+    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
 
 
 def log_settings() -> tuple[str, str]:

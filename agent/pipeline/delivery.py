@@ -48,6 +48,11 @@ class SinkFailure(Exception):
         self.exc, self.kind, self.text = exc, kind, text
 
 
+def backoff(failures: int, cap: float) -> float:
+    """Seconds to wait after ``failures`` failures in a row: 1, 2, 4 ... up to ``cap``, jittered by 20 %."""
+    return min(cap, 0.5 * 2 ** min(failures, 10)) * random.uniform(0.8, 1.2)
+
+
 def describe(exc: BaseException) -> str:
     """One line for a failure: the sink's text for its own, the type and message for anything else."""
     if isinstance(exc, SinkFailure):
@@ -132,7 +137,6 @@ class Delivery:
         self.batch_size, self.flush_interval = batch_size, flush_interval
         self.connections = connections
         self.devices = list(devices)
-        self.stats = stats
         self.outcome = outcome or Outcome(stats, on_quarantine, on_write)
         self.buffer: DiskBuffer | None = None
         self._buffer_thread = BufferThread()
@@ -224,18 +228,17 @@ class Delivery:
             await self._in_sink(self.sink.prepare, devices)
             self._prepared = self.devices is devices  # a device change meanwhile: prepare again
         packs, events = await self._take_round()
-        results: list[float | BaseException] = list(await asyncio.gather(
-            *(self._in_sink(self._timed_write, pack) for pack in packs), return_exceptions=True))
-        await self._settle(packs, results)
+        await self._deliver(packs)
         if events.events:
-            await self._settle([events], list(await asyncio.gather(self._in_sink(self._timed_write, events),
-                                                                   return_exceptions=True)))
+            await self._deliver([events])
         return bool(packs and packs[-1].more) or len(events.events) == MAX_EVENTS
 
-    async def _settle(self, packs: list[Pack], results: list[float | BaseException]) -> None:
-        """Acknowledge written packs in order; isolate a pack refused for its content; stop at the
-        first pack the sink failed (raised: it and those after it are written again)."""
+    async def _deliver(self, packs: list[Pack]) -> None:
+        """Write ``packs`` in parallel, then acknowledge them in order; isolate a pack refused for its
+        content; stop at the first pack the sink failed (raised: it and those after it are written again)."""
         assert self.buffer is not None
+        results = await asyncio.gather(*(self._in_sink(self._timed_write, pack) for pack in packs),
+                                       return_exceptions=True)
         for pack, result in zip(packs, results, strict=True):
             seconds: float | None = None
             if isinstance(result, SinkFailure) and result.kind == "content":
@@ -271,7 +274,7 @@ class Delivery:
                 if isinstance(exc, SinkFailure):
                     # pooled sessions may cache revoked privileges or a broken state: start afresh
                     await self._on_sink_thread(self.sink.reset)
-                delay = min(RETRY_MAX, 0.5 * 2 ** min(failures, 10)) * random.uniform(0.8, 1.2)
+                delay = backoff(failures, RETRY_MAX)
                 await self._sleep(stop, delay)
                 continue
             if failures:

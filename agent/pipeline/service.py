@@ -75,7 +75,9 @@ class Agent:
         self.stats = AgentStats()
         self.device_stats = {d: DeviceStats() for d in self.devices}
         self.pool = ConnectionPool()
-        workers = worker_count(cfg.workers, cfg.points_per_second())
+        #: points per second the map offers: whether ``auto`` splits the agent into processes
+        self.offered = sum(d.points_per_second for d in self.devices.values())
+        workers = worker_count(cfg.workers, self.offered)
         self.shards = ShardPool(workers, cfg.gateway.id) if workers > 1 else None
         self.drivers: dict[str, Driver] = {}
         self.checks = CheckEngine(build_checks(cfg))
@@ -104,7 +106,7 @@ class Agent:
         cfg = self.cfg
         observe = self._observe_write
         writer = cfg.central.writer
-        if writer == "process" or (writer == "auto" and cfg.points_per_second() >= SPLIT_FROM_POINTS_PER_S):
+        if writer == "process" or (writer == "auto" and self.offered >= SPLIT_FROM_POINTS_PER_S):
             return WriterLink(cfg, devices, self.stats, on_quarantine=self._quarantined, on_write=observe)
         central = cfg.central
         return Delivery(cfg.buffer, build_sink(central, cfg.gateway.id), devices, self.stats,

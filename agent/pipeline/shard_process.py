@@ -21,11 +21,10 @@ import logging
 import marshal
 import os
 import struct
-import sys
 from typing import Any, BinaryIO
 
 from agent.logsetup import setup_logging
-from agent.pipeline.child import become_child
+from agent.pipeline.child import become_child, stdin_reader
 from agent.settings import ResolvedDevice
 from agent.sources import SourceContext, source_for
 from drivers.base import DeviceHealth, Driver
@@ -120,9 +119,7 @@ class ShardServer:
 
 async def serve(out: BinaryIO) -> int:
     """Serve the agent's commands until its end of the pipe closes."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    reader = await stdin_reader()
     hello = await read_frame(reader)
     if hello is None:
         return 0

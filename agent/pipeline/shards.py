@@ -11,25 +11,29 @@ come back empty with the device ``down``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import random
-import sys
 from collections import Counter
 from functools import partial
 from typing import Any
 
-from agent.pipeline.child import SPLIT_FROM_POINTS_PER_S, child_environment, log_settings
+from agent.pipeline.child import (
+    READY_TIMEOUT,
+    RESTART_MAX,
+    SPLIT_FROM_POINTS_PER_S,
+    log_settings,
+    send,
+    spawn,
+    stop_child,
+)
+from agent.pipeline.delivery import backoff
 from agent.pipeline.shard_process import frame, read_frame
 from agent.settings import ResolvedDevice
 from drivers.base import DeviceHealth, Reading, now_us
 
 log = logging.getLogger(__name__)
 
-READY_TIMEOUT = 60.0
 READ_GIVE_UP_MIN = 30.0
-RESTART_MAX = 10.0
 make_reading = partial(tuple.__new__, Reading)
 
 
@@ -73,11 +77,7 @@ class Shard:
         return self.process is not None and self.process.returncode is None and self._ready.is_set()
 
     def _send(self, message: tuple[Any, ...]) -> None:
-        process = self.process
-        if process is None or process.stdin is None or process.returncode is not None:
-            return
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            process.stdin.write(frame(message))
+        send(self.process, frame(message))  # a restarted process is given every device again
 
     @property
     def load(self) -> float:
@@ -88,7 +88,7 @@ class Shard:
         """Poll ``dev`` here (again, if it changed); returns its generation."""
         self._generation += 1
         self.devices[dev.id] = (self._generation, dev.model_dump_json())
-        self._loads[dev.id] = len(dev.config.points) / dev.interval
+        self._loads[dev.id] = dev.points_per_second
         if self._ready.is_set():
             self._send(("add", dev.id, self.devices[dev.id][1]))
         return self._generation
@@ -110,7 +110,10 @@ class Shard:
         future: asyncio.Future[tuple[Any, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[request] = future
         self._send(("read", request, device_id))
-        return await future
+        try:
+            return await future
+        finally:  # answered, or given up on (the caller's timeout): no answer is waited for any more
+            self._waiting.pop(request, None)
 
     async def start(self) -> None:
         """Start the process, wait for it, give it its devices; then keep it running."""
@@ -119,9 +122,7 @@ class Shard:
 
     async def _spawn(self) -> None:
         self._ready.clear()
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agent.pipeline.shard_process", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, env=child_environment())
+        process = await spawn("agent.pipeline.shard_process")
         self.process = process
         assert process.stdin is not None and process.stdout is not None
         process.stdin.write(frame(("hello", self.gateway, *log_settings())))
@@ -153,7 +154,7 @@ class Shard:
             self.restarts += 1
             log.error("polling process %d exited (status %s); starting it again with its %d devices",
                       self.index, status, len(self.devices))
-            await asyncio.sleep(min(RESTART_MAX, 0.5 * 2 ** min(failures, 5)) * random.uniform(0.8, 1.2))
+            await asyncio.sleep(backoff(failures, RESTART_MAX))
             try:
                 await self._spawn()
             except (OSError, TimeoutError, ShardUnavailable) as exc:
@@ -169,15 +170,7 @@ class Shard:
     async def close(self) -> None:
         """Stop the process (it exits once its input closes, after its reads in flight)."""
         self._closing = True
-        process = self.process
-        if process is not None and process.returncode is None:
-            if process.stdin is not None:
-                process.stdin.close()
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await stop_child(self.process, f"polling process {self.index}")
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)

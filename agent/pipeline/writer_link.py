@@ -14,8 +14,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -23,11 +21,11 @@ from functools import partial
 from typing import Any, TypeVar
 
 from agent.buffer.disk import DiskBuffer, PutResult
-from agent.pipeline.child import child_environment, log_settings
-from agent.pipeline.delivery import BufferThread, Outcome, stall_seconds
+from agent.pipeline.child import READY_TIMEOUT, RESTART_MAX, log_settings, send, spawn, stop_child
+from agent.pipeline.delivery import BufferThread, Outcome, backoff, stall_seconds
 from agent.pipeline.stats import AgentStats
 from agent.pipeline.writer_process import ORPHAN_GRACE_SECONDS
-from agent.pipeline.writer_wire import LINE_LIMIT, WriterSpec, encode, records_from_wire
+from agent.pipeline.writer_wire import WriterSpec, encode, records_from_wire
 from agent.records import DeviceInfo, Event, Record
 from agent.settings import AgentConfig
 from agent.sinks.build import sink_name
@@ -35,10 +33,6 @@ from drivers.base import Reading
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: How long a starting writer may take to open the buffer and say it is ready.
-READY_TIMEOUT = 60.0
-RESTART_MAX = 10.0
 
 
 class WriterExited(Exception):
@@ -52,8 +46,8 @@ class WriterLink:
                  on_quarantine: Callable[[list[tuple[Record, str]]], None] = lambda refused: None,
                  on_write: Callable[[float], None] = lambda seconds: None) -> None:
         self.cfg = cfg
+        self.sink = sink_name(cfg.central)  # the buffer cursor the writer moves
         self.devices = list(devices)
-        self.stats = stats
         self.outcome = Outcome(stats, on_quarantine, on_write)
         self.buffer: DiskBuffer | None = None
         self.process: asyncio.subprocess.Process | None = None
@@ -75,7 +69,7 @@ class WriterLink:
         """Open (or recover) the buffer file; the writer process attaches to it once started."""
         cfg = self.cfg.buffer
         self.buffer = await self.in_buffer(partial(DiskBuffer, cfg.path, cfg.max_size, cfg.when_full,
-                                                   sinks=[sink_name(self.cfg.central)]))
+                                                   sinks=[self.sink]))
         return self.buffer
 
     async def put(self, readings: Sequence[Reading], events: Sequence[Event],
@@ -103,23 +97,16 @@ class WriterLink:
         return stall_seconds(self.buffer, self.outcome)
 
     def _send(self, kind: str, **fields: Any) -> None:
-        process = self.process
-        if process is None or process.stdin is None or process.returncode is not None:
-            return  # a restarted writer gets the current devices in its spec
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            process.stdin.write(encode(kind, **fields))
+        send(self.process, encode(kind, **fields))  # a restarted writer gets the current devices in its spec
 
     async def _start(self) -> None:
         """Start the writer process and wait until it has the buffer open."""
         level, log_format = log_settings()
         spec = WriterSpec(gateway=self.cfg.gateway.id, central=self.cfg.central, buffer=self.cfg.buffer,
                           devices=self.devices, log_level=level, log_format=log_format)
-        env = child_environment()
         self._ready.clear()
         self._idle = False
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agent.pipeline.writer_process", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, env=env, limit=LINE_LIMIT)
+        process = await spawn("agent.pipeline.writer_process")
         self.process = process
         assert process.stdin is not None
         process.stdin.write(spec.model_dump_json().encode() + b"\n")
@@ -150,7 +137,7 @@ class WriterLink:
         if kind == "written":
             outcome.written(message["readings"], message["events"], message["seconds"])
             if self.buffer is not None:
-                self.buffer.acked(sink_name(self.cfg.central), message["readings"], message["events"])
+                self.buffer.acked(self.sink, message["readings"], message["events"])
         elif kind == "idle":
             outcome.idle()
             self._idle = True
@@ -187,9 +174,8 @@ class WriterLink:
             self.restarts += 1
             log.error("%s; starting it again (packs it had not acknowledged are written again)", problem)
             self.outcome.state("error", problem)
-            delay = min(RESTART_MAX, 0.5 * 2 ** min(failures, 5)) * random.uniform(0.8, 1.2)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+                await asyncio.wait_for(stop.wait(), backoff(failures, RESTART_MAX))
 
     async def drain(self, deadline: float) -> bool:
         """At shutdown: have the writer deliver what it can before ``deadline`` (monotonic) and
@@ -213,17 +199,8 @@ class WriterLink:
     async def close(self) -> None:
         """Stop the writer process (it exits once its input closes) and close the buffer."""
         self._stopping = True
-        process = self.process
         try:
-            if process is not None and process.returncode is None:
-                if process.stdin is not None:
-                    process.stdin.close()
-                try:
-                    await asyncio.wait_for(process.wait(), ORPHAN_GRACE_SECONDS + 2)
-                except TimeoutError:
-                    log.warning("the writer process did not exit; killing it")
-                    process.kill()
-                    await process.wait()
+            await stop_child(self.process, "writer process", ORPHAN_GRACE_SECONDS + 2)
             if self._reader is not None:
                 await asyncio.gather(self._reader, return_exceptions=True)
             if self.buffer is not None:

@@ -14,15 +14,14 @@ import contextlib
 import json
 import logging
 import os
-import sys
 import time
 from typing import Any, BinaryIO
 
 from agent.logsetup import setup_logging
-from agent.pipeline.child import become_child
+from agent.pipeline.child import become_child, stdin_reader
 from agent.pipeline.delivery import Delivery, Outcome
 from agent.pipeline.stats import AgentStats
-from agent.pipeline.writer_wire import LINE_LIMIT, WriterSpec, encode, records_to_wire
+from agent.pipeline.writer_wire import WriterSpec, encode, records_to_wire
 from agent.records import DeviceInfo, Record
 from agent.sinks.build import build_sink
 
@@ -63,16 +62,9 @@ class Relay(Outcome):
         self.send("quarantined", count=len(refused) if count is None else count, records=records_to_wire(refused))
 
 
-async def _commands() -> asyncio.StreamReader:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=LINE_LIMIT)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    return reader
-
-
 async def serve(out: BinaryIO) -> int:
     """Run the delivery loop until the agent says ``drain`` or goes away; the exit status."""
-    commands = await _commands()
+    commands = await stdin_reader()
     spec = WriterSpec.model_validate_json(await commands.readline())
     setup_logging(spec.log_level, spec.log_format)
     relay = Relay(out)

@@ -21,8 +21,6 @@ from drivers.base import Reading
 
 #: A quarantine message carries at most this many records (the buffer keeps them all).
 MAX_RECORDS_SENT = 1000
-#: Longest line either side reads (a quarantine message with long texts).
-LINE_LIMIT = 16 * 2**20
 
 
 class WriterSpec(BaseModel):
