@@ -27,11 +27,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float,
                         help="time per measurement (default: each benchmark's own, 3 s; 60 s for load runs)")
     parser.add_argument("--step", dest="steps", type=parse_step, action="append", metavar="DEVICESxPOINTS",
-                        help="scale only, repeatable: a load to step through (default: the issue's load, then more)")
+                        help="scale and peer, repeatable: a load to step through (default: each benchmark's own)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    if args.steps and args.names != ["scale"]:
-        parser.error("--step is an option of the scale benchmark: run it alone (python -m bench scale --step 5x4)")
+    if args.steps and (len(args.names) != 1 or args.names[0] not in ("scale", "peer")):
+        parser.error("--step is an option of the scale and peer benchmarks: run one alone (bench scale --step 5x4)")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("agent.detect.incidents").setLevel(logging.ERROR)  # detections are the workload here
     for name in args.names:

@@ -24,12 +24,12 @@ from typing import Any
 from bench.load import ROOT, Farm, cpu_seconds, memory_mb, run_load, scratch_database, terminate, wait_for
 
 TITLE = "Peer: thingsboard-gateway 3.8 vs the agent, same farm, 1 s interval"
-COLUMNS = ["gateway", "delivers to", "points/s offered", "points/s delivered", "CPU %", "points per CPU-second",
+COLUMNS = ["gateway", "load", "delivers to", "points/s offered", "points/s delivered", "CPU %", "points per CPU-second",
            "RSS MB", "vs peer"]
 DEFAULT_SECONDS = 60.0
 PEER_VERSION = "3.8.5"
 VENV = Path(__file__).parent / ".peer-venv"
-DEVICES, POINTS = 100, 20
+DEVICES, POINTS = 200, 50  # the load issue #13 compares at (10,000 points/s)
 BROKER_PORT = 1883
 
 
@@ -87,10 +87,11 @@ def _stub_points(path: Path) -> tuple[float, float]:
     return float(doc["at"]), float(doc["points"])
 
 
-def measure_peer(seconds: float, workdir: Path, warmup: float = 20.0) -> dict[str, Any]:
+def measure_peer(seconds: float, workdir: Path, devices: int = DEVICES, points: int = POINTS,
+                 warmup: float = 20.0) -> dict[str, Any]:
     """The peer on its own farm: points/s published and its CPU over ``seconds``."""
     python = peer_python()
-    farm = Farm(DEVICES, POINTS, workdir)
+    farm = Farm(devices, points, workdir)
     counts = workdir / "stub.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     stub = subprocess.Popen([str(python), "-m", "bench.mqtt_stub", "--port", str(BROKER_PORT), "--out", str(counts)],
@@ -119,24 +120,28 @@ def measure_peer(seconds: float, workdir: Path, warmup: float = 20.0) -> dict[st
             "points_per_cpu_s": (n1 - n0) / max(c1 - c0, 1e-9), "rss_mb": rss}
 
 
-def run(seconds: float = DEFAULT_SECONDS) -> dict[str, Any]:
-    """Peer first, then the agent, each alone with the farm."""
+def run(seconds: float = DEFAULT_SECONDS, steps: list[tuple[int, int]] | None = None) -> dict[str, Any]:
+    """Peer first, then the agent, each alone with the farm, at each load of ``steps`` (default 200 x 50)."""
     try:
         socket.create_connection(("127.0.0.1", BROKER_PORT), timeout=2).close()
     except OSError as exc:
         raise RuntimeError(f"the peer benchmark needs an MQTT broker on 127.0.0.1:{BROKER_PORT}: {exc}") from exc
-    with tempfile.TemporaryDirectory() as tmp:
-        peer = measure_peer(seconds, Path(tmp))
-    with scratch_database() as url, tempfile.TemporaryDirectory() as tmp:
-        ours = run_load(DEVICES, POINTS, 1.0, seconds, url, Path(tmp))
-    offered = DEVICES * POINTS
-    our_per_cpu = ours["rows_written_per_s"] / max(ours["cpu_percent"] / 100, 1e-9)
-    return {"devices": DEVICES, "points": POINTS, "peer_version": PEER_VERSION, "results": [
-        {"gateway": f"thingsboard-gateway {PEER_VERSION}", "delivers to": "MQTT (Mosquitto)",
-         "points/s offered": offered, "points/s delivered": peer["points_per_s"], "CPU %": peer["cpu_percent"],
-         "points per CPU-second": peer["points_per_cpu_s"], "RSS MB": peer["rss_mb"], "vs peer": 1.0},
-        {"gateway": "HackSky Edge agent", "delivers to": "MariaDB (via disk buffer)", "points/s offered": offered,
-         "points/s delivered": ours["rows_written_per_s"], "CPU %": ours["cpu_percent"],
-         "points per CPU-second": our_per_cpu, "RSS MB": ours["rss_peak_mb"],
-         "vs peer": our_per_cpu / max(peer["points_per_cpu_s"], 1e-9)},
-    ]}
+    rows: list[dict[str, Any]] = []
+    for devices, points in steps or [(DEVICES, POINTS)]:
+        with tempfile.TemporaryDirectory() as tmp:
+            peer = measure_peer(seconds, Path(tmp), devices, points)
+        with scratch_database() as url, tempfile.TemporaryDirectory() as tmp:
+            ours = run_load(devices, points, 1.0, seconds, url, Path(tmp))
+        offered = devices * points
+        our_per_cpu = ours["rows_written_per_s"] / max(ours["cpu_percent"] / 100, 1e-9)
+        load = f"{devices} x {points}"
+        rows += [
+            {"gateway": f"thingsboard-gateway {PEER_VERSION}", "load": load, "delivers to": "MQTT (Mosquitto)",
+             "points/s offered": offered, "points/s delivered": peer["points_per_s"], "CPU %": peer["cpu_percent"],
+             "points per CPU-second": peer["points_per_cpu_s"], "RSS MB": peer["rss_mb"], "vs peer": 1.0},
+            {"gateway": "HackSky Edge agent", "load": load, "delivers to": "MariaDB (via disk buffer)",
+             "points/s offered": offered, "points/s delivered": ours["rows_written_per_s"],
+             "CPU %": ours["cpu_percent"], "points per CPU-second": our_per_cpu, "RSS MB": ours["rss_peak_mb"],
+             "vs peer": our_per_cpu / max(peer["points_per_cpu_s"], 1e-9)},
+        ]
+    return {"peer_version": PEER_VERSION, "results": rows}
