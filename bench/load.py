@@ -128,10 +128,12 @@ class Farm:
 
 
 def device_map(farm: Farm, db_url: str, workdir: Path, interval: float, monitor_port: int,
-               extra_central: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """The agent's YAML for the farm: one device per port, every point with limits (checks run)."""
-    points = [{"name": f"p{i:03d}", "table": "holding", "address": 2 * i, "type": "float32",
-               "limits": {"min": -1e9, "max": 1e9}} for i in range(farm.points)]
+               extra_central: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+               limits: bool = True) -> Path:
+    """The agent's YAML for the farm: one device per port, every point with limits (checks run) if ``limits``."""
+    bounds = {"limits": {"min": -1e9, "max": 1e9}} if limits else {}
+    points = [{"name": f"p{i:03d}", "table": "holding", "address": 2 * i, "type": "float32", **bounds}
+              for i in range(farm.points)]
     doc = {
         "gateway": {"id": "bench-gw"},
         "central": {"url": db_url, "batch_size": 5000, "flush_interval": "1s", "metrics_interval": "600s",
@@ -261,13 +263,14 @@ def scratch_database() -> Iterator[str]:
 
 def run_load(devices: int, points: int, interval: float, seconds: float, db_url: str, workdir: Path,
              warmup: float = 10.0, extra_central: dict[str, Any] | None = None,
-             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+             extra: dict[str, Any] | None = None, limits: bool = True) -> dict[str, Any]:
     """Farm + agent at one load; figures over ``seconds`` after ``warmup``."""
     farm = Farm(devices, points, workdir)
     agent: AgentProcess | None = None
     try:
         port = free_port()
-        agent = AgentProcess(device_map(farm, db_url, workdir, interval, port, extra_central, extra), port, workdir)
+        agent = AgentProcess(device_map(farm, db_url, workdir, interval, port, extra_central, extra, limits),
+                             port, workdir)
         time.sleep(warmup)
         server = shared_mariadb_pid()
         others = [farm.proc.pid] + ([server] if server else [])

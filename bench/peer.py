@@ -29,7 +29,7 @@ COLUMNS = ["gateway", "load", "delivers to", "points/s offered", "points/s deliv
 DEFAULT_SECONDS = 60.0
 PEER_VERSION = "3.8.5"
 VENV = Path(__file__).parent / ".peer-venv"
-DEVICES, POINTS = 200, 50  # the load issue #13 compares at (10,000 points/s)
+STEPS = [(100, 20), (200, 50)]  # issue #7 compared at 100 x 20; issue #13 at 200 x 50 (10,000 points/s)
 BROKER_PORT = 1883
 
 
@@ -87,8 +87,7 @@ def _stub_points(path: Path) -> tuple[float, float]:
     return float(doc["at"]), float(doc["points"])
 
 
-def measure_peer(seconds: float, workdir: Path, devices: int = DEVICES, points: int = POINTS,
-                 warmup: float = 20.0) -> dict[str, Any]:
+def measure_peer(seconds: float, workdir: Path, devices: int, points: int, warmup: float = 20.0) -> dict[str, Any]:
     """The peer on its own farm: points/s published and its CPU over ``seconds``."""
     python = peer_python()
     farm = Farm(devices, points, workdir)
@@ -121,13 +120,13 @@ def measure_peer(seconds: float, workdir: Path, devices: int = DEVICES, points: 
 
 
 def run(seconds: float = DEFAULT_SECONDS, steps: list[tuple[int, int]] | None = None) -> dict[str, Any]:
-    """Peer first, then the agent, each alone with the farm, at each load of ``steps`` (default 200 x 50)."""
+    """Peer first, then the agent, each alone with the farm, at each load of ``steps`` (default ``STEPS``)."""
     try:
         socket.create_connection(("127.0.0.1", BROKER_PORT), timeout=2).close()
     except OSError as exc:
         raise RuntimeError(f"the peer benchmark needs an MQTT broker on 127.0.0.1:{BROKER_PORT}: {exc}") from exc
     rows: list[dict[str, Any]] = []
-    for devices, points in steps or [(DEVICES, POINTS)]:
+    for devices, points in steps or STEPS:
         with tempfile.TemporaryDirectory() as tmp:
             peer = measure_peer(seconds, Path(tmp), devices, points)
         with scratch_database() as url, tempfile.TemporaryDirectory() as tmp:

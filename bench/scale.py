@@ -8,8 +8,10 @@
    same table of the same server.
 4. Ways of running the agent, each stepped up to its ceiling: ``one process`` (the writer on
    a thread, ``workers: 1``: the agent as it was, the baseline), ``auto`` (the defaults: from
-   20,000 points/s a writer process and a polling process per core) and the same with
+   20,000 points/s a writer process and a polling process per core), and both with
    ``central.url: null://`` (the agent alone: no database behind the writer).
+5. Issue #13's farm: 400 devices x 200 float32 points (80,000 points/s), no limits, one process
+   and auto.
 
 The farm, the agent and MariaDB share the machine's cores, as on a small gateway box.
 """
@@ -28,7 +30,12 @@ COLUMNS = ["mode", "devices x points", "offered/s", "taken/s", "written/s", "mis
            "agent CPU %", "RSS MB", "farm CPU %", "MariaDB CPU %", "vs executemany", "vs LOAD DATA", "sustained"]
 DEFAULT_SECONDS = 60.0
 #: (devices, points per device); the first is the issue's target load
-STEPS = [(500, 20), (500, 40), (500, 60), (1000, 40), (1000, 60), (1000, 80), (1000, 100)]
+STEPS = [(500, 20), (500, 40), (1000, 40), (1000, 60), (1000, 80), (1000, 100)]
+#: where each null-central mode starts stepping (below it, both are far from their ceiling)
+NULL_STEPS = {"one process, null central": [(1000, 40), (1000, 60), (1000, 80), (1000, 100), (1000, 120)],
+              "auto, null central": [(1000, 80), (1000, 120), (1000, 160), (1000, 200), (1000, 240)]}
+#: issue #13's farm: 400 devices x 200 float32 points, no limits, into MariaDB
+FARM = (400, 200)
 BASELINE_ROWS = 200_000
 
 
@@ -60,6 +67,7 @@ MODES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "one process": ({"writer": "thread"}, {"workers": 1}),
     "auto": ({}, {}),
     # polled, decoded, checked, buffered and taken by the writer; no database behind it
+    "one process, null central": ({"writer": "thread", "url": "null://"}, {"workers": 1}),
     "auto, null central": ({"url": "null://"}, {}),
 }
 
@@ -69,23 +77,28 @@ def run(seconds: float = DEFAULT_SECONDS, steps: list[tuple[int, int]] | None = 
     results: list[dict[str, Any]] = []
     ceilings = {}
     for mode in MODES:
-        figures = _steps(mode, seconds, steps or STEPS)
+        figures = _steps(mode, seconds, steps or NULL_STEPS.get(mode, STEPS))
         results += figures
         best = max((x for x in figures if x["sustained"] == "yes"), key=lambda x: x["written/s"], default=None)
         ceilings[mode] = best and {"load": best["devices x points"], "written/s": best["written/s"]}
+    if not steps:
+        for mode in ("one process", "auto"):
+            results += _steps(mode, seconds, [FARM], limits=False)
     return {"window_s": seconds, "ceilings": ceilings, "results": results}
 
 
-def _steps(mode: str, seconds: float, steps: list[tuple[int, int]]) -> list[dict[str, Any]]:
+def _steps(mode: str, seconds: float, steps: list[tuple[int, int]], limits: bool = True) -> list[dict[str, Any]]:
     central, top = MODES[mode]
     results = []
     for devices, points in steps:
         with scratch_database() as url, tempfile.TemporaryDirectory() as tmp:
-            r = run_load(devices, points, 1.0, seconds, url, Path(tmp), extra_central=central, extra=top)
+            r = run_load(devices, points, 1.0, seconds, url, Path(tmp), extra_central=central, extra=top,
+                         limits=limits)
             ok = sustained(r)
             many, load = baselines(url, Path(tmp)) if ok and "url" not in central else (0.0, 0.0)
         results.append({
-            "mode": mode, "devices x points": f"{devices} x {points}", "offered/s": r["offered_points_per_s"],
+            "mode": mode if limits else f"{mode}, no limits",
+            "devices x points": f"{devices} x {points}", "offered/s": r["offered_points_per_s"],
             "taken/s": r["points_per_s"], "written/s": r["rows_written_per_s"], "missed": r["missed"],
             "lag p50 ms": r["lag_p50_ms"], "lag p99 ms": r["lag_p99_ms"], "agent CPU %": r["cpu_percent"],
             "RSS MB": r["rss_peak_mb"], "farm CPU %": r["farm_cpu_percent"],
