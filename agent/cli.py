@@ -201,6 +201,10 @@ def cmd_status(args: argparse.Namespace, cfg: AgentConfig) -> int:
         + (f"  error: {central['error']}" if central["state"] != "up" and central["error"] else ""),
         "devices:",
     ]
+    for name, out in (state.get("outputs") or {}).items():
+        lines.insert(-1, f"output  {name} {out['state']}  {out['url']} ({out['format']})  published {out['readings']}"
+                         f"  pending {out['pending']}" + (f"  error: {out['error']}" if out["state"] != "up"
+                                                          and out["error"] else ""))
     processes = [f"writer pid {central['writer_pid']}"] if central.get("writer_pid") else []
     polling = state.get("polling") or {"pids": [], "restarts": 0}
     if polling["pids"]:

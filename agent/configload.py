@@ -27,6 +27,7 @@ from agent.central.engine import redact_url, secret_params
 from agent.settings import (
     ENV_NAME_PATTERN,
     HOST_PATTERN,
+    MQTT_URL_PATTERN,
     NAME_PATTERN,
     OPCUA_ENDPOINT_PATTERN,
     AgentConfig,
@@ -163,6 +164,9 @@ def _pydantic_message(error: ErrorDetails, field: FieldInfo | None) -> str:
         return "unknown key"
     if kind == "missing":
         return "required field is missing"
+    if kind == "string_pattern_mismatch" and ctx["pattern"] == MQTT_URL_PATTERN:  # the input may hold a password
+        return ("is not a broker URL (mqtt://host:1883 or mqtts://host:8883; the user goes in username, "
+                "the password in password_file)")
     if kind == "string_pattern_mismatch":
         meaning = _PATTERN_MEANING.get(ctx["pattern"], f"does not match {ctx['pattern']}")
         return f"{error['input']!r} {meaning}"
@@ -266,6 +270,28 @@ def semantic_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
         issues.extend(_duplicate_names(device.points, here))
         issues.extend(_event_key_issues(cfg.gateway.id, device.id, device.points, here))
         issues.extend(source_for(device.protocol).map_issues(device, here))
+    return issues + _output_issues(cfg)
+
+
+#: the buffer cursors the central sink may use (agent.sinks.build: ``central``, or ``null`` for null://)
+CENTRAL_CURSORS = ("central", "null")
+
+
+def _output_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
+    """Each output has a name of its own (its buffer cursor) and TLS only where the URL asks for it."""
+    issues: list[tuple[ConfigPath, str]] = []
+    names = dict.fromkeys(CENTRAL_CURSORS, "central")
+    for index, output in enumerate(cfg.outputs):
+        here: ConfigPath = ("outputs", index)
+        if output.name in names:
+            issues.append(((*here, "name"), f"output name {output.name!r} is taken (also {names[output.name]}): "
+                                            "give each output a name of its own"))
+        names.setdefault(output.name, f"outputs[{index}]")
+        if output.tls is not None and not output.url.startswith("mqtts://"):
+            issues.append(((*here, "tls"), "tls is set but the url is mqtt://: use mqtts://"))
+        if (output.password_file is None) != (output.username is None):
+            field = "password_file" if output.password_file is None else "username"
+            issues.append(((*here, field), "username and password_file go together"))
     return issues
 
 
@@ -314,6 +340,8 @@ def _password_sources(cfg: AgentConfig) -> list[tuple[ConfigPath, Path | None, s
     sources: list[tuple[ConfigPath, Path | None, str | None]] = []
     if cfg.central.password_file is not None:
         sources.append((("central", "password_file"), cfg.central.password_file, None))
+    sources.extend((("outputs", index, "password_file"), output.password_file, None)
+                   for index, output in enumerate(cfg.outputs) if output.password_file is not None)
     for index, device in enumerate(cfg.devices):
         if device.enabled:
             sources.extend((("devices", index, field), file, env)

@@ -119,9 +119,22 @@ def status_event(payload: DeviceStatus) -> Event:
 Record = Reading | Event
 
 
+#: What a point's readings carry: a number (``value``), a boolean (``value`` 0/1) or text (``text``).
+ValueKind = Literal["number", "boolean", "text"]
+
+
+@dataclass(frozen=True)
+class PointInfo:
+    """A point as an output announces it (a Sparkplug B DBIRTH metric): name, kind of value, unit."""
+
+    name: str
+    kind: ValueKind = "number"
+    unit: str | None = None
+
+
 @dataclass(frozen=True)
 class DeviceInfo:
-    """A device as registered with a sink (the central ``devices`` table)."""
+    """A device as registered with a sink (the central ``devices`` table; its points for outputs that announce them)."""
 
     device_id: str
     name: str | None = None
@@ -129,3 +142,10 @@ class DeviceInfo:
     location: str | None = None
     protocol: str = "modbus"
     address: str | None = None
+    points: tuple[PointInfo, ...] = ()
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> DeviceInfo:
+        """The inverse of :func:`dataclasses.asdict` (the writer process's ``devices`` message)."""
+        points = tuple(PointInfo(**p) for p in fields.get("points", ()))
+        return cls(**{**fields, "points": points})

@@ -250,6 +250,48 @@ class CentralConfig(StrictModel):
         return 1 if self.url.startswith("sqlite") else self.connections
 
 
+MQTT_URL_PATTERN = r"^mqtts?://[^/:@\s]+(:\d{1,5})?/?$"
+
+
+class MqttTls(StrictModel):
+    """TLS to the broker (``mqtts://``): the CA that signed its certificate, optional client certificate."""
+
+    ca: Path | None = Field(default=None, description="default: the system's trusted CAs")
+    cert: Path | None = None
+    key: Path | None = None
+    verify_hostname: bool = True
+
+
+class MqttOutput(StrictModel):
+    """An MQTT broker the readings are also published to (Sparkplug B or JSON), from the same buffer."""
+
+    type: Literal["mqtt"]
+    #: the output's name in logs, ``status`` and ``/metrics``, and its cursor in the buffer
+    name: str = Field(default="mqtt", pattern=NAME_PATTERN)
+    url: str = Field(pattern=MQTT_URL_PATTERN, description="mqtt://host:1883 or mqtts://host:8883")
+    username: str | None = None
+    password_file: Path | None = Field(default=None, description="the password, never inline")
+    client_id: str | None = Field(default=None, max_length=64, description="default: hacksky-edge-<gateway id>")
+    qos: Literal[0, 1] = 1
+    format: Literal["sparkplug_b", "json"] = "sparkplug_b"
+    #: Sparkplug B group id (the edge node id is the gateway id, device ids the devices')
+    group_id: str = Field(default="hacksky", pattern=r"^[^/#+\s]{1,64}$")
+    #: JSON format: messages go to ``<topic_prefix>/<gateway>/<device>``
+    topic_prefix: str = Field(default="hacksky", pattern=r"^[^#+\s]{1,128}$")
+    tls: MqttTls | None = None
+    keepalive: Duration = 30.0
+    connect_timeout: Duration = 5.0
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    flush_interval: Duration = 1.0
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """The broker's host and port (1883, or 8883 for mqtts://, when the URL names none)."""
+        scheme, _, rest = self.url.partition("://")
+        host, _, port = rest.rstrip("/").partition(":")
+        return host, int(port) if port else (8883 if scheme == "mqtts" else 1883)
+
+
 class BufferConfig(StrictModel):
     """The durable on-disk buffer between polling and the central writer."""
 
@@ -299,6 +341,8 @@ class AgentConfig(StrictModel):
     devices: list[DeviceConfig] = Field(default_factory=list)
     detection: DetectionConfig | None = None
     monitoring: MonitoringConfig = MonitoringConfig()
+    #: where readings go besides ``central``, each from the same buffer with its own cursor
+    outputs: list[MqttOutput] = Field(default_factory=list)
     #: polling processes: ``auto`` (one per core once the map offers enough points per second,
     #: else the agent polls itself), or a number (1: no polling process)
     workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"

@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from agent.buffer.disk import DiskBuffer, Pack, PutResult
-from agent.pipeline.stats import AgentStats
+from agent.pipeline.stats import AgentStats, OutputStats
 from agent.records import DeviceInfo, Event, Record
 from agent.settings import BufferConfig
 from agent.sinks import FailureKind, Sink
@@ -124,14 +124,42 @@ class Outcome:
         self.on_quarantine(refused)
 
 
+class OutputOutcome(Outcome):
+    """An output's outcome (``outputs:``): its own figures in ``stats.outputs[name]``; the
+    central writer's state is not touched."""
+
+    def __init__(self, stats: AgentStats, name: str) -> None:
+        super().__init__(stats)
+        self.figures = stats.outputs.setdefault(name, OutputStats())
+
+    def written(self, readings: int, events: int, seconds: float | None) -> None:
+        f = self.figures
+        f.readings += readings
+        f.events += events
+        f.packs += 1
+        f.last_flush = time.time()
+        self.progress_at = time.monotonic()
+
+    def state(self, state: str, error: str) -> None:
+        if error:
+            self.figures.errors += 1
+        self.figures.state, self.figures.error = state, error
+
+    def content_error(self) -> None:
+        self.figures.errors += 1
+
+    def quarantined(self, refused: list[tuple[Record, str]], count: int | None = None) -> None:
+        self.figures.quarantined += len(refused) if count is None else count
+
+
 class Delivery:
-    """Owns (or attaches to) the disk buffer and runs the write loop into one sink."""
+    """Owns (or attaches to, or shares) the disk buffer and runs the write loop into one sink."""
 
     def __init__(self, buffer_cfg: BufferConfig, sink: Sink, devices: Sequence[DeviceInfo], stats: AgentStats,
                  *, batch_size: int, flush_interval: float, connections: int = 1,
                  on_quarantine: Callable[[list[tuple[Record, str]]], None] = lambda refused: None,
                  on_write: Callable[[float], None] = lambda seconds: None,
-                 outcome: Outcome | None = None) -> None:
+                 outcome: Outcome | None = None, buffer_thread: BufferThread | None = None) -> None:
         self.buffer_cfg = buffer_cfg
         self.sink = sink
         self.batch_size, self.flush_interval = batch_size, flush_interval
@@ -139,7 +167,7 @@ class Delivery:
         self.devices = list(devices)
         self.outcome = outcome or Outcome(stats, on_quarantine, on_write)
         self.buffer: DiskBuffer | None = None
-        self._buffer_thread = BufferThread()
+        self.buffer_thread = buffer_thread or BufferThread()
         self._sink_threads = ThreadPoolExecutor(connections, thread_name_prefix=f"sink-{sink.name}")
         self._wake = asyncio.Event()
         self._prepared = False
@@ -154,7 +182,7 @@ class Delivery:
 
     async def in_buffer(self, func: Callable[..., T], *args: Any) -> T:
         """Run ``func`` on the buffer thread (see :meth:`BufferThread.run`)."""
-        return await self._buffer_thread.run(func, *args)
+        return await self.buffer_thread.run(func, *args)
 
     async def _on_sink_thread(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._sink_threads, func, *args)
@@ -166,11 +194,12 @@ class Delivery:
         except Exception as exc:  # the sink's own taxonomy decides what it means, not this module
             raise SinkFailure(exc, self.sink.classify(exc), self.sink.error_text(exc)) from exc
 
-    async def open(self) -> DiskBuffer:
-        """Open (or recover) the buffer file, to append to it and deliver from it."""
+    async def open(self, sinks: Sequence[str] = ()) -> DiskBuffer:
+        """Open (or recover) the buffer file, to append to it and deliver from it (with a cursor
+        for each of ``sinks`` too: other deliveries sharing it)."""
         cfg = self.buffer_cfg
         self.buffer = await self.in_buffer(partial(DiskBuffer, cfg.path, cfg.max_size, cfg.when_full,
-                                                   sinks=[self.sink.name]))
+                                                   sinks=[self.sink.name, *sinks]))
         return self.buffer
 
     async def attach(self, sinks: Sequence[str]) -> DiskBuffer:
@@ -185,7 +214,7 @@ class Delivery:
         """Append durably; wakes the writer once a full batch is waiting."""
         assert self.buffer is not None
         result = await self.in_buffer(self.buffer.put, readings, events, state)
-        if self.buffer.reading_rows >= self.batch_size:
+        if self.buffer.pending.get(self.sink.name, 0) >= self.batch_size:
             self.wake()
         return result
 
@@ -343,9 +372,15 @@ class Delivery:
         try:
             if self.buffer is not None:
                 await self.in_buffer(self.buffer.close)
+            await self.close_sink()
+        finally:
+            self.buffer_thread.shutdown()
+
+    async def close_sink(self) -> None:
+        """Close the sink and stop its threads (a delivery sharing another's buffer closes only this)."""
+        try:
             await self._on_sink_thread(self.sink.close)
         finally:
-            self._buffer_thread.shutdown()
             self._sink_threads.shutdown(wait=False)
 
 

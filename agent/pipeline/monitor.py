@@ -88,6 +88,7 @@ class AgentCollector(Collector):
         ]
         for name, doc, value in counters:
             yield CounterMetricFamily(name, doc, value=value)
+        yield from _output_metrics(s)
         det = s.get("detection")
         if det:
             yield CounterMetricFamily("hacksky_detection_rows", "Rows scored", value=det["rows_scored"])
@@ -97,6 +98,22 @@ class AgentCollector(Collector):
                                     value=float(det["open_detection"] is not None))
             yield GaugeMetricFamily("hacksky_detection_score", "Latest detector score (>= 1 is an alarm)",
                                     value=det["score"] or 0.0)
+
+
+def _output_metrics(s: Snapshot) -> Iterator[Metric]:
+    """Per output (``outputs:``): connected, published, pending."""
+    up = GaugeMetricFamily("hacksky_output_up", "1 while the output accepts what the gateway sends", labels=["output"])
+    pending = GaugeMetricFamily("hacksky_output_pending_readings", "Readings the output has not acknowledged",
+                                labels=["output"])
+    published = CounterMetricFamily("hacksky_output_published_readings", "Readings the output acknowledged",
+                                    labels=["output"])
+    errors = CounterMetricFamily("hacksky_output_errors", "Failed deliveries to the output", labels=["output"])
+    for name, o in s.get("outputs", {}).items():
+        up.add_metric([name], float(o["state"] == "up"))
+        pending.add_metric([name], o["pending"])
+        published.add_metric([name], o["readings"])
+        errors.add_metric([name], o["errors"])
+    yield from (up, pending, published, errors)
 
 
 class Monitor:

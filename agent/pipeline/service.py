@@ -18,12 +18,13 @@ from agent.detect.runner import DetectionRunner, load_model
 from agent.pipeline.child import SPLIT_FROM_POINTS_PER_S
 from agent.pipeline.delivery import Delivery
 from agent.pipeline.monitor import Monitor
+from agent.pipeline.outputs import DeliveryGroup, output_deliveries, output_sinks
 from agent.pipeline.power import PowerSampler
 from agent.pipeline.scheduler import PollScheduler
 from agent.pipeline.shards import ShardPool, worker_count
 from agent.pipeline.statefile import write_state
-from agent.pipeline.stats import AgentStats, DeviceStats
-from agent.pipeline.status import DetectionSnapshot, DeviceSnapshot, Health, Snapshot
+from agent.pipeline.stats import AgentStats, DeviceStats, OutputStats
+from agent.pipeline.status import DetectionSnapshot, DeviceSnapshot, Health, OutputSnapshot, Snapshot
 from agent.pipeline.systemd import notify, watchdog_interval
 from agent.pipeline.writer_link import WriterLink
 from agent.records import DeviceInfo, Event, alert_event, metric_event, status_event
@@ -48,9 +49,9 @@ ON_TIME_POLLS_TO_REARM = 10
 
 
 def device_info(dev: ResolvedDevice) -> DeviceInfo:
-    """How a configured device is registered centrally."""
+    """How a configured device is registered centrally and announced by outputs."""
     c = dev.config
-    return DeviceInfo(c.id, c.name, c.type, c.location, c.protocol, c.address)
+    return DeviceInfo(c.id, c.name, c.type, c.location, c.protocol, c.address, source_for(c.protocol).points(c))
 
 
 @dataclass
@@ -100,19 +101,24 @@ class Agent:
         self._put_task: asyncio.Future[Any] | None = None
         self.ready = asyncio.Event()
 
-    def _delivery(self, devices: list[DeviceInfo]) -> Delivery | WriterLink:
+    def _delivery(self, devices: list[DeviceInfo]) -> Delivery | DeliveryGroup | WriterLink:
         """The writer: in a process of its own (``central.writer``, see :data:`SPLIT_FROM_POINTS_PER_S`)
-        or on threads of this one."""
+        or on threads of this one; with ``outputs:``, one delivery per output beside the central one."""
         cfg = self.cfg
         observe = self._observe_write
         writer = cfg.central.writer
         if writer == "process" or (writer == "auto" and self.offered >= SPLIT_FROM_POINTS_PER_S):
             return WriterLink(cfg, devices, self.stats, on_quarantine=self._quarantined, on_write=observe)
         central = cfg.central
-        return Delivery(cfg.buffer, build_sink(central, cfg.gateway.id), devices, self.stats,
-                        batch_size=central.batch_size, flush_interval=central.flush_interval,
-                        connections=central.parallel_writes(),
-                        on_quarantine=self._quarantined, on_write=observe)
+        delivery = Delivery(cfg.buffer, build_sink(central, cfg.gateway.id), devices, self.stats,
+                            batch_size=central.batch_size, flush_interval=central.flush_interval,
+                            connections=central.parallel_writes(),
+                            on_quarantine=self._quarantined, on_write=observe)
+        if not cfg.outputs:
+            return delivery
+        outputs = output_deliveries(cfg.buffer, cfg.outputs, output_sinks(cfg.outputs, cfg.gateway.id), devices,
+                                    self.stats, delivery.buffer_thread)
+        return DeliveryGroup(delivery, outputs)
 
     def _observe_write(self, seconds: float) -> None:
         self.monitor.write_seconds.observe(seconds)
@@ -560,9 +566,22 @@ class Agent:
                         "last_flush": st.last_flush, "stalled": self.stalled(),
                         "stalled_for_s": round(self.delivery.stall_seconds(), 1),
                         "writer_pid": self.delivery.pid(), "writer_restarts": self.delivery.restarts},
+            "outputs": self._outputs_snapshot(),
             "devices": devices,
             "detection": self._detection_snapshot(),
         }
+
+    def _outputs_snapshot(self) -> dict[str, OutputSnapshot]:
+        """Each output's figures and what it has not acknowledged yet."""
+        buffer = self.delivery.buffer
+        out: dict[str, OutputSnapshot] = {}
+        for cfg in self.cfg.outputs:
+            f = self.stats.outputs.get(cfg.name) or OutputStats()
+            out[cfg.name] = {"url": cfg.url, "format": cfg.format, "state": f.state, "error": f.error,
+                             "readings": f.readings, "events": f.events, "errors": f.errors,
+                             "pending": buffer.pending.get(cfg.name, 0) if buffer else 0,
+                             "last_flush": f.last_flush}
+        return out
 
     async def metrics_snapshot(self) -> Snapshot:
         """:meth:`snapshot` plus the buffer's size and oldest reading (read on the buffer thread)."""

@@ -62,6 +62,20 @@ class DeviceStats:
 
 
 @dataclass
+class OutputStats:
+    """Figures of one output besides central (``outputs:``), as its delivery loop reports them."""
+
+    state: str = "starting"  # starting | up | down | misconfigured | error
+    error: str = ""
+    readings: int = 0  # published and acknowledged by the output
+    events: int = 0
+    packs: int = 0
+    errors: int = 0
+    quarantined: int = 0
+    last_flush: float | None = None
+
+
+@dataclass
 class AgentStats:
     """Overall figures: readings taken, buffered, written; central writer state."""
 
@@ -76,6 +90,8 @@ class AgentStats:
     central_state: str = "starting"
     central_error: str = ""
     last_flush: float | None = None
+    #: the outputs besides central, by name
+    outputs: dict[str, OutputStats] = field(default_factory=dict)
     rate_window: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=30))
 
     def readings_per_second(self) -> float:

@@ -55,6 +55,20 @@ class CentralSnapshot(TypedDict):
     writer_restarts: int  # times it died and was started again
 
 
+class OutputSnapshot(TypedDict):
+    """One output besides central (``outputs:``)."""
+
+    url: str
+    format: str
+    state: str  # starting | up | down | misconfigured | error
+    error: str
+    readings: int  # published and acknowledged
+    events: int
+    errors: int
+    pending: int  # readings in the buffer this output has not acknowledged
+    last_flush: float | None
+
+
 class OpenDetection(TypedDict):
     """The attack detection currently open."""
 
@@ -94,6 +108,7 @@ class Snapshot(TypedDict):
     open_alerts: int
     buffer: BufferSnapshot
     central: CentralSnapshot
+    outputs: dict[str, OutputSnapshot]
     devices: dict[str, DeviceSnapshot]
     detection: DetectionSnapshot | None
 

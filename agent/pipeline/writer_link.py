@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from agent.buffer.disk import DiskBuffer, PutResult
 from agent.pipeline.child import READY_TIMEOUT, RESTART_MAX, log_settings, send, spawn, stop_child
-from agent.pipeline.delivery import BufferThread, Outcome, backoff, stall_seconds
+from agent.pipeline.delivery import BufferThread, Outcome, OutputOutcome, backoff, stall_seconds
 from agent.pipeline.stats import AgentStats
 from agent.pipeline.writer_process import ORPHAN_GRACE_SECONDS
 from agent.pipeline.writer_wire import WriterSpec, encode, records_from_wire
@@ -49,6 +49,8 @@ class WriterLink:
         self.sink = sink_name(cfg.central)  # the buffer cursor the writer moves
         self.devices = list(devices)
         self.outcome = Outcome(stats, on_quarantine, on_write)
+        #: the outputs' outcomes by sink name (their messages carry it)
+        self.outcomes: dict[str, Outcome] = {o.name: OutputOutcome(stats, o.name) for o in cfg.outputs}
         self.buffer: DiskBuffer | None = None
         self.process: asyncio.subprocess.Process | None = None
         #: times the writer process died and was started again
@@ -69,7 +71,7 @@ class WriterLink:
         """Open (or recover) the buffer file; the writer process attaches to it once started."""
         cfg = self.cfg.buffer
         self.buffer = await self.in_buffer(partial(DiskBuffer, cfg.path, cfg.max_size, cfg.when_full,
-                                                   sinks=[self.sink]))
+                                                   sinks=[self.sink, *self.outcomes]))
         return self.buffer
 
     async def put(self, readings: Sequence[Reading], events: Sequence[Event],
@@ -77,7 +79,7 @@ class WriterLink:
         """Append durably; wakes an idle writer once a full batch is waiting."""
         assert self.buffer is not None
         result = await self.in_buffer(self.buffer.put, readings, events, state)
-        if self._idle and self.buffer.reading_rows >= self.cfg.central.batch_size:
+        if self._idle and self.buffer.pending.get(self.sink, 0) >= self.cfg.central.batch_size:
             self._idle = False
             self._send("wake")
         return result
@@ -103,7 +105,7 @@ class WriterLink:
         """Start the writer process and wait until it has the buffer open."""
         level, log_format = log_settings()
         spec = WriterSpec(gateway=self.cfg.gateway.id, central=self.cfg.central, buffer=self.cfg.buffer,
-                          devices=self.devices, log_level=level, log_format=log_format)
+                          devices=self.devices, outputs=self.cfg.outputs, log_level=level, log_format=log_format)
         self._ready.clear()
         self._idle = False
         process = await spawn("agent.pipeline.writer_process")
@@ -133,14 +135,15 @@ class WriterLink:
 
     def _apply(self, message: dict[str, Any]) -> None:
         kind = message["t"]
-        outcome = self.outcome
+        sink = message.get("sink", self.sink)
+        outcome = self.outcomes.get(sink, self.outcome)
         if kind == "written":
             outcome.written(message["readings"], message["events"], message["seconds"])
             if self.buffer is not None:
-                self.buffer.acked(self.sink, message["readings"], message["events"])
+                self.buffer.acked(sink, message["readings"], message["events"])
         elif kind == "idle":
             outcome.idle()
-            self._idle = True
+            self._idle = self._idle or sink == self.sink
         elif kind == "state":
             outcome.state(message["state"], message["error"])
         elif kind == "content_error":

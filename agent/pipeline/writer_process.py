@@ -1,4 +1,4 @@
-"""The writer process: delivers the disk buffer into the central database beside the polling agent.
+"""The writer process: delivers the disk buffer into the central database (and the outputs) beside the polling agent.
 
 Started by :class:`~agent.pipeline.writer_link.WriterLink` as ``python -m
 agent.pipeline.writer_process``; reads a :class:`~agent.pipeline.writer_wire.WriterSpec` line,
@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 from agent.logsetup import setup_logging
 from agent.pipeline.child import become_child, stdin_reader
 from agent.pipeline.delivery import Delivery, Outcome
+from agent.pipeline.outputs import DeliveryGroup, output_deliveries, output_sinks
 from agent.pipeline.stats import AgentStats
 from agent.pipeline.writer_wire import WriterSpec, encode, records_to_wire
 from agent.records import DeviceInfo, Record
@@ -32,16 +33,18 @@ ORPHAN_GRACE_SECONDS = 5.0
 
 
 class Relay(Outcome):
-    """Sends every outcome to the agent (the process's own stats are not read by anyone)."""
+    """Sends every outcome to the agent (the process's own stats are not read by anyone); an
+    output's (``sink`` set) carry its name."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, sink: str | None = None) -> None:
         super().__init__(AgentStats())
         self.out = out
+        self.tag = {"sink": sink} if sink else {}
 
     def send(self, kind: str, **fields: Any) -> None:
         """One message to the agent."""
         try:
-            self.out.write(encode(kind, **fields))
+            self.out.write(encode(kind, **self.tag, **fields))
             self.out.flush()
         except (BrokenPipeError, ValueError):  # the agent is gone; stdin's EOF ends the process
             pass
@@ -70,10 +73,12 @@ async def serve(out: BinaryIO) -> int:
     relay = Relay(out)
     sink = build_sink(spec.central, spec.gateway)
     central = spec.central
-    delivery = Delivery(spec.buffer, sink, spec.devices, relay.stats, batch_size=central.batch_size,
-                        flush_interval=central.flush_interval, connections=central.parallel_writes(),
-                        outcome=relay)
-    await delivery.attach([sink.name])
+    first = Delivery(spec.buffer, sink, spec.devices, relay.stats, batch_size=central.batch_size,
+                     flush_interval=central.flush_interval, connections=central.parallel_writes(), outcome=relay)
+    outputs = output_deliveries(spec.buffer, spec.outputs, output_sinks(spec.outputs, spec.gateway), spec.devices,
+                                relay.stats, first.buffer_thread, outcome=lambda name: Relay(out, name))
+    delivery = DeliveryGroup(first, outputs)
+    await delivery.attach([sink.name, *(o.sink.name for o in outputs)])
     relay.send("ready", pid=os.getpid())
     stop = asyncio.Event()
     running = asyncio.create_task(delivery.run(stop), name="deliver")
@@ -82,7 +87,7 @@ async def serve(out: BinaryIO) -> int:
             message = json.loads(line)
             kind = message["t"]
             if kind == "devices":
-                delivery.update_devices([DeviceInfo(**d) for d in message["devices"]])
+                delivery.update_devices([DeviceInfo.from_dict(d) for d in message["devices"]])
             elif kind == "wake":
                 delivery.wake()
             elif kind == "drain":

@@ -5,7 +5,8 @@ what is left within ``seconds``, answer ``drained`` and exit). The writer exits 
 its input closes (the agent is gone).
 
 Writer -> agent: ``ready``, then the :class:`~agent.pipeline.delivery.Outcome` calls as they
-happen (``written``, ``idle``, ``state``, ``content_error``, ``quarantined``) and ``drained``.
+happen (``written``, ``idle``, ``state``, ``content_error``, ``quarantined``; an output's carry
+its name as ``sink``) and ``drained``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agent.records import DeviceInfo, Event, Record
-from agent.settings import BufferConfig, CentralConfig
+from agent.settings import BufferConfig, CentralConfig, MqttOutput
 from drivers.base import Reading
 
 #: A quarantine message carries at most this many records (the buffer keeps them all).
@@ -31,6 +32,7 @@ class WriterSpec(BaseModel):
     central: CentralConfig
     buffer: BufferConfig
     devices: list[DeviceInfo]
+    outputs: list[MqttOutput] = []
     log_level: str = "INFO"
     log_format: str = "text"
 

@@ -23,7 +23,7 @@ __all__ = ["SOURCES", "ConfigPath", "MapIssue", "PasswordSource", "Source", "Sou
 
 #: every protocol the agent can poll, by the name a device's ``protocol`` gives
 SOURCES: dict[str, Source[Any]] = {
-    "modbus": Source("modbus", ModbusDevice, modbus.map_issues, modbus.driver),
+    "modbus": Source("modbus", ModbusDevice, modbus.map_issues, modbus.driver, points=modbus.points),
     "opcua": Source("opcua", OpcUaDevice, opcua.map_issues, opcua.driver, opcua.passwords),
 }
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from agent.records import PointInfo
 from agent.settings import DeviceBase, ResolvedDevice
 from drivers.base import Driver
 
@@ -36,6 +37,11 @@ def no_passwords(device: DeviceBase) -> list[PasswordSource]:
     return []
 
 
+def numeric_points(device: DeviceBase) -> tuple[PointInfo, ...]:
+    """For protocols whose points are all numbers: name and unit of each."""
+    return tuple(PointInfo(p.name, "number", p.unit) for p in getattr(device, "points", ()))
+
+
 @dataclass(frozen=True)
 class Source(Generic[D]):
     """One protocol, as the agent sees it; registered by name in :data:`agent.sources.SOURCES`."""
@@ -49,3 +55,5 @@ class Source(Generic[D]):
     driver: Callable[[D, ResolvedDevice, SourceContext], Driver]
     #: where a device must find its passwords (checked readable at load)
     passwords: Callable[[D], list[PasswordSource]] = no_passwords
+    #: the device's points as outputs announce them (name, kind of value, unit)
+    points: Callable[[D], tuple[PointInfo, ...]] = numeric_points

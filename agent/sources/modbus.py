@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agent.records import PointInfo, ValueKind
 from agent.settings import ModbusDevice, PointConfig, ResolvedDevice
 from agent.sources.base import ConfigPath, MapIssue, SourceContext
 from drivers.base import Driver
@@ -50,6 +51,16 @@ def _point_rules(point: PointConfig) -> list[tuple[str, str]]:
         (point.scale == 0.0, "scale", "scale must not be zero"),
     ]
     return [(field, msg) for failed, field, msg in rules if failed]
+
+
+#: what a register type's readings carry (every other type: a number, scaled)
+KIND_OF_TYPE: dict[str, ValueKind] = {"bool": "boolean", "string": "text"}
+
+
+def points(device: ModbusDevice) -> tuple[PointInfo, ...]:
+    """The device's points as outputs announce them: coils and discrete inputs are booleans too."""
+    return tuple(PointInfo(p.name, "boolean" if p.table in ("coil", "discrete") else KIND_OF_TYPE.get(p.type, "number"),
+                           p.unit) for p in device.points)
 
 
 def driver(device: ModbusDevice, resolved: ResolvedDevice, context: SourceContext) -> Driver:

@@ -1,0 +1,159 @@
+"""What the MQTT output publishes, per format: Sparkplug B (an edge node) or plain JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from google.protobuf.message import DecodeError
+
+from agent.records import DeviceInfo, DeviceStatus, Event
+from agent.sinks.mqtt.sparkplug import EdgeNode, Message, parse, rebirth_requested
+from drivers.base import Reading
+
+log = logging.getLogger(__name__)
+
+#: what a received command asked for: a rebirth (honoured) or anything else (refused: read-only)
+CommandVerdict = Literal["rebirth", "refused"]
+
+
+class Codec(Protocol):
+    """Turns the buffer's records into MQTT messages for one format."""
+
+    #: topics to subscribe to (commands)
+    subscriptions: list[str]
+
+    def set_devices(self, devices: Sequence[DeviceInfo]) -> None:
+        """The devices (and points) the next births announce."""
+
+    def will(self) -> Message:
+        """Start a session: its MQTT will (what subscribers see if the gateway vanishes)."""
+
+    def session_failed(self) -> None:
+        """The session whose will :meth:`will` gave never connected."""
+
+    def births(self, now_ms: int) -> list[Message]:
+        """Published first in every session and on a rebirth."""
+
+    def readings(self, readings: Sequence[Reading], now_ms: int, historical_before_us: int) -> list[Message]:
+        """The readings' messages; those acquired before ``historical_before_us`` were buffered during an outage."""
+
+    def events(self, events: Sequence[Event], now_ms: int) -> list[Message]:
+        """Messages for the events this format carries (device deaths and births)."""
+
+    def goodbye(self) -> Message:
+        """Published at a clean shutdown, as the will would have been."""
+
+    def command(self, topic: str, payload: bytes) -> CommandVerdict:
+        """What a message on a subscribed topic asks for."""
+
+
+def _statuses(events: Sequence[Event]) -> list[DeviceStatus]:
+    return [e.payload for e in events if e.kind == "device_status"]  # type: ignore[misc]
+
+
+class SparkplugCodec:
+    """Sparkplug B: NBIRTH/DBIRTH, DDATA by alias, DDEATH when a device goes offline, NDEATH as the will."""
+
+    def __init__(self, group: str, node: str) -> None:
+        self.node = EdgeNode(group, node)
+        self.subscriptions = [self.node.topic("NCMD"), self.node.topic("DCMD") + "/+"]
+        self._down: set[str] = set()
+
+    def set_devices(self, devices: Sequence[DeviceInfo]) -> None:
+        self.node.set_devices(devices)
+
+    def will(self) -> Message:
+        return self.node.new_session()
+
+    def session_failed(self) -> None:
+        self.node.session_failed()
+
+    def births(self, now_ms: int) -> list[Message]:
+        self._down.clear()
+        return self.node.births(now_ms)
+
+    def readings(self, readings: Sequence[Reading], now_ms: int, historical_before_us: int) -> list[Message]:
+        return self.node.data(readings, now_ms, historical_before_us)
+
+    def events(self, events: Sequence[Event], now_ms: int) -> list[Message]:
+        out = []
+        known = {d.device_id: d for d in self.node.devices}
+        for status in _statuses(events):
+            device = status["device"]
+            if status["status"] == "offline" and device not in self._down and device in known:
+                self._down.add(device)
+                out.append(self.node.device_death(device, now_ms))
+            elif status["status"] in ("online", "degraded") and device in self._down:
+                self._down.discard(device)
+                out.append(self.node.device_birth(known[device], now_ms))
+        return out
+
+    def goodbye(self) -> Message:
+        return self.node.death()
+
+    def command(self, topic: str, payload: bytes) -> CommandVerdict:
+        if topic == self.node.topic("NCMD"):
+            try:
+                if rebirth_requested(parse(payload)):
+                    return "rebirth"
+            except DecodeError:  # an undecodable command is refused, never acted on
+                pass
+        return "refused"
+
+
+def _iso(ts_us: int) -> str:
+    return datetime.fromtimestamp(ts_us / 1e6, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class JsonCodec:
+    """One JSON message per poll per device on ``<prefix>/<gateway>/<device>``; a retained
+    ``<prefix>/<gateway>/status`` (``online``, and ``offline`` as the will)."""
+
+    def __init__(self, prefix: str, gateway: str) -> None:
+        self.base = f"{prefix.rstrip('/')}/{gateway}"
+        self.subscriptions: list[str] = []
+
+    def set_devices(self, devices: Sequence[DeviceInfo]) -> None:
+        """JSON messages name their points: nothing to announce."""
+
+    def _status(self, state: str) -> Message:
+        return Message(f"{self.base}/status", json.dumps({"state": state}).encode(), retain=True)
+
+    def will(self) -> Message:
+        return self._status("offline")
+
+    def session_failed(self) -> None:
+        """Nothing numbered per session."""
+
+    def births(self, now_ms: int) -> list[Message]:
+        return [self._status("online")]
+
+    def readings(self, readings: Sequence[Reading], now_ms: int, historical_before_us: int) -> list[Message]:
+        polls: dict[tuple[str, int], list[Reading]] = {}
+        for r in readings:
+            polls.setdefault((r.device, r.ts_us), []).append(r)
+        out = []
+        for (device, ts_us), rows in polls.items():
+            doc = {"ts": _iso(ts_us), "ts_us": ts_us,
+                   "values": {r.point: r.text if r.text is not None else r.value for r in rows},
+                   "quality": {r.point: r.quality for r in rows}}
+            if ts_us < historical_before_us:
+                doc["historical"] = True
+            out.append(Message(f"{self.base}/{device}", json.dumps(doc, separators=(",", ":")).encode()))
+        return out
+
+    def events(self, events: Sequence[Event], now_ms: int) -> list[Message]:
+        return [Message(f"{self.base}/{s['device']}/status", json.dumps(
+            {"status": s["status"], "reason": s["reason"], "ts": _iso(s["ts_us"])}).encode(), retain=True)
+            for s in _statuses(events)]
+
+    def goodbye(self) -> Message:
+        return self._status("offline")
+
+    def command(self, topic: str, payload: bytes) -> CommandVerdict:
+        return "refused"
+
