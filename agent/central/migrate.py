@@ -9,10 +9,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: MySQL/MariaDB named lock held while migrating (GET_LOCK), and how long to wait for it
+LOCK_NAME, LOCK_WAIT = "hacksky_edge_migrate", 120
 
 
 def alembic_config() -> Config:
@@ -40,8 +43,17 @@ def upgrade(engine: Engine) -> str:
     cfg = alembic_config()
     before = current_revision(engine)
     with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        locked = conn.dialect.name in ("mysql", "mariadb")
+        if locked:  # gateways starting together against one empty database migrate one after another
+            got = conn.execute(text("SELECT GET_LOCK(:name, :wait)"), {"name": LOCK_NAME, "wait": LOCK_WAIT}).scalar()
+            if got != 1:
+                raise TimeoutError(f"another process held the migration lock {LOCK_NAME!r} for {LOCK_WAIT} s")
+        try:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        finally:
+            if locked:
+                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
     head = head_revision()
     if before != head:
         log.info("central schema upgraded from %s to %s", before or "empty", head)

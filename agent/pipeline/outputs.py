@@ -25,12 +25,12 @@ from drivers.base import Reading
 T = TypeVar("T")
 
 
-def output_sinks(outputs: Sequence[MqttOutput], gateway: str) -> list[Sink]:
-    """The sinks the map's ``outputs:`` configure."""
-    return [MqttSink(output, gateway) for output in outputs]
+def output_sinks(outputs: Sequence[MqttOutput], gateway: str, buffer_cfg: BufferConfig) -> list[Sink]:
+    """The sinks the map's ``outputs:`` configure (keeping their session counters beside the buffer)."""
+    return [MqttSink(output, gateway, state_dir=buffer_cfg.path) for output in outputs]
 
 
-def output_deliveries(buffer_cfg: BufferConfig, outputs: Sequence[MqttOutput], sinks: Sequence[Sink],
+def output_deliveries(buffer_cfg: BufferConfig, outputs: Sequence[MqttOutput], gateway: str,
                       devices: Sequence[DeviceInfo], stats: AgentStats, buffer_thread: BufferThread,
                       outcome: Callable[[str], Outcome] | None = None) -> list[Delivery]:
     """One delivery per output (one pack at a time: an MQTT session publishes in order), sharing
@@ -38,7 +38,7 @@ def output_deliveries(buffer_cfg: BufferConfig, outputs: Sequence[MqttOutput], s
     make = outcome or (lambda name: OutputOutcome(stats, name))
     return [Delivery(buffer_cfg, sink, devices, stats, batch_size=cfg.batch_size, flush_interval=cfg.flush_interval,
                      connections=1, outcome=make(sink.name), buffer_thread=buffer_thread)
-            for cfg, sink in zip(outputs, sinks, strict=True)]
+            for cfg, sink in zip(outputs, output_sinks(outputs, gateway, buffer_cfg), strict=True)]
 
 
 class DeliveryGroup:

@@ -18,7 +18,7 @@ from agent.detect.runner import DetectionRunner, load_model
 from agent.pipeline.child import SPLIT_FROM_POINTS_PER_S
 from agent.pipeline.delivery import Delivery
 from agent.pipeline.monitor import Monitor
-from agent.pipeline.outputs import DeliveryGroup, output_deliveries, output_sinks
+from agent.pipeline.outputs import DeliveryGroup, output_deliveries
 from agent.pipeline.power import PowerSampler
 from agent.pipeline.scheduler import PollScheduler
 from agent.pipeline.shards import ShardPool, worker_count
@@ -116,8 +116,8 @@ class Agent:
                             on_quarantine=self._quarantined, on_write=observe)
         if not cfg.outputs:
             return delivery
-        outputs = output_deliveries(cfg.buffer, cfg.outputs, output_sinks(cfg.outputs, cfg.gateway.id), devices,
-                                    self.stats, delivery.buffer_thread)
+        outputs = output_deliveries(cfg.buffer, cfg.outputs, cfg.gateway.id, devices, self.stats,
+                                    delivery.buffer_thread)
         return DeliveryGroup(delivery, outputs)
 
     def _observe_write(self, seconds: float) -> None:

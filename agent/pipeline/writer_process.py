@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from agent.logsetup import setup_logging
 from agent.pipeline.child import become_child, stdin_reader
 from agent.pipeline.delivery import Delivery, Outcome
-from agent.pipeline.outputs import DeliveryGroup, output_deliveries, output_sinks
+from agent.pipeline.outputs import DeliveryGroup, output_deliveries
 from agent.pipeline.stats import AgentStats
 from agent.pipeline.writer_wire import WriterSpec, encode, records_to_wire
 from agent.records import DeviceInfo, Record
@@ -75,8 +75,8 @@ async def serve(out: BinaryIO) -> int:
     central = spec.central
     first = Delivery(spec.buffer, sink, spec.devices, relay.stats, batch_size=central.batch_size,
                      flush_interval=central.flush_interval, connections=central.parallel_writes(), outcome=relay)
-    outputs = output_deliveries(spec.buffer, spec.outputs, output_sinks(spec.outputs, spec.gateway), spec.devices,
-                                relay.stats, first.buffer_thread, outcome=lambda name: Relay(out, name))
+    outputs = output_deliveries(spec.buffer, spec.outputs, spec.gateway, spec.devices, relay.stats,
+                                first.buffer_thread, outcome=lambda name: Relay(out, name))
     delivery = DeliveryGroup(first, outputs)
     await delivery.attach([sink.name, *(o.sink.name for o in outputs)])
     relay.send("ready", pid=os.getpid())

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from agent.buffer.disk import Pack
 from agent.records import DeviceInfo, Record
@@ -26,20 +27,21 @@ log = logging.getLogger(__name__)
 __all__ = ["MqttSink"]
 
 
-def codec_for(cfg: MqttOutput, gateway: str) -> Codec:
-    """The codec of the output's ``format``."""
+def codec_for(cfg: MqttOutput, gateway: str, state_dir: Path | None = None) -> Codec:
+    """The codec of the output's ``format``; a Sparkplug node keeps its next ``bdSeq`` in ``state_dir``."""
     if cfg.format == "sparkplug_b":
-        return SparkplugCodec(cfg.group_id, gateway)
+        return SparkplugCodec(cfg.group_id, gateway, state_dir / f"{cfg.name}.bdseq" if state_dir else None)
     return JsonCodec(cfg.topic_prefix, gateway)
 
 
 class MqttSink:
     """Publishes packs to one broker; one session at a time, births first in each."""
 
-    def __init__(self, cfg: MqttOutput, gateway: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, cfg: MqttOutput, gateway: str, clock: Callable[[], float] = time.time,
+                 state_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.name = cfg.name
-        self.codec = codec_for(cfg, gateway)
+        self.codec = codec_for(cfg, gateway, state_dir)
         self.client_id = cfg.client_id or f"hacksky-edge-{gateway}"
         self.clock = clock
         self.session: Session | None = None

@@ -6,10 +6,12 @@ import json
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal, Protocol
 
 from google.protobuf.message import DecodeError
 
+from agent.buffer.private_files import write_private
 from agent.records import DeviceInfo, DeviceStatus, Event
 from agent.sinks.mqtt.sparkplug import EdgeNode, Message, parse, rebirth_requested
 from drivers.base import Reading
@@ -51,15 +53,28 @@ class Codec(Protocol):
         """What a message on a subscribed topic asks for."""
 
 
+def _read_counter(path: Path | None) -> int:
+    """The number kept in ``path`` (0 when there is none yet, or it is unreadable)."""
+    try:
+        return int(path.read_text().strip()) if path is not None else 0
+    except (OSError, ValueError):
+        return 0
+
+
 def _statuses(events: Sequence[Event]) -> list[DeviceStatus]:
     return [e.payload for e in events if e.kind == "device_status"]  # type: ignore[misc]
 
 
 class SparkplugCodec:
-    """Sparkplug B: NBIRTH/DBIRTH, DDATA by alias, DDEATH when a device goes offline, NDEATH as the will."""
+    """Sparkplug B: NBIRTH/DBIRTH, DDATA by alias, DDEATH when a device goes offline, NDEATH as the will.
 
-    def __init__(self, group: str, node: str) -> None:
-        self.node = EdgeNode(group, node)
+    ``bd_seq_file`` keeps the next session's ``bdSeq`` across restarts (the specification has it
+    increase by one per CONNECT, so a host can tell an old session's NDEATH from the new one's).
+    """
+
+    def __init__(self, group: str, node: str, bd_seq_file: Path | None = None) -> None:
+        self.bd_seq_file = bd_seq_file
+        self.node = EdgeNode(group, node, _read_counter(bd_seq_file))
         self.subscriptions = [self.node.topic("NCMD"), self.node.topic("DCMD") + "/+"]
         self._down: set[str] = set()
 
@@ -67,10 +82,17 @@ class SparkplugCodec:
         self.node.set_devices(devices)
 
     def will(self) -> Message:
-        return self.node.new_session()
+        will = self.node.new_session()
+        self._keep()
+        return will
 
     def session_failed(self) -> None:
         self.node.session_failed()
+        self._keep()
+
+    def _keep(self) -> None:
+        if self.bd_seq_file is not None:
+            write_private(self.bd_seq_file, f"{self.node.next_bd_seq}\n".encode())
 
     def births(self, now_ms: int) -> list[Message]:
         self._down.clear()

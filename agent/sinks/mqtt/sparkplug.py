@@ -88,13 +88,13 @@ class EdgeNode:
     publishes in one MQTT session; ``bd_seq`` ties a session's NBIRTH to its NDEATH (the will).
     """
 
-    def __init__(self, group: str, node: str) -> None:
+    def __init__(self, group: str, node: str, next_bd_seq: int = 0) -> None:
         self.group, self.node = group, node
         self.devices: list[DeviceInfo] = []
         self.alias: dict[tuple[str, str], int] = {}
         self.kind: dict[tuple[str, str], ValueKind] = {}
         #: the ``bdSeq`` of the current session, and of the next one
-        self.bd_seq, self._next_bd_seq = 0, 0
+        self.bd_seq, self._next_bd_seq = next_bd_seq % 256, next_bd_seq % 256
         self.seq = 0
 
     def topic(self, kind: str, device: str | None = None) -> str:
@@ -103,13 +103,19 @@ class EdgeNode:
         return f"{base}/{device}" if device else base
 
     def set_devices(self, devices: Sequence[DeviceInfo]) -> None:
-        """The devices and points births announce; aliases are numbered in map order."""
+        """The devices and points births announce. Aliases are numbered in map order; a point
+        keeps its alias across map reloads, a new one gets the next free number."""
         self.devices = list(devices)
-        self.alias, self.kind = {}, {}
+        kept, self.kind = self.alias, {}
+        self.alias = {}
+        next_alias = max(kept.values(), default=0) + 1
         for device in self.devices:
             for point in device.points:
                 key = (device.device_id, point.name)
-                self.alias[key] = len(self.alias) + 1
+                if key in kept:
+                    self.alias[key] = kept[key]
+                else:
+                    self.alias[key], next_alias = next_alias, next_alias + 1
                 self.kind[key] = point.kind
 
     def _next_seq(self) -> int:
@@ -121,6 +127,11 @@ class EdgeNode:
         """Start a session: its ``bdSeq`` (0, 1, ... 255, 0) and its NDEATH, the MQTT will."""
         self.bd_seq, self._next_bd_seq = self._next_bd_seq, (self._next_bd_seq + 1) % 256
         return self.death()
+
+    @property
+    def next_bd_seq(self) -> int:
+        """The ``bdSeq`` the next session will carry (kept across restarts by the caller)."""
+        return self._next_bd_seq
 
     def session_failed(self) -> None:
         """The session never connected (no CONNECT reached a broker): its ``bdSeq`` is used again."""

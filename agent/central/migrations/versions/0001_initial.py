@@ -5,6 +5,8 @@ Revises:
 Create Date: 2026-11-28
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
@@ -37,8 +39,21 @@ def _incident(prefix: str) -> list[sa.Column | sa.UniqueConstraint]:
     ]
 
 
+def _create_table(name: str, *parts: Any) -> None:
+    """Create ``name`` unless a previous run created it: MySQL commits each DDL statement, so an
+    agent stopped (or a second gateway racing) halfway through this revision left some tables."""
+    if not sa.inspect(op.get_bind()).has_table(name):
+        op.create_table(name, *parts)
+
+
+def _create_index(name: str, table: str, columns: list[str]) -> None:
+    """Create the index unless it exists (see :func:`_create_table`)."""
+    if name not in {ix["name"] for ix in sa.inspect(op.get_bind()).get_indexes(table)}:
+        op.create_index(name, table, columns)
+
+
 def upgrade() -> None:
-    op.create_table(
+    _create_table(
         "devices",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("gateway_id", sa.String(64), nullable=False),
@@ -55,7 +70,7 @@ def upgrade() -> None:
         *_stamps(),
         sa.UniqueConstraint("gateway_id", "device_id_str", name="uq_devices_gateway_device"),
     )
-    op.create_table(
+    _create_table(
         "readings",
         sa.Column("device_id", sa.Integer, sa.ForeignKey("devices.id", name="fk_readings_device"),
                   primary_key=True),
@@ -65,8 +80,8 @@ def upgrade() -> None:
         sa.Column("value_text", sa.String(255)),
         sa.Column("quality", sa.String(32), nullable=False, server_default="good"),
     )
-    op.create_index("ix_readings_device_ts", "readings", ["device_id", "ts"])
-    op.create_table(
+    _create_index("ix_readings_device_ts", "readings", ["device_id", "ts"])
+    _create_table(
         "power_readings",
         sa.Column("id", BIG_ID, primary_key=True, autoincrement=True),
         sa.Column("device_id", sa.Integer, sa.ForeignKey("devices.id", name="fk_power_device"),
@@ -78,8 +93,8 @@ def upgrade() -> None:
         sa.Column("anomaly_score", DOUBLE),
         sa.UniqueConstraint("device_id", "timestamp", name="uq_power_device_ts"),
     )
-    op.create_index("ix_power_timestamp", "power_readings", ["timestamp"])
-    op.create_table(
+    _create_index("ix_power_timestamp", "power_readings", ["timestamp"])
+    _create_table(
         "alerts",
         sa.Column("id", BIG_ID, primary_key=True, autoincrement=True),
         sa.Column("alert_type", sa.String(64), nullable=False),
@@ -96,9 +111,9 @@ def upgrade() -> None:
         sa.Column("point", sa.String(64)),
         sa.Column("last_value", DOUBLE),
     )
-    op.create_index("ix_alerts_open", "alerts", ["resolved", "severity"])
-    op.create_index("ix_alerts_created", "alerts", ["created_at"])
-    op.create_table(
+    _create_index("ix_alerts_open", "alerts", ["resolved", "severity"])
+    _create_index("ix_alerts_created", "alerts", ["created_at"])
+    _create_table(
         "attack_detections",
         sa.Column("id", BIG_ID, primary_key=True, autoincrement=True),
         sa.Column("attack_type", sa.String(64), nullable=False),
@@ -115,8 +130,8 @@ def upgrade() -> None:
         *_incident("attacks"),
         sa.CheckConstraint("confidence >= 0 AND confidence <= 100", name="ck_attacks_confidence"),
     )
-    op.create_index("ix_attacks_detected", "attack_detections", ["detected_at"])
-    op.create_table(
+    _create_index("ix_attacks_detected", "attack_detections", ["detected_at"])
+    _create_table(
         "system_metrics",
         sa.Column("id", BIG_ID, primary_key=True, autoincrement=True),
         sa.Column("metric_name", sa.String(64), nullable=False),
