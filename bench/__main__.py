@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.report import save, table
 
-BENCHMARKS = ["modbus", "ingest", "detect", "opcua", "scale", "backfill", "peer"]
+BENCHMARKS = ["modbus", "ingest", "detect", "opcua", "scale", "backfill", "peer", "mqtt"]
 
 
 def parse_step(text: str) -> tuple[int, int]:
@@ -28,7 +28,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float,
                         help="time per measurement (default: each benchmark's own, 3 s; 60 s for load runs)")
     parser.add_argument("--step", dest="steps", type=parse_step, action="append", metavar="DEVICESxPOINTS",
-                        help="scale and peer, repeatable: a load to step through (default: each benchmark's own)")
+                        help="scale, peer, mqtt; repeatable: a load to step through (default: each benchmark's own)")
+    parser.add_argument("--outage", type=float, metavar="SECONDS",
+                        help="backfill and mqtt: how long the database or broker stays down (default 600)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     # checked here: argparse's choices check refuses nargs="*" given nothing (Python 3.11)
@@ -36,13 +38,15 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)} (choose from {', '.join(BENCHMARKS)})")
     args.names = args.names or BENCHMARKS
-    if args.steps and (len(args.names) != 1 or args.names[0] not in ("scale", "peer")):
+    if args.steps and (len(args.names) != 1 or args.names[0] not in ("scale", "peer", "mqtt")):
         parser.error("--step is an option of the scale and peer benchmarks: run one alone (bench scale --step 5x4)")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("agent.detect.incidents").setLevel(logging.ERROR)  # detections are the workload here
     for name in args.names:
         module = importlib.import_module(f"bench.{name}")
-        options = {"steps": args.steps} if args.steps else {}
+        options: dict[str, object] = {"steps": args.steps} if args.steps else {}
+        if args.outage is not None and name in ("backfill", "mqtt"):
+            options["outage"] = args.outage
         results = module.run(args.seconds, **options) if args.seconds else module.run(**options)
         sys.stdout.write(table(module.TITLE, results["results"], module.COLUMNS))
         sys.stdout.write(f"(written to {save(name, results, args.out)})\n\n")

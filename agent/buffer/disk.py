@@ -480,7 +480,12 @@ class DiskBuffer:
         return [(k, json.loads(p), e) for k, p, e in
                 self._db.execute("SELECT kind, payload, error FROM quarantine ORDER BY id")]
 
-    def oldest_ts_us(self) -> int | None:
-        """Acquisition time of the oldest buffered reading."""
-        row = self._db.execute("SELECT first_ts_us FROM chunks ORDER BY seq LIMIT 1").fetchone()
+    def oldest_ts_us(self, sink: str | None = None) -> int | None:
+        """Acquisition time of the oldest buffered reading (of the oldest chunk ``sink`` has not
+        acknowledged in full, when given)."""
+        if sink is None:
+            row = self._db.execute("SELECT first_ts_us FROM chunks ORDER BY seq LIMIT 1").fetchone()
+        else:
+            row = self._db.execute("SELECT first_ts_us FROM chunks WHERE seq >= (SELECT seq FROM cursors "
+                                   "WHERE sink = ?) ORDER BY seq LIMIT 1", (sink,)).fetchone()
         return int(row[0]) if row else None

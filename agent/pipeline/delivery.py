@@ -123,6 +123,9 @@ class Outcome:
         self.stats.quarantined += len(refused) if count is None else count
         self.on_quarantine(refused)
 
+    def counters(self, counts: dict[str, int]) -> None:
+        """The sink's own counts changed (see :meth:`Sink.counters`); central has none."""
+
 
 class OutputOutcome(Outcome):
     """An output's outcome (``outputs:``): its own figures in ``stats.outputs[name]``; the
@@ -151,6 +154,9 @@ class OutputOutcome(Outcome):
     def quarantined(self, refused: list[tuple[Record, str]], count: int | None = None) -> None:
         self.figures.quarantined += len(refused) if count is None else count
 
+    def counters(self, counts: dict[str, int]) -> None:
+        self.figures.counters = dict(counts)
+
 
 class Delivery:
     """Owns (or attaches to, or shares) the disk buffer and runs the write loop into one sink."""
@@ -173,6 +179,7 @@ class Delivery:
         self._prepared = False
         self.state = "starting"
         self._unexpected: str | None = None
+        self._counters: dict[str, int] = {}
         #: the writer runs in this process and never restarts (see :class:`~agent.pipeline.writer_link.WriterLink`)
         self.restarts = 0
 
@@ -295,6 +302,7 @@ class Delivery:
         """Write until ``stop`` is set: full batches back to back, else every flush_interval."""
         failures = 0
         while not stop.is_set():
+            self._report_counters()
             try:
                 more = await self._write_round()
             except Exception as exc:  # outermost loop of the writer: it must never die
@@ -316,6 +324,13 @@ class Delivery:
             if not more:  # caught up: wait for a full batch or the flush interval
                 self.outcome.idle()
                 await self._sleep(stop, self.flush_interval, wake=True)
+
+    def _report_counters(self) -> None:
+        """Pass the sink's own counts on when they changed since the last round."""
+        counts = self.sink.counters()
+        if counts != self._counters:
+            self._counters = counts
+            self.outcome.counters(counts)
 
     def _failed(self, exc: Exception) -> None:
         """Count every failure; state ``down`` (outage: buffer and wait), ``misconfigured`` (wrong

@@ -108,12 +108,19 @@ def _output_metrics(s: Snapshot) -> Iterator[Metric]:
     published = CounterMetricFamily("hacksky_output_published_readings", "Readings the output acknowledged",
                                     labels=["output"])
     errors = CounterMetricFamily("hacksky_output_errors", "Failed deliveries to the output", labels=["output"])
+    oldest = GaugeMetricFamily("hacksky_output_oldest_pending_age_seconds",
+                               "Age of the oldest reading the output has not acknowledged", labels=["output"])
+    refused = CounterMetricFamily("hacksky_output_commands_refused",
+                                  "Commands received on the output and refused (the gateway never writes to devices)",
+                                  labels=["output"])
     for name, o in s.get("outputs", {}).items():
+        refused.add_metric([name], o["counters"].get("commands_refused", 0))
         up.add_metric([name], float(o["state"] == "up"))
         pending.add_metric([name], o["pending"])
+        oldest.add_metric([name], o.get("oldest_age_s", 0.0))
         published.add_metric([name], o["readings"])
         errors.add_metric([name], o["errors"])
-    yield from (up, pending, published, errors)
+    yield from (up, pending, published, errors, oldest, refused)
 
 
 class Monitor:

@@ -580,17 +580,26 @@ class Agent:
             out[cfg.name] = {"url": cfg.url, "format": cfg.format, "state": f.state, "error": f.error,
                              "readings": f.readings, "events": f.events, "errors": f.errors,
                              "pending": buffer.pending.get(cfg.name, 0) if buffer else 0,
-                             "last_flush": f.last_flush}
+                             "last_flush": f.last_flush, "counters": dict(f.counters)}
         return out
 
     async def metrics_snapshot(self) -> Snapshot:
         """:meth:`snapshot` plus the buffer's size and oldest reading (read on the buffer thread)."""
         snap = self.snapshot()
         buffer = self.delivery.buffer
-        used, oldest = (await self.delivery.in_buffer(lambda: (buffer.used_bytes(), buffer.oldest_ts_us()))
-                        if buffer is not None else (0, None))
+        names = list(snap["outputs"])
+
+        def read() -> tuple[int, int | None, list[int | None]]:
+            assert buffer is not None
+            return buffer.used_bytes(), buffer.oldest_ts_us(), [buffer.oldest_ts_us(n) for n in names]
+
+        used, oldest, outputs = (await self.delivery.in_buffer(read) if buffer is not None
+                                 else (0, None, [None] * len(names)))
+        now = now_us()
         snap["buffer"]["bytes"] = used
-        snap["buffer"]["oldest_age_s"] = 0.0 if oldest is None else max(0.0, (now_us() - oldest) / 1e6)
+        snap["buffer"]["oldest_age_s"] = 0.0 if oldest is None else max(0.0, (now - oldest) / 1e6)
+        for name, first in zip(names, outputs, strict=True):
+            snap["outputs"][name]["oldest_age_s"] = 0.0 if first is None else max(0.0, (now - first) / 1e6)
         return snap
 
     def stalled(self) -> bool:

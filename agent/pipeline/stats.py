@@ -73,6 +73,8 @@ class OutputStats:
     errors: int = 0
     quarantined: int = 0
     last_flush: float | None = None
+    #: the output's own counts (MQTT: commands_refused, rebirths)
+    counters: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

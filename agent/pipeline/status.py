@@ -67,6 +67,8 @@ class OutputSnapshot(TypedDict):
     errors: int
     pending: int  # readings in the buffer this output has not acknowledged
     last_flush: float | None
+    counters: dict[str, int]  # the output's own (MQTT: commands_refused, rebirths)
+    oldest_age_s: NotRequired[float]  # of the oldest reading it has not acknowledged: /metrics only
 
 
 class OpenDetection(TypedDict):

@@ -150,6 +150,8 @@ class WriterLink:
             outcome.content_error()
         elif kind == "quarantined":
             outcome.quarantined(records_from_wire(message["records"]), message["count"])
+        elif kind == "counters":
+            outcome.counters(message["counts"])
         elif kind == "ready":
             log.debug("writer process %s ready", message["pid"])
             self._ready.set()

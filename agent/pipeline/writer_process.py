@@ -64,6 +64,9 @@ class Relay(Outcome):
     def quarantined(self, refused: list[tuple[Record, str]], count: int | None = None) -> None:
         self.send("quarantined", count=len(refused) if count is None else count, records=records_to_wire(refused))
 
+    def counters(self, counts: dict[str, int]) -> None:
+        self.send("counters", counts=counts)
+
 
 async def serve(out: BinaryIO) -> int:
     """Run the delivery loop until the agent says ``drain`` or goes away; the exit status."""

@@ -5,7 +5,7 @@ what is left within ``seconds``, answer ``drained`` and exit). The writer exits 
 its input closes (the agent is gone).
 
 Writer -> agent: ``ready``, then the :class:`~agent.pipeline.delivery.Outcome` calls as they
-happen (``written``, ``idle``, ``state``, ``content_error``, ``quarantined``; an output's carry
+happen (``written``, ``idle``, ``state``, ``content_error``, ``quarantined``, ``counters``; an output's carry
 its name as ``sink``) and ``drained``.
 """
 

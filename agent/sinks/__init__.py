@@ -43,6 +43,9 @@ class Sink(Protocol):
     def error_text(self, exc: BaseException) -> str:
         """A one-line description of an exception raised by this sink, for logs and status."""
 
+    def counters(self) -> dict[str, int]:
+        """The sink's own counts for status and metrics (e.g. commands refused), cheap to read."""
+
     def reset(self) -> None:
         """Drop pooled connections after a failure, so the next attempt starts afresh."""
 

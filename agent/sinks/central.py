@@ -48,6 +48,10 @@ class CentralSink:
         """The driver's own message (else the exception's type and text), first line only."""
         return error_text(exc)
 
+    def counters(self) -> dict[str, int]:
+        """Nothing counted beyond what the delivery loop counts."""
+        return {}
+
     def reset(self) -> None:
         """Drop pooled connections: they may cache revoked privileges or a broken session state."""
         self.engine.dispose()

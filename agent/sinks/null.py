@@ -43,6 +43,10 @@ class NullSink:
         """The exception's type and text."""
         return f"{type(exc).__name__}: {exc}"
 
+    def counters(self) -> dict[str, int]:
+        """Nothing counted beyond what the delivery loop counts."""
+        return {}
+
     def reset(self) -> None:
         """No connections to drop."""
 

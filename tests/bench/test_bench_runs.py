@@ -44,3 +44,18 @@ def test_scale_harness_runs_the_agent_daemon_on_a_farm_into_mariadb(mariadb_serv
         assert raw["farm_cpu_percent"] >= 0 and raw["cpu_percent"] > 0
         if step["sustained"] == "yes":  # then the same rows were re-inserted for the baselines
             assert step["executemany/s"] > 0 and step["load_data/s"] > 0
+
+
+def test_mqtt_harness_publishes_through_a_broker_outage(tmp_path: Path) -> None:
+    """A tiny load: bare paho baseline, the agent without and with the MQTT output, a 3 s broker outage."""
+    result = subprocess.run([sys.executable, "-m", "bench", "mqtt", "--seconds", "3", "--outage", "3",
+                             "--step", "5x4", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    doc = json.loads((tmp_path / "mqtt.json").read_text())
+    bare, alone, live, down, catch_up = doc["results"]
+    assert bare["points/s"] > 0 and bare["vs baseline"] == 1.0 and alone["points/s"] == 0.0
+    assert down["points/s"] == 0.0
+    assert live["points/s"] > 0, "the agent published through the output"
+    assert doc["backlog"] > 0 and catch_up["points/s"] > 0, "readings waited for the broker, then went out"

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,26 +21,8 @@ from agent.pipeline.service import Agent
 from agent.settings import CentralConfig, TlsConfig
 from tests.faults.plant import count_rows, plant
 from tests.helpers import async_wait_until, device_map, run_agent
+from tests.infra.certs import make_ca
 from tests.infra.private_mariadb import PrivateMariaDB
-
-
-def make_ca(directory: Path, name: str) -> dict[str, Path]:
-    """A CA and a server certificate for 127.0.0.1 signed by it (openssl)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ca, ca_key = directory / "ca.pem", directory / "ca.key"
-    cert, key, csr = directory / "server.pem", directory / "server.key", directory / "server.csr"
-    ext = directory / "san.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1\n")
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
-        "-days", "2", "-subj", f"/CN={name}")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
-    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-        "-out", str(cert), "-days", "2", "-extfile", str(ext))
-    return {"ca": ca, "cert": cert, "key": key}
 
 
 def session_cipher(cfg: CentralConfig) -> str | None:

@@ -28,6 +28,7 @@ class Host:
 
     port: int
     topics: list[str] = field(default_factory=lambda: ["spBv1.0/#"])
+    username: tuple[str, str] | None = None
     messages: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -37,6 +38,8 @@ class Host:
         self.client.on_connect = lambda c, u, f, rc, p: [c.subscribe(t, qos=1) for t in self.topics]
         self.client.on_subscribe = lambda c, u, mid, rc, p: self._subscribed.set()
         self.client.on_message = self._message
+        if self.username is not None:
+            self.client.username_pw_set(*self.username)
 
     def __enter__(self) -> Host:
         self.client.connect("127.0.0.1", self.port)

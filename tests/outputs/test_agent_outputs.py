@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy import create_engine, text
 
 from agent.pipeline.service import Agent
 from simulators.server import free_port
+from tests.agent.test_monitor import get, samples
 from tests.faults.plant import plant
 from tests.helpers import TcpProxy, async_wait_until, device_map, run_agent
 from tests.infra.private_mosquitto import PrivateMosquitto
@@ -74,6 +76,9 @@ def test_a_broker_outage_buffers_for_mqtt_alone_and_both_outputs_get_every_readi
                 await async_wait_until(lambda: mqtt.readings > 200 and mqtt.state == "up")
                 proxy.cut()
                 await async_wait_until(lambda: mqtt.state == "down")
+                await asyncio.sleep(1.0)  # readings wait for the broker meanwhile
+                state["down"] = samples((await asyncio.to_thread(get, agent.monitor.port, "/metrics"))[1])
+                state["status"] = agent.snapshot()["outputs"]["mqtt"]
                 written = agent.stats.rows_written
                 # the broker's outage does not hold the central writes back
                 await async_wait_until(lambda: agent.stats.rows_written > written + 300
@@ -89,6 +94,13 @@ def test_a_broker_outage_buffers_for_mqtt_alone_and_both_outputs_get_every_readi
     finally:
         broker.stop()
     assert state["central_during_outage"] > 300
+    down, status = state["down"], state["status"]
+    label = (("output", "mqtt"),)
+    assert down["hacksky_output_up", label] == 0.0 and down["hacksky_central_up", ()] == 1.0
+    assert down["hacksky_output_pending_readings", label] > 0
+    assert down["hacksky_output_oldest_pending_age_seconds", label] >= 1.0
+    assert down["hacksky_output_published_readings_total", label] > 200
+    assert status["state"] == "down" and status["pending"] > 0 and "127.0.0.1" in status["error"]
     stored = central_keys(mariadb_url)
     published, historical = sparkplug_keys(host.snapshot())
     assert len(stored) == agent.stats.readings_taken

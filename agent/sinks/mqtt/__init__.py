@@ -132,6 +132,10 @@ class MqttSink:
         """The exception's message, first line."""
         return (str(exc) or type(exc).__name__).splitlines()[0][:300]
 
+    def counters(self) -> dict[str, int]:
+        """Commands refused (every write command) and rebirths done on request."""
+        return {"commands_refused": self.commands_refused, "rebirths": self.rebirths}
+
     def reset(self) -> None:
         """Drop the session: the next write connects afresh (new will, births)."""
         if self.session is not None:

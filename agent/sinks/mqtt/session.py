@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,6 +72,9 @@ class Session:
         host, port = self.cfg.host_port
         try:
             self.client.connect(host, port, keepalive=max(5, int(self.cfg.keepalive)))
+        except ssl.SSLCertVerificationError as exc:  # a setting to fix (tls.ca, the broker's name), not an outage
+            raise BrokerRefused(f"the broker {host}:{port} presented a certificate the gateway does not trust: "
+                                f"{exc.verify_message or exc}") from exc
         except (OSError, ssl.SSLError) as exc:
             raise BrokerUnavailable(f"cannot connect to {host}:{port}: {exc}") from exc
         self.client.loop_start()
@@ -102,18 +106,24 @@ class Session:
 
     def publish(self, messages: Sequence[Message]) -> None:
         """Publish in order and wait until the broker acknowledged every one (QoS 1), or until they
-        were written to the socket (QoS 0); raises :class:`BrokerUnavailable` otherwise."""
+        were written to the socket (QoS 0); raises :class:`BrokerUnavailable` as soon as the
+        connection drops, or when the whole batch is not acknowledged within :data:`ACK_TIMEOUT`."""
         if not self.alive:
             raise BrokerUnavailable(f"not connected to {self.cfg.url}")
         infos = [self.client.publish(m.topic, m.payload, qos=self.cfg.qos, retain=m.retain) for m in messages]
+        deadline = time.monotonic() + ACK_TIMEOUT
         for info in infos:
-            try:
-                info.wait_for_publish(ACK_TIMEOUT)
-            except (RuntimeError, ValueError) as exc:
-                raise BrokerUnavailable(f"publish to {self.cfg.url} failed: {exc}") from exc
-            if not info.is_published():
-                raise BrokerUnavailable(f"the broker at {self.cfg.url} did not acknowledge within {ACK_TIMEOUT:g} s"
-                                        if self.alive else f"connection to {self.cfg.url} lost")
+            while not info.is_published():
+                if not self.alive:
+                    raise BrokerUnavailable(f"connection to {self.cfg.url} lost")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BrokerUnavailable(f"the broker at {self.cfg.url} did not acknowledge within "
+                                            f"{ACK_TIMEOUT:g} s")
+                try:
+                    info.wait_for_publish(min(0.5, remaining))
+                except (RuntimeError, ValueError) as exc:
+                    raise BrokerUnavailable(f"publish to {self.cfg.url} failed: {exc}") from exc
 
     def close(self, last: Message | None = None) -> None:
         """Disconnect (after publishing ``last``, e.g. the NDEATH of a clean shutdown) and stop the network thread."""
