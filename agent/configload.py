@@ -281,6 +281,7 @@ def _output_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
     """Each output has a name of its own (its buffer cursor) and TLS only where the URL asks for it."""
     issues: list[tuple[ConfigPath, str]] = []
     names = dict.fromkeys(CENTRAL_CURSORS, "central")
+    clients: dict[tuple[str, str], int] = {}
     for index, output in enumerate(cfg.outputs):
         here: ConfigPath = ("outputs", index)
         if output.name in names:
@@ -292,6 +293,20 @@ def _output_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
         if (output.password_file is None) != (output.username is None):
             field = "password_file" if output.password_file is None else "username"
             issues.append(((*here, field), "username and password_file go together"))
+        if output.password_file is not None and output.url.startswith("mqtt://") \
+                and not output.allow_plaintext_password:
+            issues.append(((*here, "url"), "a password over mqtt:// travels in clear text: use mqtts:// (and tls:), "
+                                           "or set allow_plaintext_password: true"))
+        for key in ("ca", "cert", "key"):
+            path = getattr(output.tls, key, None) if output.tls is not None else None
+            if path is not None and not os.access(path, os.R_OK):
+                issues.append(((*here, "tls", key), f"cannot read {path}"))
+        client = output.client_id_for(cfg.gateway.id)
+        other = clients.get((output.url, client))
+        if other is not None:
+            issues.append(((*here, "client_id"), f"client id {client!r} is also outputs[{other}]'s on this broker: "
+                                                 "each would take the other's session"))
+        clients.setdefault((output.url, client), index)
     return issues
 
 

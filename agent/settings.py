@@ -271,7 +271,10 @@ class MqttOutput(StrictModel):
     url: str = Field(pattern=MQTT_URL_PATTERN, description="mqtt://host:1883 or mqtts://host:8883")
     username: str | None = None
     password_file: Path | None = Field(default=None, description="the password, never inline")
-    client_id: str | None = Field(default=None, max_length=64, description="default: hacksky-edge-<gateway id>")
+    #: send the password over mqtt:// (no TLS) all the same: anyone on the network can read it
+    allow_plaintext_password: bool = False
+    client_id: str | None = Field(default=None, max_length=64,
+                                  description="default: hacksky-edge-<gateway id>[-<name>]")
     qos: Literal[0, 1] = 1
     format: Literal["sparkplug_b", "json"] = "sparkplug_b"
     #: Sparkplug B group id (the edge node id is the gateway id, device ids the devices')
@@ -283,6 +286,13 @@ class MqttOutput(StrictModel):
     connect_timeout: Duration = 5.0
     batch_size: int = Field(default=5000, ge=1, le=100_000)
     flush_interval: Duration = 1.0
+
+    def client_id_for(self, gateway: str) -> str:
+        """``client_id``, or ``hacksky-edge-<gateway>`` plus the output's name unless it is the default
+        ``mqtt`` (two outputs on one broker must not share one: each would take the other's session)."""
+        if self.client_id:
+            return self.client_id
+        return f"hacksky-edge-{gateway}" if self.name == "mqtt" else f"hacksky-edge-{gateway}-{self.name}"
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -31,9 +31,11 @@ COLUMNS = ["mode", "devices x points", "offered/s", "taken/s", "written/s", "mis
 DEFAULT_SECONDS = 60.0
 #: (devices, points per device); the first is the issue's target load
 STEPS = [(500, 20), (500, 40), (1000, 40), (1000, 60), (1000, 80), (1000, 100)]
-#: where each null-central mode starts stepping (below it, both are far from their ceiling)
-NULL_STEPS = {"one process, null central": [(1000, 40), (1000, 60), (1000, 80), (1000, 100), (1000, 120)],
-              "auto, null central": [(1000, 80), (1000, 120), (1000, 160), (1000, 200), (1000, 240)]}
+#: the null-central modes step further (the machine's speed varies by 2x between days: start low)
+NULL_STEPS = {"one process, null central": [(500, 40), (1000, 40), (1000, 60), (1000, 80), (1000, 100),
+                                             (1000, 120)],
+              "auto, null central": [(500, 40), (1000, 40), (1000, 60), (1000, 80), (1000, 120), (1000, 160),
+                                     (1000, 200)]}
 #: issue #13's farm: 400 devices x 200 float32 points, no limits, into MariaDB
 FARM = (400, 200)
 BASELINE_ROWS = 200_000

@@ -71,6 +71,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
 
 #: The sink a buffer serves when none is named (the central database).
 DEFAULT_SINK = "central"
+#: persistent counter of the readings one sink will never get (the buffer was full): prefix + sink
+DROPPED_PREFIX = "dropped_readings:"
 #: Milliseconds a connection waits for the other process's write lock before failing.
 BUSY_TIMEOUT_MS = 30_000
 
@@ -130,7 +132,8 @@ class DiskBuffer:
         self.when_full = when_full
         self.sinks = tuple(sinks)
         self._attached = attach
-        self._taken = 0  # highest chunk this connection handed to a sink and not yet acknowledged
+        #: per sink, the highest chunk this connection handed to it (the file has it when attached)
+        self._taken: dict[str, int] = {}
         self.salvage: salvage.SalvageReport | None = None
         self._unpersisted_drops = 0
         self.overflowing = False
@@ -295,20 +298,22 @@ class DiskBuffer:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             excess = self._excess_rows(len(rows))
+            new_cut = 0  # new readings not stored: every sink loses them
             if excess > 0:
                 if self.when_full == "drop_newest":
-                    dropped = min(excess, len(rows))
+                    dropped = new_cut = min(excess, len(rows))
                     rows = rows[: len(rows) - dropped]
                 else:
                     dropped, removed = self._drop_oldest(excess)
                     if dropped < excess:  # the backlog alone does not make room: drop new ones too
-                        cut = min(excess - dropped, len(rows))
-                        rows, dropped = rows[cut:], dropped + cut
+                        new_cut = min(excess - dropped, len(rows))
+                        rows, dropped = rows[new_cut:], dropped + new_cut
             if dropped or self._unpersisted_drops:
-                self._db.execute(
-                    "INSERT INTO counters(name, value) VALUES ('dropped_readings', ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                    (dropped + self._unpersisted_drops,))
+                self._count("dropped_readings", dropped + self._unpersisted_drops)
+            for sink in self.sinks:  # what each sink will never get
+                lost = removed.get(sink, 0) + new_cut
+                if lost:
+                    self._count(f"{DROPPED_PREFIX}{sink}", lost)
             self._insert_chunk(list(map(tuple, rows)))  # marshal takes plain tuples only
             self._db.executemany(
                 "INSERT INTO events(kind, payload) VALUES (?, ?)",
@@ -333,6 +338,15 @@ class DiskBuffer:
             log.info("buffer has room again; readings dropped while full: %d", self.counter("dropped_readings"))
             self.overflowing = False
         return PutResult(stored=len(rows), dropped=dropped, full=self.overflowing)
+
+    def _count(self, name: str, amount: int) -> None:
+        """Add to a persistent counter (inside the open transaction)."""
+        self._db.execute("INSERT INTO counters(name, value) VALUES (?, ?) "
+                         "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, amount))
+
+    def dropped_for(self, sink: str) -> int:
+        """Readings ``sink`` will never get because the buffer was full (persistent)."""
+        return self.counter(f"{DROPPED_PREFIX}{sink}")
 
     def _disk_free(self) -> int:
         stat = os.statvfs(self.path.parent)
@@ -365,13 +379,20 @@ class DiskBuffer:
 
     def _drop_oldest(self, count: int) -> tuple[int, dict[str, int]]:
         """Delete the ``count`` oldest readings (fewer if there are not so many) inside the open
-        transaction; returns how many, and how many of them each sink had not acknowledged."""
-        # chunks a sink has taken are skipped: they may be in its hands (or committed) already
+        transaction; returns how many, and how many of them each sink had not acknowledged.
+
+        A chunk some sink has taken and not acknowledged (from its cursor to the last chunk it
+        took) is skipped: it may be in that sink's hands, or committed already. Everything else
+        goes oldest first, so when one output lags (its broker away) the readings only it still
+        needs make room, and the outputs that keep up lose nothing.
+        """
         cursors = self._db.execute("SELECT sink, seq, taken FROM cursors").fetchall()
-        floor = max([self._taken, *(taken for _, _, taken in cursors)])
-        dropped, whole_to, cut = 0, None, None
+        in_flight = [(seq, max(taken, self._taken.get(sink, 0))) for sink, seq, taken in cursors]
+        dropped, whole, cut = 0, [], None
         removed = dict.fromkeys(self.sinks, 0)
-        for seq, n in self._db.execute("SELECT seq, n FROM chunks WHERE seq > ? ORDER BY seq", (floor,)):
+        for seq, n in self._db.execute("SELECT seq, n FROM chunks ORDER BY seq").fetchall():
+            if any(low <= seq <= high for low, high in in_flight):
+                continue
             take = min(n, count - dropped)
             for sink, position, _ in cursors:
                 if position <= seq and sink in removed:
@@ -379,11 +400,11 @@ class DiskBuffer:
             if take < n:
                 cut = (seq, take)
                 break
-            dropped, whole_to = dropped + n, seq
+            dropped += n
+            whole.append((seq,))
             if dropped == count:
                 break
-        if whole_to is not None:
-            self._db.execute("DELETE FROM chunks WHERE seq > ? AND seq <= ?", (floor, whole_to))
+        self._db.executemany("DELETE FROM chunks WHERE seq = ?", whole)
         if cut is not None and cut[1] > 0:
             self._keep_tail(*cut)
             dropped += cut[1]
@@ -419,7 +440,7 @@ class DiskBuffer:
                 pack.last_event_seq = ev_seq
             pack.more = pack.more or len(pack.events) == max_events
         if last_chunk:
-            self._taken = max(self._taken, last_chunk)
+            self._taken[sink] = max(self._taken.get(sink, 0), last_chunk)
             if self._attached:  # the appender is another process: it reads what is taken from the file
                 self._db.execute("UPDATE cursors SET taken = ? WHERE sink = ? AND taken < ?",
                                  (last_chunk, sink, last_chunk))

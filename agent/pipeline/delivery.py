@@ -302,8 +302,8 @@ class Delivery:
         """Write until ``stop`` is set: full batches back to back, else every flush_interval."""
         failures = 0
         while not stop.is_set():
-            self._report_counters()
             try:
+                self._report_counters()
                 more = await self._write_round()
             except Exception as exc:  # outermost loop of the writer: it must never die
                 failures += 1

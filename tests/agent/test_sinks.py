@@ -99,6 +99,9 @@ class ListSink:
     def error_text(self, exc: BaseException) -> str:
         return f"{type(exc).__name__}: {exc}"
 
+    def counters(self) -> dict[str, int]:
+        return {}
+
     def reset(self) -> None:
         self.resets += 1
 

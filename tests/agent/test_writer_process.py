@@ -64,6 +64,27 @@ def test_a_full_buffer_drops_what_no_sink_has_taken_and_counts_it_per_sink(tmp_p
     buf.close()
 
 
+def test_when_one_sink_lags_a_full_buffer_drops_only_what_that_sink_still_needs(tmp_path: Path) -> None:
+    buf = DiskBuffer(tmp_path, 256 * 1024, sinks=["central", "mqtt"])
+    buf.put(_readings(500))
+    stuck = buf.take("mqtt", 500)  # the broker is away: this pack stays in the output's hands
+    central: list[float | None] = []
+    dropped = 0
+    for b in range(1, 40):
+        dropped += buf.put(_readings(500, 500 * b)).dropped
+        pack = buf.take("central", 100_000)  # central keeps up
+        central += [r.value for r in pack.readings]
+        buf.ack(pack)
+    assert dropped > 0
+    assert central == [float(i) for i in range(20_000)], "the sink that keeps up lost nothing"
+    assert buf.dropped_for("central") == 0 and buf.dropped_for("mqtt") == dropped
+    buf.ack(stuck)
+    rest = [r.value for r in buf.take("mqtt", 100_000).readings]
+    assert len(stuck.readings) + len(rest) + dropped == 20_000
+    assert rest[-1] == 19_999.0 and rest == sorted(rest), "the lagging sink keeps the newest, in order"
+    buf.close()
+
+
 class OrderedSink:
     """Records when each pack lands; the first pack of a round is the slowest, the second fails once."""
 
@@ -102,6 +123,9 @@ class OrderedSink:
 
     def error_text(self, exc: BaseException) -> str:
         return str(exc)
+
+    def counters(self) -> dict[str, int]:
+        return {}
 
     def reset(self) -> None:
         pass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import socket
 import subprocess
 import time
@@ -20,7 +22,9 @@ class PrivateMosquitto:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         root.mkdir(parents=True, exist_ok=True)
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"log_dest file {root / 'broker.log'}",
+        # started as root, mosquitto drops to its own user unless told to stay: its files here are ours
+        lines = [f"user {pwd.getpwuid(os.geteuid()).pw_name}",
+                 f"listener {self.port} 127.0.0.1", "persistence false", f"log_dest file {root / 'broker.log'}",
                  "log_type error", "log_type warning", "log_type notice"]
         if users:
             passwd = root / "passwd"

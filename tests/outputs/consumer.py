@@ -78,4 +78,4 @@ def metric_value(metric: Any) -> Any:
     if metric.is_null:
         return None
     return {tahu.Double: metric.double_value, tahu.Boolean: metric.boolean_value,
-            tahu.String: metric.string_value, tahu.UInt64: metric.long_value}[metric.datatype]
+            tahu.String: metric.string_value, tahu.Int64: metric.long_value}[metric.datatype]

@@ -107,5 +107,7 @@ def test_a_broker_outage_buffers_for_mqtt_alone_and_both_outputs_get_every_readi
     missing, extra = stored - set(published), set(published) - stored
     assert not missing and not extra, (sorted(missing)[:5], len(missing), sorted(extra)[:5], len(extra))
     assert any(historical), "the backlog of the outage was published as historical"
+    live = [key for key, old in zip(published, historical, strict=True) if not old]
+    assert len(live) == len(set(live)), "a pack published again after the cut is historical: live, once"
     deaths = host.of("NDEATH")
     assert deaths and deaths[0].payload.metrics[0].long_value == 0, "the will of session 0 on the cut"

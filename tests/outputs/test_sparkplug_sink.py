@@ -51,7 +51,7 @@ def test_births_then_data_by_alias_with_continuous_sequence_numbers(broker: Priv
     nbirth = host.of("NBIRTH")[0].payload
     assert nbirth.seq == 0 and nbirth.timestamp == int(T0 * 1000)
     node_metrics = {m.name: m for m in nbirth.metrics}
-    assert node_metrics["bdSeq"].datatype == tahu.UInt64 and node_metrics["bdSeq"].long_value == 0
+    assert node_metrics["bdSeq"].datatype == tahu.Int64 and node_metrics["bdSeq"].long_value == 0
     assert node_metrics["Node Control/Rebirth"].datatype == tahu.Boolean
     # every DBIRTH metric: name, alias, datatype, engineering unit
     born = {(m.device, metric.name): metric for m in host.of("DBIRTH") for metric in m.payload.metrics}
@@ -140,3 +140,29 @@ def test_an_outage_raises_unavailable_and_the_next_session_marks_the_backlog_his
     finally:
         sink.close()
         broker.stop()
+
+
+def test_a_dead_device_publishes_nothing_until_it_answers_and_then_is_born_first(broker: PrivateMosquitto) -> None:
+    clock = [T0]
+    ts = int(T0 * 1e6)
+    offline = status_event({"device": "plc", "status": "offline", "reason": "timeout", "ts_us": ts})
+    with Host(broker.port) as host:
+        sink = sink_for(broker, clock)
+        try:
+            sink.write(Pack(readings=[Reading("plc", "mode", ts, None, quality="bad:timeout")], events=[offline]))
+            sink.write(Pack(readings=[Reading("plc", "mode", ts + 1, None, quality="bad:timeout")]))
+            sink.write(Pack(readings=[Reading("plc", "mode", ts + 2, None, "auto")]))  # it answers again
+            sink.write(Pack(events=[offline]))  # and dies again
+            sink.reset()  # a new session: births, then the device still dead dies again
+            sink.write(Pack())
+            wait_until(lambda: len(host.of("NBIRTH")) == 2 and len(host.of("DDEATH")) == 3)
+        finally:
+            sink.close()
+        wait_until(lambda: len(host.of("NDEATH")) == 2)
+    plc = [(m.kind, [x.timestamp for x in m.payload.metrics] if m.kind == "DDATA" else None)
+           for m in host.snapshot() if m.device == "plc" or m.kind in ("NBIRTH", "NDEATH")]
+    assert plc == [("NBIRTH", None), ("DBIRTH", None), ("DDATA", [ts // 1000]), ("DDEATH", None),
+                   ("DBIRTH", None), ("DDATA", [ts // 1000]),  # the bad reading of ts + 1 was not published
+                   ("DDEATH", None), ("NDEATH", None),  # reset() says NDEATH before it disconnects
+                   ("NBIRTH", None), ("DBIRTH", None), ("DDEATH", None), ("NDEATH", None)]
+    assert sink.counters()["unannounced"] == 0

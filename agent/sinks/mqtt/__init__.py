@@ -42,7 +42,7 @@ class MqttSink:
         self.cfg = cfg
         self.name = cfg.name
         self.codec = codec_for(cfg, gateway, state_dir)
-        self.client_id = cfg.client_id or f"hacksky-edge-{gateway}"
+        self.client_id = cfg.client_id_for(gateway)
         self.clock = clock
         self.session: Session | None = None
         #: acquisition times before this were buffered while no session was up: published as historical
@@ -88,7 +88,7 @@ class MqttSink:
         session = Session(self.cfg, self.client_id, self.codec.will(), self._command, self.codec.subscriptions)
         try:
             session.open()
-        except BrokerUnavailable:
+        except (BrokerUnavailable, BrokerRefused):
             self.codec.session_failed()
             raise
         self.session = session
@@ -134,12 +134,14 @@ class MqttSink:
 
     def counters(self) -> dict[str, int]:
         """Commands refused (every write command) and rebirths done on request."""
-        return {"commands_refused": self.commands_refused, "rebirths": self.rebirths}
+        return {"commands_refused": self.commands_refused, "rebirths": self.rebirths,
+                "unannounced": self.codec.unannounced}
 
     def reset(self) -> None:
-        """Drop the session: the next write connects afresh (new will, births)."""
+        """Drop the session after a failure: the next write connects afresh (new will, births).
+        A session still connected says its NDEATH first (a clean DISCONNECT discards the will)."""
         if self.session is not None:
-            self.session.close()
+            self.session.close(last=self.codec.goodbye())
             self.session = None
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError
 from agent.buffer.private_files import write_private
 from agent.records import DeviceInfo, DeviceStatus, Event
 from agent.sinks.mqtt.sparkplug import EdgeNode, Message, parse, rebirth_requested
-from drivers.base import Reading
+from drivers.base import GOOD, Reading
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,10 @@ class Codec(Protocol):
 
     #: topics to subscribe to (commands)
     subscriptions: list[str]
+
+    @property
+    def unannounced(self) -> int:
+        """Readings not published because the format had not announced their point."""
 
     def set_devices(self, devices: Sequence[DeviceInfo]) -> None:
         """The devices (and points) the next births announce."""
@@ -81,6 +85,11 @@ class SparkplugCodec:
     def set_devices(self, devices: Sequence[DeviceInfo]) -> None:
         self.node.set_devices(devices)
 
+    @property
+    def unannounced(self) -> int:
+        """Readings not published: their point was in no birth."""
+        return self.node.unannounced
+
     def will(self) -> Message:
         will = self.node.new_session()
         self._keep()
@@ -95,11 +104,26 @@ class SparkplugCodec:
             write_private(self.bd_seq_file, f"{self.node.next_bd_seq}\n".encode())
 
     def births(self, now_ms: int) -> list[Message]:
-        self._down.clear()
-        return self.node.births(now_ms)
+        """NBIRTH, every DBIRTH, then a DDEATH for each device known to be down."""
+        out = self.node.births(now_ms)
+        return out + [self.node.device_death(device, now_ms) for device in sorted(self._down)]
 
     def readings(self, readings: Sequence[Reading], now_ms: int, historical_before_us: int) -> list[Message]:
-        return self.node.data(readings, now_ms, historical_before_us)
+        """DDATA; a device declared dead publishes nothing until it answers again, and then its
+        DBIRTH comes first (its status event, in the round's events, may follow later)."""
+        out: list[Message] = []
+        live = list(readings)
+        if self._down:
+            live = []
+            known = {d.device_id: d for d in self.node.devices}
+            for r in readings:
+                if r.device in self._down:
+                    if r.quality != GOOD or r.device not in known:
+                        continue
+                    self._down.discard(r.device)
+                    out.append(self.node.device_birth(known[r.device], now_ms))
+                live.append(r)
+        return out + self.node.data(live, now_ms, historical_before_us)
 
     def events(self, events: Sequence[Event], now_ms: int) -> list[Message]:
         out = []
@@ -138,6 +162,11 @@ class JsonCodec:
     def __init__(self, prefix: str, gateway: str) -> None:
         self.base = f"{prefix.rstrip('/')}/{gateway}"
         self.subscriptions: list[str] = []
+
+    @property
+    def unannounced(self) -> int:
+        """JSON messages name their points: every reading is published."""
+        return 0
 
     def set_devices(self, devices: Sequence[DeviceInfo]) -> None:
         """JSON messages name their points: nothing to announce."""

@@ -19,8 +19,10 @@ from agent.sinks.mqtt.sparkplug import Message
 
 log = logging.getLogger(__name__)
 
-#: how long a batch may wait for the broker's PUBACKs before the connection counts as lost
-ACK_TIMEOUT = 30.0
+#: how long a batch may wait without any PUBACK arriving before the connection counts as lost
+ACK_TIMEOUT = 10.0
+#: CONNACK refusals that mean "not now" (an outage), not "not you" (3.1.1 code 3 and MQTT 5's 136/137/159)
+BUSY_REFUSALS = {3, 136, 137, 159}
 #: QoS 1 messages in flight at once (paho's default is 20: too few for a pack of DDATA)
 MAX_INFLIGHT = 500
 
@@ -45,6 +47,7 @@ class Session:
         self.cfg = cfg
         self._connected = threading.Event()
         self._refused: str | None = None
+        self._busy = False
         self.alive = False
         self._subscriptions = list(subscriptions)
         self._on_message = on_message
@@ -80,14 +83,14 @@ class Session:
         self.client.loop_start()
         if not self._connected.wait(self.cfg.connect_timeout) or not self.alive:
             self.close()
-            if self._refused:
+            if self._refused and not self._busy:
                 raise BrokerRefused(f"the broker {host}:{port} refused the connection: {self._refused}")
             raise BrokerUnavailable(f"no answer to CONNECT from {host}:{port} within {self.cfg.connect_timeout:g} s")
 
     def _connect_done(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
                       properties: Any) -> None:
         if reason.is_failure:
-            self._refused = str(reason)
+            self._refused, self._busy = str(reason), reason.value in BUSY_REFUSALS
         else:
             self.alive = True
             for topic in self._subscriptions:
@@ -102,7 +105,10 @@ class Session:
         self._connected.set()
 
     def _message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._on_message(message.topic, bytes(message.payload))
+        try:
+            self._on_message(message.topic, bytes(message.payload))
+        except Exception:  # paho's network thread must survive whatever a command holds
+            log.exception("output %s: a message on %s could not be handled", self.cfg.name, message.topic)
 
     def publish(self, messages: Sequence[Message]) -> None:
         """Publish in order and wait until the broker acknowledged every one (QoS 1), or until they
@@ -111,19 +117,20 @@ class Session:
         if not self.alive:
             raise BrokerUnavailable(f"not connected to {self.cfg.url}")
         infos = [self.client.publish(m.topic, m.payload, qos=self.cfg.qos, retain=m.retain) for m in messages]
-        deadline = time.monotonic() + ACK_TIMEOUT
+        deadline = time.monotonic() + ACK_TIMEOUT  # moved on by every acknowledgement
         for info in infos:
-            while not info.is_published():
-                if not self.alive:
-                    raise BrokerUnavailable(f"connection to {self.cfg.url} lost")
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BrokerUnavailable(f"the broker at {self.cfg.url} did not acknowledge within "
-                                            f"{ACK_TIMEOUT:g} s")
-                try:
+            try:
+                while not info.is_published():
+                    if not self.alive:
+                        raise BrokerUnavailable(f"connection to {self.cfg.url} lost")
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise BrokerUnavailable(f"the broker at {self.cfg.url} acknowledged nothing for "
+                                                f"{ACK_TIMEOUT:g} s")
                     info.wait_for_publish(min(0.5, remaining))
-                except (RuntimeError, ValueError) as exc:
-                    raise BrokerUnavailable(f"publish to {self.cfg.url} failed: {exc}") from exc
+            except (RuntimeError, ValueError) as exc:
+                raise BrokerUnavailable(f"publish to {self.cfg.url} failed: {exc}") from exc
+            deadline = time.monotonic() + ACK_TIMEOUT
 
     def close(self, last: Message | None = None) -> None:
         """Disconnect (after publishing ``last``, e.g. the NDEATH of a clean shutdown) and stop the network thread."""

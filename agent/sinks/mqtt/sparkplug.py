@@ -19,7 +19,7 @@ from drivers.base import GOOD, Reading
 
 NAMESPACE = "spBv1.0"
 #: Sparkplug B data types (specification, "Data Types")
-UINT64, DOUBLE, BOOLEAN, STRING, INT32 = 8, 10, 11, 12, 3
+INT32, INT64, DOUBLE, BOOLEAN, STRING = 3, 4, 10, 11, 12
 DATATYPE_OF: dict[ValueKind, int] = {"number": DOUBLE, "boolean": BOOLEAN, "text": STRING}
 #: the quality property's values as Sparkplug host applications read them
 QUALITY_GOOD, QUALITY_BAD = 192, 0
@@ -96,6 +96,8 @@ class EdgeNode:
         #: the ``bdSeq`` of the current session, and of the next one
         self.bd_seq, self._next_bd_seq = next_bd_seq % 256, next_bd_seq % 256
         self.seq = 0
+        #: readings not published: their point was in no birth
+        self.unannounced = 0
 
     def topic(self, kind: str, device: str | None = None) -> str:
         """``spBv1.0/<group>/<kind>/<node>[/<device>]``."""
@@ -140,14 +142,14 @@ class EdgeNode:
     def death(self) -> Message:
         """The current session's NDEATH: its ``bdSeq`` and nothing else."""
         payload = Payload()
-        payload.metrics.add(name=BDSEQ, datatype=UINT64, long_value=self.bd_seq)
+        payload.metrics.add(name=BDSEQ, datatype=INT64, long_value=self.bd_seq)
         return Message(self.topic("NDEATH"), payload.SerializeToString())
 
     def births(self, now_ms: int) -> list[Message]:
         """NBIRTH (``seq`` 0, ``bdSeq`` of the session, the rebirth control) and a DBIRTH per device."""
         self.seq = 0
         node = Payload(timestamp=now_ms, seq=self._next_seq())
-        node.metrics.add(name=BDSEQ, datatype=UINT64, long_value=self.bd_seq, timestamp=now_ms)
+        node.metrics.add(name=BDSEQ, datatype=INT64, long_value=self.bd_seq, timestamp=now_ms)
         node.metrics.add(name=REBIRTH, datatype=BOOLEAN, boolean_value=False, timestamp=now_ms)
         out = [Message(self.topic("NBIRTH"), node.SerializeToString())]
         out += [self.device_birth(device, now_ms) for device in self.devices]
@@ -170,10 +172,18 @@ class EdgeNode:
 
     def data(self, readings: Iterable[Reading], now_ms: int, historical_before_us: int) -> list[Message]:
         """DDATA messages, one per device (split every :data:`MAX_METRICS`); readings acquired before
-        ``historical_before_us`` (buffered while the broker was away) are marked historical."""
+        ``historical_before_us`` (buffered while the broker was away) are marked historical.
+
+        A reading of a point no birth announced (a backlog from before a map reload removed it)
+        is not published: Sparkplug hosts accept only born metrics. It is counted in ``unannounced``.
+        """
         by_device: dict[str, list[Reading]] = {}
+        alias = self.alias
         for reading in readings:
-            by_device.setdefault(reading.device, []).append(reading)
+            if (reading.device, reading.point) in alias:
+                by_device.setdefault(reading.device, []).append(reading)
+            else:
+                self.unannounced += 1
         out = []
         for device, rows in by_device.items():
             for start in range(0, len(rows), MAX_METRICS):
@@ -185,24 +195,21 @@ class EdgeNode:
 
     def _metric(self, payload: Any, r: Reading, historical_before_us: int) -> None:
         key = (r.device, r.point)
-        alias = self.alias.get(key)
-        kind = self.kind.get(key) or ("text" if r.text is not None else "number")
-        metric = payload.metrics.add(timestamp=r.ts_us // 1000, datatype=DATATYPE_OF[kind])
-        if alias is None:  # a point no birth announced (the map changed since): by name
-            metric.name = r.point
-        else:
-            metric.alias = alias
+        kind = self.kind[key]
+        metric = payload.metrics.add(alias=self.alias[key], timestamp=r.ts_us // 1000, datatype=DATATYPE_OF[kind])
         if r.ts_us < historical_before_us:
             metric.is_historical = True
         if r.quality != GOOD:
             metric.is_null = True
             _property(metric, "Quality", INT32, int_value=QUALITY_BAD)
         elif kind == "text":
-            metric.string_value = r.text or ""
+            metric.string_value = r.text if r.text is not None else str(r.value)
+        elif r.value is None:  # text where a number was announced (an OPC UA string node): no value to give
+            metric.is_null = True
         elif kind == "boolean":
             metric.boolean_value = bool(r.value)
         else:
-            metric.double_value = r.value if r.value is not None else 0.0
+            metric.double_value = r.value
 
 
 def _property(metric: Any, key: str, type_: int, **value: Any) -> None:
