@@ -113,14 +113,17 @@ def _output_metrics(s: Snapshot) -> Iterator[Metric]:
     refused = CounterMetricFamily("hacksky_output_commands_refused",
                                   "Commands received on the output and refused (the gateway never writes to devices)",
                                   labels=["output"])
+    dropped = CounterMetricFamily("hacksky_output_dropped_readings",
+                                  "Readings the output will never get: the buffer was full", labels=["output"])
     for name, o in s.get("outputs", {}).items():
         refused.add_metric([name], o["counters"].get("commands_refused", 0))
+        dropped.add_metric([name], o.get("dropped", 0))
         up.add_metric([name], float(o["state"] == "up"))
         pending.add_metric([name], o["pending"])
         oldest.add_metric([name], o.get("oldest_age_s", 0.0))
         published.add_metric([name], o["readings"])
         errors.add_metric([name], o["errors"])
-    yield from (up, pending, published, errors, oldest, refused)
+    yield from (up, pending, published, errors, oldest, refused, dropped)
 
 
 class Monitor:

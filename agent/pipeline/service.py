@@ -589,17 +589,19 @@ class Agent:
         buffer = self.delivery.buffer
         names = list(snap["outputs"])
 
-        def read() -> tuple[int, int | None, list[int | None]]:
+        def read() -> tuple[int, int | None, list[tuple[int | None, int]]]:
             assert buffer is not None
-            return buffer.used_bytes(), buffer.oldest_ts_us(), [buffer.oldest_ts_us(n) for n in names]
+            return (buffer.used_bytes(), buffer.oldest_ts_us(),
+                    [(buffer.oldest_ts_us(n), buffer.dropped_for(n)) for n in names])
 
         used, oldest, outputs = (await self.delivery.in_buffer(read) if buffer is not None
-                                 else (0, None, [None] * len(names)))
+                                 else (0, None, [(None, 0)] * len(names)))
         now = now_us()
         snap["buffer"]["bytes"] = used
         snap["buffer"]["oldest_age_s"] = 0.0 if oldest is None else max(0.0, (now - oldest) / 1e6)
-        for name, first in zip(names, outputs, strict=True):
+        for name, (first, dropped) in zip(names, outputs, strict=True):
             snap["outputs"][name]["oldest_age_s"] = 0.0 if first is None else max(0.0, (now - first) / 1e6)
+            snap["outputs"][name]["dropped"] = dropped
         return snap
 
     def stalled(self) -> bool:

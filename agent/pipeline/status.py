@@ -69,6 +69,7 @@ class OutputSnapshot(TypedDict):
     last_flush: float | None
     counters: dict[str, int]  # the output's own (MQTT: commands_refused, rebirths)
     oldest_age_s: NotRequired[float]  # of the oldest reading it has not acknowledged: /metrics only
+    dropped: NotRequired[int]  # readings it will never get: the buffer was full (/metrics only)
 
 
 class OpenDetection(TypedDict):

@@ -100,6 +100,7 @@ def test_a_broker_outage_buffers_for_mqtt_alone_and_both_outputs_get_every_readi
     assert down["hacksky_output_pending_readings", label] > 0
     assert down["hacksky_output_oldest_pending_age_seconds", label] >= 1.0
     assert down["hacksky_output_published_readings_total", label] > 200
+    assert down["hacksky_output_dropped_readings_total", label] == 0.0, "the buffer had room"
     assert status["state"] == "down" and status["pending"] > 0 and "127.0.0.1" in status["error"]
     stored = central_keys(mariadb_url)
     published, historical = sparkplug_keys(host.snapshot())
