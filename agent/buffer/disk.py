@@ -390,20 +390,21 @@ class DiskBuffer:
         in_flight = [(seq, max(taken, self._taken.get(sink, 0))) for sink, seq, taken in cursors]
         dropped, whole, cut = 0, [], None
         removed = dict.fromkeys(self.sinks, 0)
-        for seq, n in self._db.execute("SELECT seq, n FROM chunks ORDER BY seq").fetchall():
-            if any(low <= seq <= high for low, high in in_flight):
-                continue
-            take = min(n, count - dropped)
-            for sink, position, _ in cursors:
-                if position <= seq and sink in removed:
-                    removed[sink] += take
-            if take < n:
-                cut = (seq, take)
-                break
-            dropped += n
-            whole.append((seq,))
-            if dropped == count:
-                break
+        with contextlib.closing(self._db.execute("SELECT seq, n FROM chunks ORDER BY seq")) as chunks:
+            for seq, n in chunks:  # read only as far as the readings to drop
+                if any(low <= seq <= high for low, high in in_flight):
+                    continue
+                take = min(n, count - dropped)
+                for sink, position, _ in cursors:
+                    if position <= seq and sink in removed:
+                        removed[sink] += take
+                if take < n:
+                    cut = (seq, take)
+                    break
+                dropped += n
+                whole.append((seq,))
+                if dropped == count:
+                    break
         self._db.executemany("DELETE FROM chunks WHERE seq = ?", whole)
         if cut is not None and cut[1] > 0:
             self._keep_tail(*cut)

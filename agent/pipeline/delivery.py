@@ -221,9 +221,13 @@ class Delivery:
         """Append durably; wakes the writer once a full batch is waiting."""
         assert self.buffer is not None
         result = await self.in_buffer(self.buffer.put, readings, events, state)
-        if self.buffer.pending.get(self.sink.name, 0) >= self.batch_size:
-            self.wake()
+        self.wake_if_full()
         return result
+
+    def wake_if_full(self) -> None:
+        """Write now rather than at the next flush interval when a full batch waits for this sink."""
+        if self.buffer is not None and self.buffer.pending.get(self.sink.name, 0) >= self.batch_size:
+            self.wake()
 
     def wake(self) -> None:
         """A full batch waits: write now rather than at the next flush interval."""

@@ -94,10 +94,8 @@ class DeliveryGroup:
                   state: dict[str, Any] | None) -> PutResult:
         """Append durably; wakes every member once a full batch of its own is waiting."""
         result = await self.central.put(readings, events, state)
-        buffer = self.central.buffer
         for member in self.outputs:
-            if buffer is not None and buffer.pending.get(member.sink.name, 0) >= member.batch_size:
-                member.wake()
+            member.wake_if_full()
         return result
 
     def wake(self) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
+from google.protobuf.message import DecodeError
 from paho.mqtt.enums import CallbackAPIVersion
 from tahutils.tahu import sparkplug_b_pb2 as tahu
 
@@ -53,11 +54,14 @@ class Host:
 
     def _message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         parts = message.topic.split("/")
-        payload = tahu.Payload()
+        payload: Any = message.payload
         if parts[0] == "spBv1.0":
-            payload.ParseFromString(message.payload)
-        else:
-            payload = message.payload
+            decoded = tahu.Payload()
+            try:
+                decoded.ParseFromString(message.payload)
+                payload = decoded
+            except DecodeError:  # not Sparkplug (a test sends garbage as a command): kept as bytes
+                pass
         with self._lock:
             self.messages.append(Received(message.topic, parts[2] if len(parts) > 2 else "",
                                           parts[4] if len(parts) > 4 else None, payload))

@@ -115,7 +115,7 @@ class SparkplugCodec:
         live = list(readings)
         if self._down:
             live = []
-            known = {d.device_id: d for d in self.node.devices}
+            known = self.node.by_id
             for r in readings:
                 if r.device in self._down:
                     if r.quality != GOOD or r.device not in known:
@@ -127,7 +127,7 @@ class SparkplugCodec:
 
     def events(self, events: Sequence[Event], now_ms: int) -> list[Message]:
         out = []
-        known = {d.device_id: d for d in self.node.devices}
+        known = self.node.by_id
         for status in _statuses(events):
             device = status["device"]
             if status["status"] == "offline" and device not in self._down and device in known:

@@ -91,6 +91,7 @@ class EdgeNode:
     def __init__(self, group: str, node: str, next_bd_seq: int = 0) -> None:
         self.group, self.node = group, node
         self.devices: list[DeviceInfo] = []
+        self.by_id: dict[str, DeviceInfo] = {}
         self.alias: dict[tuple[str, str], int] = {}
         self.kind: dict[tuple[str, str], ValueKind] = {}
         #: the ``bdSeq`` of the current session, and of the next one
@@ -108,6 +109,7 @@ class EdgeNode:
         """The devices and points births announce. Aliases are numbered in map order; a point
         keeps its alias across map reloads, a new one gets the next free number."""
         self.devices = list(devices)
+        self.by_id = {d.device_id: d for d in self.devices}
         kept, self.kind = self.alias, {}
         self.alias = {}
         next_alias = max(kept.values(), default=0) + 1
