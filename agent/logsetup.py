@@ -49,7 +49,6 @@ def setup_logging(level: str = "INFO", log_format: str = "text") -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # pymodbus logs every timeout/refused connection at ERROR; the driver reports these once.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     # asyncua logs a traceback per failed publish while a server is away; the driver reports it once
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.report import save, table
 
-BENCHMARKS = ["modbus", "ingest", "detect", "opcua", "scale", "backfill", "peer", "mqtt"]
+BENCHMARKS = ["modbus", "ingest", "detect", "sched", "opcua", "scale", "backfill", "peer", "mqtt"]
 
 
 def parse_step(text: str) -> tuple[int, int]:

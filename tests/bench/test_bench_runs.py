@@ -23,6 +23,19 @@ def test_detect_benchmark_prints_a_table_and_writes_json_with_ratios(tmp_path: P
     assert all(r["readings/s"] > 0 for r in doc["results"]) and doc["signals"] == 43
 
 
+def test_sched_benchmark_measures_the_scheduler_against_bare_loop_timers(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "bench", "sched", "--seconds", "0.5", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    doc = json.loads((tmp_path / "sched.json").read_text())
+    rows = doc["results"]
+    assert [(r["path"].split(",")[0], r["devices"]) for r in rows] == [
+        ("bare loop timers", 500), ("PollScheduler", 500), ("bare loop timers", 2000), ("PollScheduler", 2000)]
+    assert all(r["polls/s"] > 0 and r["µs CPU per poll"] > 0 for r in rows)
+    assert rows[0]["vs baseline"] == 1.0
+
+
 def test_scale_harness_runs_the_agent_daemon_on_a_farm_into_mariadb(mariadb_server: str, tmp_path: Path) -> None:
     """A tiny load through the real harness: farm process, agent daemon, /metrics, /proc, baselines."""
     result = subprocess.run([sys.executable, "-m", "bench", "scale", "--seconds", "3", "--step", "5x4",
