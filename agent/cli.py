@@ -52,6 +52,8 @@ async def reload_from_file(agent: Agent, path: str) -> bool:
         new = load_config(path)
     except ConfigError as exc:
         log.error("reload refused, keeping the running configuration:\n%s", exc)
+        first = exc.issues[0] if exc.issues else None
+        agent.reload_refused(f"{len(exc.issues)} problem(s) in the device map; first: {first}")
         return False
     notify("RELOADING=1")
     try:
@@ -197,6 +199,7 @@ def cmd_status(args: argparse.Namespace, cfg: AgentConfig) -> int:
         f"buffer  {buffer['readings']} readings, {buffer['events']} events waiting, {buffer['dropped']} dropped",
         f"central {central['state']}  {central['url']}  rows written {central['rows_written']}"
         f"  last flush {'never' if not last else f'{time.time() - last:.1f}s ago'}"
+        + (f"  clock {offset:+.3f}s" if (offset := central.get("clock_offset_s")) is not None else "")
         + (f"  STALLED for {central.get('stalled_for_s', 0):.0f}s" if central.get("stalled") else "")
         + (f"  error: {central['error']}" if central["state"] != "up" and central["error"] else ""),
         "devices:",

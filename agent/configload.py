@@ -7,6 +7,7 @@ is raised at once as :class:`ConfigError`, never as a traceback.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import logging
 import os
 import re
@@ -445,6 +446,7 @@ def load_config_text(text: str, file: str = "<string>", check_model: bool = True
         doc.issue(path, message)
     if doc.issues:
         raise ConfigError(doc.issues)
+    cfg._source_sha256 = hashlib.sha256(text.encode()).hexdigest()
     return cfg
 
 

@@ -75,10 +75,30 @@ class DeviceStatus(TypedDict):
     last_seen_us: NotRequired[int | None]
 
 
+class GatewayBeat(TypedDict):
+    """The gateway's own row of ``gateways``: sent at start, at each reload and every metrics_interval."""
+
+    ts_us: int  # becomes ``last_seen``
+    seq: int  # 1, 2, 3 ... within one run of the agent (``started_us``): orders its beats whatever the clock does
+    version: str
+    map_hash: str  # sha256 of the device map as loaded (includes spliced)
+    host: str
+    started_us: int
+    interval_s: float  # the heartbeat's period: central judges online / stale / offline by it
+    devices_up: int
+    devices_degraded: int
+    devices_down: int
+    buffer_readings: int
+    clock_offset_s: float | None  # this gateway's clock minus the central database's
+    reload_us: int | None  # the last reload since start (None: none yet)
+    reload_result: str | None
+    stopped: bool  # the beat of a clean stop: the agent polls no more
+
+
 AlertPayload = AlertChange | Closed
 AttackPayload = AttackChange | Closed
-Payload = AlertPayload | AttackPayload | PowerSample | Metric | DeviceStatus
-EventKind = Literal["alert", "attack", "power", "metric", "device_status"]
+Payload = AlertPayload | AttackPayload | PowerSample | Metric | DeviceStatus | GatewayBeat
+EventKind = Literal["alert", "attack", "power", "metric", "device_status", "gateway"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +133,11 @@ def metric_event(payload: Metric) -> Event:
 def status_event(payload: DeviceStatus) -> Event:
     """A device's status change (or a refreshed ``last_seen``)."""
     return Event("device_status", payload)
+
+
+def gateway_event(payload: GatewayBeat) -> Event:
+    """The gateway's heartbeat: its ``gateways`` row."""
+    return Event("gateway", payload)
 
 
 #: One buffered record, as a sink may refuse it.

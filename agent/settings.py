@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag
 
 from agent.units import ByteSize, Duration, DurationOrZero
 
@@ -233,6 +234,9 @@ class CentralConfig(StrictModel):
     auto_migrate: bool = True
     connect_timeout: Duration = 5.0
     metrics_interval: Duration = 60.0
+    #: the gateway's clock may differ from the central database's by this much; past it an alert
+    #: opens and readings are stored ``uncertain:clock`` until the clocks agree again
+    max_clock_offset: Duration = 2.0
     #: the writer is `stalled` (health 503, alert) when the oldest pack has not moved this long
     #: while the database answers (an outage is `down`: buffering, as designed)
     stall_after: Duration = 120.0
@@ -356,6 +360,15 @@ class AgentConfig(StrictModel):
     #: polling processes: ``auto`` (one per core once the map offers enough points per second,
     #: else the agent polls itself), or a number (1: no polling process)
     workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
+    #: sha256 of the device map's text as read (set by the loader; see :meth:`map_hash`)
+    _source_sha256: str = PrivateAttr(default="")
+
+    def map_hash(self) -> str:
+        """sha256 of the device map file as loaded (``sha256sum`` of the file gives the same), or of
+        the settings themselves, central and outputs left out (they hold secrets), for a map built in code."""
+        if self._source_sha256:
+            return self._source_sha256
+        return hashlib.sha256(self.model_dump_json(exclude={"central", "outputs"}).encode()).hexdigest()
 
     def resolved(self, device: AnyDevice) -> ResolvedDevice:
         """The device with every inherited setting filled in from ``defaults``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -84,12 +84,14 @@ Win = Annotated[q.Window, Depends(window)]
 
 
 def create_app(engine: Engine, token: str | None, *, read_token: str | None = None,
-               allowed_hosts: Iterable[str] = (), max_body: int = MAX_BODY) -> FastAPI:
+               allowed_hosts: Iterable[str] = (), max_body: int = MAX_BODY,
+               clock: Callable[[], datetime] = _utcnow) -> FastAPI:
     """The API bound to one central database; writes need ``Authorization: Bearer <token>``.
 
     With ``read_token`` every GET but /api/health needs a bearer token too (either one). Requests
     must name a loopback host or the bound address, or one of ``allowed_hosts`` (DNS rebinding);
-    a malformed one raises ``AccessConfigError``.
+    a malformed one raises ``AccessConfigError``. ``clock`` gives now as naive UTC (a gateway is online,
+    stale or offline by its last heartbeat's age).
     """
     app = FastAPI(title="HackSky Edge central API", version="1.0",
                   description="The HackSky dashboard's endpoints over the central database. GET endpoints are "
@@ -187,7 +189,13 @@ def create_app(engine: Engine, token: str | None, *, read_token: str | None = No
              summary="Every gateway's devices, latest self-metrics and open incidents")
     def system_status() -> dict[str, Any]:
         with engine.connect() as conn:
-            return q.system_status(conn)
+            return q.system_status(conn, clock())
+
+    @app.get("/api/gateways", dependencies=reads,
+             summary="Every gateway: online / stale / offline by its last heartbeat, version, device map, clock")
+    def gateways(status: Literal["online", "stale", "offline"] | None = None) -> dict[str, Any]:
+        with engine.connect() as conn:
+            return q.fleet(conn, clock(), status)
 
     @app.get("/api/database/status", dependencies=reads, summary="Backend, schema revision and row counts")
     def database_status() -> dict[str, Any]:

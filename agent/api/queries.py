@@ -12,6 +12,11 @@ from sqlalchemy.engine import Connection, Row
 from agent.central import schema
 
 d, p, a, x, m = schema.devices, schema.power_readings, schema.alerts, schema.attack_detections, schema.system_metrics
+gw = schema.gateways
+
+#: a gateway is ``online`` while its last heartbeat is at most this many heartbeat intervals old,
+#: ``stale`` up to STALE_AFTER of them (a late beat, a slow link, a writer catching up), then ``offline``
+ONLINE_WITHIN, STALE_WITHIN = 2.5, 10.0
 
 
 @dataclass
@@ -142,27 +147,54 @@ def statistics(conn: Connection, w: Window) -> dict[str, Any]:
     }
 
 
-def system_status(conn: Connection) -> dict[str, Any]:
+def gateway_status(last_seen: datetime | None, interval: float | None, now: datetime,
+                   stopped: bool = False) -> str:
+    """online / stale / offline by the age of the last heartbeat against the gateway's own interval;
+    ``offline`` at once after a clean stop."""
+    if last_seen is None or not interval or stopped:
+        return "offline"
+    age = (now - last_seen).total_seconds()
+    return "online" if age <= ONLINE_WITHIN * interval else "stale" if age <= STALE_WITHIN * interval else "offline"
+
+
+def fleet(conn: Connection, now: datetime, status: str | None = None) -> dict[str, Any]:
+    """Every gateway's row with its status as of ``now`` (naive UTC) and the heartbeat's age."""
+    items = []
+    for row in conn.execute(select(gw).order_by(gw.c.gateway_id)):
+        item = as_dict(row)
+        item["status"] = gateway_status(row.last_seen, row.heartbeat_interval, now, row.stopped_at is not None)
+        item["last_seen_age_s"] = round((now - row.last_seen).total_seconds(), 3) if row.last_seen else None
+        if status is None or item["status"] == status:
+            items.append(item)
+    return {"items": items, "total": len(items), "as_of": now.isoformat() + "Z"}
+
+
+def system_status(conn: Connection, now: datetime) -> dict[str, Any]:
+    gateways: dict[str, dict[str, Any]] = {}
+
+    def entry(gateway: str) -> dict[str, Any]:
+        return gateways.setdefault(gateway, {"gateway_id": gateway, "devices": {}, "last_seen": None, "metrics": {}})
+
     per_gateway = conn.execute(select(d.c.gateway_id, d.c.status, func.count(), func.max(d.c.last_seen))
                                .group_by(d.c.gateway_id, d.c.status)).fetchall()
-    gateways: dict[str, dict[str, Any]] = {}
     for gateway, status, count, last_seen in per_gateway:
-        g = gateways.setdefault(gateway, {"gateway_id": gateway, "devices": {}, "last_seen": None, "metrics": {}})
-        g["devices"][status] = count
-        if last_seen and (g["last_seen"] is None or last_seen.isoformat() + "Z" > g["last_seen"]):
-            g["last_seen"] = last_seen.isoformat() + "Z"
+        e = entry(gateway)
+        e["devices"][status] = count
+        if last_seen and (e["last_seen"] is None or last_seen.isoformat() + "Z" > e["last_seen"]):
+            e["last_seen"] = last_seen.isoformat() + "Z"
     latest = select(m.c.gateway_id, m.c.metric_name, func.max(m.c.timestamp).label("ts")).group_by(
         m.c.gateway_id, m.c.metric_name).subquery()
     metrics = conn.execute(select(m.c.gateway_id, m.c.metric_name, m.c.value, m.c.unit, m.c.timestamp).join(
         latest, and_(m.c.gateway_id == latest.c.gateway_id, m.c.metric_name == latest.c.metric_name,
                      m.c.timestamp == latest.c.ts))).fetchall()
     for gateway, name, value, unit, ts in metrics:
-        g = gateways.setdefault(gateway, {"gateway_id": gateway, "devices": {}, "last_seen": None, "metrics": {}})
-        g["metrics"][name] = {"value": value, "unit": unit, "at": ts.isoformat() + "Z"}
+        entry(gateway)["metrics"][name] = {"value": value, "unit": unit, "at": ts.isoformat() + "Z"}
+    for row in fleet(conn, now)["items"]:
+        entry(row["gateway_id"])["fleet"] = {k: v for k, v in row.items() if k != "gateway_id"}
     open_alerts: dict[str, int] = dict(conn.execute(select(a.c.severity, func.count()).where(a.c.resolved.is_(False))
                                     .group_by(a.c.severity)).fetchall())
     open_attacks = conn.execute(select(func.count()).select_from(x).where(x.c.ended_at.is_(None))).scalar_one()
-    return {"gateways": sorted(gateways.values(), key=lambda g: g["gateway_id"]),
+    return {"gateways": sorted(gateways.values(), key=lambda e: e["gateway_id"]),
             "open_alerts": open_alerts, "open_attack_detections": open_attacks}
 
 

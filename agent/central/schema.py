@@ -149,3 +149,27 @@ system_metrics = Table(
     Column("gateway_id", String(64), nullable=False, server_default=""),
     UniqueConstraint("gateway_id", "metric_name", "timestamp", name="uq_metrics_gateway_name_ts"),
 )
+
+#: One row per gateway, upserted by its agent at start, at each reload and every metrics_interval
+#: (migration 0003): what the central team needs to tell which gateways are alive and right.
+gateways = Table(
+    "gateways", metadata,
+    Column("gateway_id", String(64), primary_key=True),
+    Column("agent_version", String(32)),
+    Column("device_map_hash", String(64)),
+    Column("host", String(255)),
+    Column("started_at", Timestamp),
+    Column("last_seen", Timestamp),
+    Column("beat_seq", BigInteger, nullable=False, server_default="0"),
+    Column("stopped_at", Timestamp),  # set by the beat of a clean stop, cleared by the next start
+    Column("heartbeat_interval", Double),
+    Column("last_reload_at", Timestamp),
+    Column("last_reload_result", String(255)),
+    Column("devices_up", Integer, nullable=False, server_default="0"),
+    Column("devices_degraded", Integer, nullable=False, server_default="0"),
+    Column("devices_down", Integer, nullable=False, server_default="0"),
+    Column("buffer_readings", BigInteger, nullable=False, server_default="0"),
+    Column("clock_offset", Double),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
+)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from math import isfinite
 from typing import Any, cast
 
 from pymysql.constants import SERVER_STATUS
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, or_, select, update
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
@@ -17,7 +19,17 @@ from sqlalchemy.sql.dml import Insert
 
 from agent.buffer.disk import Pack
 from agent.central import schema
-from agent.records import AlertPayload, AttackPayload, DeviceInfo, DeviceStatus, Event, Metric, PowerSample, Record
+from agent.records import (
+    AlertPayload,
+    AttackPayload,
+    DeviceInfo,
+    DeviceStatus,
+    Event,
+    GatewayBeat,
+    Metric,
+    PowerSample,
+    Record,
+)
 from drivers.base import Reading
 
 log = logging.getLogger(__name__)
@@ -26,6 +38,9 @@ EPOCH = datetime(1970, 1, 1)
 #: MySQL/MariaDB errors caused by a record's content (not by the server's state): such a record
 #: is a poison row; retrying it can never succeed.
 POISON_CODES = {1048, 1264, 1265, 1292, 1366, 1406, 1452, 3819, 4025}
+
+#: How often a write also reads the database's clock (``UTC_TIMESTAMP(6)``) to measure the gateway's offset.
+CLOCK_CHECK_EVERY = 10.0
 
 #: Server errors saying the gateway's central settings are wrong, not that the server is away:
 #: access denied (1044, 1045, 1698), unknown database (1049), a statement the grants do not allow (1142, 1143).
@@ -148,6 +163,11 @@ class CentralWriter:
         self._insert_alert = insert_ignoring_duplicates(engine, schema.alerts)
         self._insert_attack = insert_ignoring_duplicates(engine, schema.attack_detections)
         self._insert_metric = insert_ignoring_duplicates(engine, schema.system_metrics)
+        self._insert_gateway = insert_ignoring_duplicates(engine, schema.gateways)
+        #: this gateway's clock minus the database's, seconds (None: not measured; SQLite shares the clock)
+        self.clock_offset: float | None = None
+        self._clock_checked = -CLOCK_CHECK_EVERY
+        self._server_clock = engine.dialect.name in ("mysql", "mariadb")
 
     def sync_devices(self, devices: Sequence[DeviceInfo]) -> dict[str, int]:
         """Register or refresh this gateway's devices; returns YAML id -> devices.id."""
@@ -192,8 +212,20 @@ class CentralWriter:
         finally:
             self._new_pk = {}
 
+    def _check_clock(self, conn: Connection) -> None:
+        """Every CLOCK_CHECK_EVERY seconds, the gateway's clock against the database's, corrected for
+        the round trip (the server's time taken as the midpoint of the query)."""
+        if not self._server_clock or time.monotonic() - self._clock_checked < CLOCK_CHECK_EVERY:
+            return
+        self._clock_checked = time.monotonic()
+        before = time.time()
+        server = conn.execute(sql_text("SELECT UTC_TIMESTAMP(6)")).scalar_one()
+        after = time.time()
+        self.clock_offset = (before + after) / 2 - (server - EPOCH).total_seconds()
+
     def _write(self, pack: Pack) -> None:
         with self.engine.begin() as conn:
+            self._check_clock(conn)
             if pack.readings and self._readings_sql is not None:
                 device_pk = {device: self._pk(conn, device) for device in {r.device for r in pack.readings}}
                 dbapi_error = conn.dialect.loaded_dbapi.Error
@@ -238,6 +270,7 @@ class CentralWriter:
         power: list[dict[str, Any]] = []
         metrics: list[dict[str, Any]] = []
         status: dict[str, DeviceStatus] = {}
+        beat: GatewayBeat | None = None
         for ev in events:
             if ev.kind == "power":
                 sample = cast(PowerSample, ev.payload)
@@ -255,6 +288,8 @@ class CentralWriter:
                 self._apply_alert(conn, cast(AlertPayload, ev.payload))
             elif ev.kind == "attack":
                 self._apply_attack(conn, cast(AttackPayload, ev.payload))
+            elif ev.kind == "gateway":
+                beat = cast(GatewayBeat, ev.payload)  # the pack's latest one is the gateway's row
             else:
                 log.warning("unknown buffered event kind %r skipped", ev.kind)
         if power:
@@ -269,6 +304,30 @@ class CentralWriter:
             if last_seen:
                 values["last_seen"] = to_datetime(last_seen)
             conn.execute(update(t).where(t.c.id == self._pk(conn, device)).values(**values))
+        if beat is not None:
+            self._upsert_gateway(conn, beat)
+
+    def _upsert_gateway(self, conn: Connection, beat: GatewayBeat) -> None:
+        """The gateway's row as of ``beat``. Beats arrive in buffer order, but packs written in parallel
+        may commit out of order: an older beat of the same run (``seq``) never overwrites a newer one.
+        Not ordered by time stamps: the gateway's clock may be the thing that is wrong."""
+        t = schema.gateways
+        ts = to_datetime(beat["ts_us"])
+        started = to_datetime(beat["started_us"])
+        values: dict[str, Any] = {
+            "agent_version": beat["version"][:32], "device_map_hash": beat["map_hash"][:64],
+            "host": beat["host"][:255], "started_at": started, "last_seen": ts, "beat_seq": beat["seq"],
+            "heartbeat_interval": beat["interval_s"], "devices_up": beat["devices_up"],
+            "devices_degraded": beat["devices_degraded"], "devices_down": beat["devices_down"],
+            "buffer_readings": beat["buffer_readings"], "clock_offset": beat["clock_offset_s"], "updated_at": ts,
+            "stopped_at": ts if beat.get("stopped") else None}
+        if beat["reload_us"] is not None:
+            values["last_reload_at"] = to_datetime(beat["reload_us"])
+            values["last_reload_result"] = (beat["reload_result"] or "")[:255]
+        conn.execute(self._insert_gateway, [{"gateway_id": self.gateway_id, "created_at": ts, **values}])
+        conn.execute(update(t).where(
+            t.c.gateway_id == self.gateway_id,
+            or_(t.c.started_at.is_(None), t.c.started_at != started, t.c.beat_seq <= beat["seq"])).values(**values))
 
     def _apply_alert(self, conn: Connection, p: AlertPayload) -> None:
         t = schema.alerts

@@ -124,7 +124,9 @@ class Outcome:
         self.on_quarantine(refused)
 
     def counters(self, counts: dict[str, int]) -> None:
-        """The sink's own counts changed (see :meth:`Sink.counters`); central has none."""
+        """The sink's own counts changed (see :meth:`Sink.counters`): central's clock offset."""
+        offset = counts.get("clock_offset_us")
+        self.stats.clock_offset = None if offset is None else offset / 1e6
 
 
 class OutputOutcome(Outcome):

@@ -74,6 +74,10 @@ class AgentCollector(Collector):
              float(bool(c.get("stalled")))),
             ("hacksky_alerts_open", "Alerts this gateway holds open", s["open_alerts"]),
         ]
+        offset = c.get("clock_offset_s")
+        if offset is not None:
+            gauges.append(("hacksky_clock_offset_seconds", "This gateway's clock minus the central database's",
+                           offset))
         for name, doc, value in gauges:
             yield GaugeMetricFamily(name, doc, value=value)
         counters = [

@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from agent.checks import AlertTracker, CheckEngine, Condition, build_checks
 from agent.detect.runner import DetectionRunner, load_model
 from agent.pipeline.child import SPLIT_FROM_POINTS_PER_S
 from agent.pipeline.delivery import Delivery
+from agent.pipeline.fleet import GatewayReporter, clock_condition, clock_uncertain, reload_summary
 from agent.pipeline.monitor import Monitor
 from agent.pipeline.outputs import DeliveryGroup, output_deliveries
 from agent.pipeline.power import PowerSampler
@@ -46,6 +48,11 @@ LAST_SEEN_EVERY_US = 30_000_000
 DEGRADED_ALERT_POLLS = 3
 #: Polls in a row on schedule after which a device's next missed cycle is logged again.
 ON_TIME_POLLS_TO_REARM = 10
+#: How long a thread may hold the GIL while another waits for it (Python's default: 5 ms). The
+#: event loop gives the GIL up at every socket call; with the writer thread busy rendering SQL,
+#: each such call cost the loop up to 5 ms, and a poll's start waited for several in a row. 1 ms:
+#: schedule lag p99 at 500 x 20 from 15 to 7 ms at the same CPU (docs/performance.md, "The scheduler").
+SWITCH_INTERVAL = 0.001
 
 
 def device_info(dev: ResolvedDevice) -> DeviceInfo:
@@ -89,6 +96,8 @@ class Agent:
         self.delivery = self._delivery([device_info(d) for d in self.devices.values()])
         self.monitor = Monitor(cfg.monitoring, self.metrics_snapshot, self.health)
         self.scheduler = PollScheduler(self._poll, self._missed)
+        self.fleet = GatewayReporter(cfg.gateway.id, cfg.map_hash(), self.stats.started, cfg.central.metrics_interval)
+        self._clock_off = False  # the clock differs from central's past central.max_clock_offset
         self._pending_readings: list[Reading] = []
         self._pending_events: list[Event] = []
         self._state_dirty = False
@@ -133,6 +142,14 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll, check, buffer and deliver until ``stop`` is set; then flush and exit."""
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        try:
+            await self._run(stop)
+        finally:
+            sys.setswitchinterval(switch_interval)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         buffer = await self.delivery.open()
         self.tracker = AlertTracker(await self.delivery.in_buffer(buffer.load_state, "open_alerts"))
         if self.cfg.detection is not None:
@@ -153,6 +170,7 @@ class Agent:
         if self.detection is not None and self.detection.clock is None:
             workers.append(asyncio.create_task(self._detection_loop(stop), name="detection"))
         self.scheduler.start([(d, dev.interval) for d, dev in self.devices.items()])
+        self._pending_events.append(self.gateway_beat())
         self.monitor.start()
         log.info("agent %s polling %d devices, writing to %s, buffer %s", self.cfg.gateway.id,
                  len(self.devices), self.central_url, self.cfg.buffer.path)
@@ -186,6 +204,7 @@ class Agent:
         if self._put_task is not None and not self._put_task.done():
             await asyncio.gather(self._put_task, return_exceptions=True)  # a commit cut off mid-put
         self._pending_events.extend(self._stopped_events())  # before the drain: so central hears it now
+        self._pending_events.append(self.gateway_beat(stopped=True))
         self._gateway_conditions()
         await self._commit()
         delivered = await self.delivery.drain(time.monotonic() + SHUTDOWN_DRAIN_SECONDS)
@@ -252,7 +271,10 @@ class Agent:
             task.add_done_callback(self._background.discard)
         log.info("reload applied: %d added, %d removed, %d changed, %d unchanged", len(added), len(removed),
                  len(changed), len(wanted) - len(added) - len(changed))
-        return {"added": added, "removed": removed, "changed": changed, "restart_needed": fixed}
+        result = {"added": added, "removed": removed, "changed": changed, "restart_needed": fixed}
+        self.fleet.reloaded(new.map_hash(), reload_summary(result))
+        self._pending_events.append(self.gateway_beat())
+        return result
 
     @staticmethod
     async def _close_later(drivers: list[Driver], delay: float) -> None:
@@ -321,7 +343,7 @@ class Agent:
             if tick is not None:
                 events.extend(self.detection.score(ts, tick))
         self._state_dirty |= any(e.kind in ("alert", "attack") for e in events)
-        self._pending_readings.extend(readings)
+        self._pending_readings.extend(clock_uncertain(readings) if self._clock_off else readings)
         self._pending_events.extend(events)
 
     def incident(self, alert_type: str, severity: str, title: str, message: str) -> None:
@@ -437,6 +459,7 @@ class Agent:
                 await asyncio.wait_for(stop.wait(), self.cfg.central.metrics_interval)
             except TimeoutError:
                 self._pending_events.extend(self.metric_events())
+                self._pending_events.append(self.gateway_beat())
 
     async def _detection_loop(self, stop: asyncio.Event) -> None:
         """Score a row of the latest values every detection interval (no clock point configured)."""
@@ -474,6 +497,17 @@ class Agent:
         ]
         return [metric_event({"name": name, "value": float(value), "unit": unit, "category": category,
                                  "ts_us": ts}) for name, value, unit, category in figures]
+
+    def gateway_beat(self, stopped: bool = False) -> Event:
+        """This gateway's ``gateways`` row as of now (``stopped``: the last one, no device polled any more)."""
+        buffer = self.delivery.buffer
+        states = [] if stopped else [d.health.state for d in self.drivers.values()]
+        return self.fleet.beat(states, buffer.reading_rows if buffer else 0, self.stats.clock_offset, stopped)
+
+    def reload_refused(self, error: str) -> None:
+        """A new device map was refused (the running one is kept): central hears it with the next heartbeat."""
+        self.fleet.reloaded(self.fleet.map_hash, f"refused: {error}")
+        self._pending_events.append(self.gateway_beat())
 
     def _state(self) -> dict[str, Any]:
         """What must survive a restart with the buffer: open alerts and the open detection."""
@@ -565,7 +599,8 @@ class Agent:
                         "write_errors": st.write_errors, "quarantined": st.quarantined,
                         "last_flush": st.last_flush, "stalled": self.stalled(),
                         "stalled_for_s": round(self.delivery.stall_seconds(), 1),
-                        "writer_pid": self.delivery.pid(), "writer_restarts": self.delivery.restarts},
+                        "writer_pid": self.delivery.pid(), "writer_restarts": self.delivery.restarts,
+                        "clock_offset_s": st.clock_offset},
             "outputs": self._outputs_snapshot(),
             "devices": devices,
             "detection": self._detection_snapshot(),
@@ -610,10 +645,20 @@ class Agent:
                 and self.delivery.stall_seconds() > self.cfg.central.stall_after)
 
     def _central_conditions(self) -> None:
-        """Alerts for a writer that cannot deliver although central answers: stalled, or refused settings."""
+        """Alerts for a writer that cannot deliver although central answers (stalled, or refused
+        settings), and for a clock that differs from central's."""
         st = self.stats
         stalled, misconfigured = self.stalled(), st.central_state == "misconfigured"
+        clock = clock_condition(st.clock_offset, self.cfg.central.max_clock_offset)
+        if clock.active != self._clock_off:
+            self._clock_off = clock.active
+            if clock.active:
+                log.warning("%s", clock.message)
+            else:
+                log.info("gateway clock within %g s of the central database's again (%+.3f s)",
+                         self.cfg.central.max_clock_offset, st.clock_offset or 0.0)
         self._track([
+            clock,
             Condition(key="central/stalled", active=stalled, alert_type="central_stalled", severity="critical",
                       title="central writer stalled: buffered records are not moving",
                       message=(f"no pack delivered for {self.delivery.stall_seconds():.0f} s "

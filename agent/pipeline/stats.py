@@ -92,6 +92,8 @@ class AgentStats:
     central_state: str = "starting"
     central_error: str = ""
     last_flush: float | None = None
+    #: this gateway's clock minus the central database's, seconds (None: not measured)
+    clock_offset: float | None = None
     #: the outputs besides central, by name
     outputs: dict[str, OutputStats] = field(default_factory=dict)
     rate_window: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=30))

@@ -53,6 +53,7 @@ class CentralSnapshot(TypedDict):
     stalled_for_s: float
     writer_pid: int | None  # the writer process, None while it is being (re)started
     writer_restarts: int  # times it died and was started again
+    clock_offset_s: NotRequired[float | None]  # this gateway's clock minus the database's (None: not measured)
 
 
 class OutputSnapshot(TypedDict):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from sqlalchemy.exc import OperationalError
 
 from agent.configload import load_config_text
 from agent.pipeline.service import Agent
@@ -64,6 +67,8 @@ def test_reload_adds_removes_and_changes_devices_without_pausing_the_others(cent
     (dropped_rows,) = query(central_url, """SELECT count(*) FROM readings r JOIN devices d ON d.id = r.device_id
         WHERE d.device_id_str = 'drop'""")[0]
     assert seen["drop_polls"] <= dropped_rows <= seen["drop_polls"] + 1, "drop stopped at the reload"  # type: ignore[operator]
+    (reload_result,) = query(central_url, "SELECT last_reload_result FROM gateways WHERE gateway_id = 'gw-reload'")[0]
+    assert reload_result == "applied: 1 added, 1 removed, 1 changed", "central sees the reload on the gateway's row"
     status = dict(query(central_url, "SELECT device_id_str, status_reason FROM devices"))
     assert status["drop"] == "removed from the device map" and "new" in status
     (stored,) = query(central_url, "SELECT count(*) FROM readings")[0]
@@ -85,6 +90,9 @@ def test_sighup_refuses_an_invalid_map_then_applies_a_valid_one(tmp_path: Path) 
         proc.send_signal(signal.SIGHUP)
         taken = json.loads(state.read_text())["readings_taken"]
         wait_until(lambda: json.loads(state.read_text())["readings_taken"] > taken + 10)
+        # the central team sees the refusal on the gateway's row, and the map it still runs
+        wait_until(lambda: str(reload_row(db)[0]).startswith("refused: 1 problem(s) in the device map; first: "))
+        assert reload_row(db)[1] == hashlib.sha256(good.encode()).hexdigest()
         config.write_text(device_map("gw-hup", f"sqlite:///{db}", str(tmp_path / "buf"),
                                      [meter("m1", server.port, 1), meter("m2", server.port, 2)]))
         proc.send_signal(signal.SIGHUP)
@@ -100,3 +108,13 @@ def test_sighup_refuses_an_invalid_map_then_applies_a_valid_one(tmp_path: Path) 
     rows = dict(query(f"sqlite:///{db}", """SELECT d.device_id_str, count(*) FROM readings r
         JOIN devices d ON d.id = r.device_id GROUP BY d.device_id_str"""))
     assert rows["m1"] > 10 and rows["m2"] > 3
+    assert reload_row(db) == ("applied: 1 added, 0 removed, 0 changed", hashlib.sha256(config.read_bytes()).hexdigest())
+
+
+def reload_row(db: Path) -> tuple[str | None, str | None]:
+    """The gateway's last reload result and device map hash as central has them (None before the first beat)."""
+    try:
+        rows = query(f"sqlite:///{db}", "SELECT last_reload_result, device_map_hash FROM gateways")
+    except OperationalError:  # the schema is not there yet
+        return None, None
+    return (rows[0][0], rows[0][1]) if rows else (None, None)

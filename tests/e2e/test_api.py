@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy import Engine, create_engine, event, insert
+from sqlalchemy import Engine, create_engine, event, insert, select
 
+import agent
 from agent.api.app import create_app
 from agent.central import schema
 from agent.pipeline.service import Agent
@@ -142,7 +143,7 @@ def test_health_devices_and_database_status(api: Api) -> None:
     assert [d["device"] for d in api.get("/api/devices?status=unknown&type=plc")["items"]] == ["plc-01"]
     assert api.get("/api/devices?status=online")["items"] == []
     db = api.get("/api/database/status")
-    assert db["revision"] == db["expected_revision"] == "0002" and db["backend"] in ("mysql", "mariadb")
+    assert db["revision"] == db["expected_revision"] == "0003" and db["backend"] in ("mysql", "mariadb")
     assert db["tables"]["readings"] > 0 and db["tables"]["attack_detections"] >= 1
 
 
@@ -203,6 +204,26 @@ def test_attack_analysis_statistics_and_system_status(api: Api) -> None:
     assert gw["metrics"]["readings_taken_total"]["value"] > 0
 
 
+def test_gateways_say_version_map_clock_and_a_clean_stop(populated: str) -> None:
+    engine = create_engine(populated)
+    with engine.connect() as conn:
+        seen = conn.execute(select(schema.gateways.c.last_seen)).scalar_one()
+    try:
+        with serve(create_app(engine, TOKEN, clock=lambda: seen + timedelta(seconds=1))) as api:
+            (gw,) = api.get("/api/gateways")["items"]
+            status = api.get("/api/system-status")
+            assert api.get("/api/gateways?status=online")["items"] == []
+            assert api.call("GET", "/api/gateways?status=lost")[0] == 400
+    finally:
+        engine.dispose()
+    assert gw["gateway_id"] == "gw-api" and gw["agent_version"] == agent.__version__
+    assert len(gw["device_map_hash"]) == 64 and gw["heartbeat_interval"] == 1.0 and gw["beat_seq"] >= 3
+    assert gw["status"] == "offline" and gw["stopped_at"] == gw["last_seen"], "stopped cleanly: offline at once"
+    assert (gw["devices_up"], gw["devices_degraded"], gw["devices_down"]) == (0, 0, 0), "the stop's beat"
+    assert abs(gw["clock_offset"]) < 1.0, "the agent and MariaDB share this machine's clock"
+    assert status["gateways"][0]["fleet"]["status"] == "offline"
+
+
 @pytest.mark.parametrize(("path", "message"), [
     ("/api/power-data?limit=0", "limit: Input should be greater than or equal to 1"),
     ("/api/power-data?since=yesterday", "since: Input should be a valid datetime"),
@@ -233,7 +254,7 @@ def test_bad_write_body_and_openapi(api: Api) -> None:
     spec = api.get("/openapi.json")
     assert {"/api/power-data", "/api/system-status", "/api/alerts", "/api/alerts/{alert_id}/acknowledge",
             "/api/alerts/{alert_id}/resolve", "/api/attack-analysis", "/api/statistics", "/api/health",
-            "/api/devices", "/api/database/status"} <= set(spec["paths"])
+            "/api/devices", "/api/database/status", "/api/gateways"} <= set(spec["paths"])
 
 
 @pytest.mark.parametrize(("raw", "message"), [

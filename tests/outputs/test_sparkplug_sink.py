@@ -32,7 +32,8 @@ def sink_for(broker: PrivateMosquitto, clock: list[float], **extra: Any) -> Mqtt
 def readings(ts_us: int) -> list[Reading]:
     return [Reading("meter1", "voltage", ts_us, 230.5), Reading("meter1", "breaker", ts_us, 1.0),
             Reading("plc", "mode", ts_us, None, "auto"), Reading("meter1", "voltage", ts_us + 1000, None,
-                                                                 quality="bad:timeout")]
+                                                                 quality="bad:timeout"),
+            Reading("meter1", "voltage", ts_us + 2000, 230.7, quality="uncertain:clock")]
 
 
 def test_births_then_data_by_alias_with_continuous_sequence_numbers(broker: PrivateMosquitto) -> None:
@@ -71,6 +72,7 @@ def test_births_then_data_by_alias_with_continuous_sequence_numbers(broker: Priv
         ("meter1", ("meter1", "voltage"), ts, 230.5, False, []),
         ("meter1", ("meter1", "breaker"), ts, True, False, []),
         ("meter1", ("meter1", "voltage"), ts + 1, None, False, [("Quality", 0)]),
+        ("meter1", ("meter1", "voltage"), ts + 2, 230.7, False, [("Quality", 64)]),  # a value in doubt
         ("plc", ("plc", "mode"), ts, "auto", False, []),
     ], key=str)
     assert all(not metric.HasField("name") for m in host.of("DDATA") for metric in m.payload.metrics)
@@ -136,7 +138,7 @@ def test_an_outage_raises_unavailable_and_the_next_session_marks_the_backlog_his
         nbirth = host.of("NBIRTH")[0].payload
         assert {m.name: m.long_value for m in nbirth.metrics}["bdSeq"] == 1, "a new session, a new bdSeq"
         metrics = [metric for m in host.of("DDATA") for metric in m.payload.metrics]
-        assert len(metrics) == 4 and all(metric.is_historical for metric in metrics)
+        assert len(metrics) == len(readings(0)) and all(metric.is_historical for metric in metrics)
         assert [m.device for m in host.of("DDEATH")] == ["plc"]
     finally:
         sink.close()

@@ -22,7 +22,7 @@ NAMESPACE = "spBv1.0"
 INT32, INT64, DOUBLE, BOOLEAN, STRING = 3, 4, 10, 11, 12
 DATATYPE_OF: dict[ValueKind, int] = {"number": DOUBLE, "boolean": BOOLEAN, "text": STRING}
 #: the quality property's values as Sparkplug host applications read them
-QUALITY_GOOD, QUALITY_BAD = 192, 0
+QUALITY_GOOD, QUALITY_UNCERTAIN, QUALITY_BAD = 192, 64, 0
 REBIRTH = "Node Control/Rebirth"
 BDSEQ = "bdSeq"
 #: metrics per DDATA message (a pack of 5,000 readings of one device becomes several messages)
@@ -201,10 +201,14 @@ class EdgeNode:
         metric = payload.metrics.add(alias=self.alias[key], timestamp=r.ts_us // 1000, datatype=DATATYPE_OF[kind])
         if r.ts_us < historical_before_us:
             metric.is_historical = True
-        if r.quality != GOOD:
+        has_value = r.value is not None or r.text is not None
+        if r.quality != GOOD and not (has_value and r.quality.startswith("uncertain")):
             metric.is_null = True
             _property(metric, "Quality", INT32, int_value=QUALITY_BAD)
-        elif kind == "text":
+            return
+        if r.quality != GOOD:  # a value in doubt (an OPC UA uncertain status, the gateway's clock off)
+            _property(metric, "Quality", INT32, int_value=QUALITY_UNCERTAIN)
+        if kind == "text":
             metric.string_value = r.text if r.text is not None else str(r.value)
         elif r.value is None:  # text where a number was announced (an OPC UA string node): no value to give
             metric.is_null = True
