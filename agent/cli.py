@@ -153,6 +153,36 @@ def cmd_init_db(args: argparse.Namespace, cfg: AgentConfig) -> int:
     return 0
 
 
+def cmd_central_maintain(args: argparse.Namespace, cfg: AgentConfig) -> int:
+    """Roll up the hours writers marked, then apply ``central.retention``; print what was done."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from agent.central import migrate
+    from agent.central.engine import make_engine
+    from agent.central.maintain import maintain
+
+    engine = make_engine(cfg.central)
+    try:
+        revision, head = migrate.current_revision(engine), migrate.head_revision()
+        if revision != head:
+            sys.stderr.write(f"central schema at revision {revision or 'none'}, maintain needs {head}: "
+                             "run `hacksky-edge init-db`\n")
+            return 1
+        report = maintain(engine, cfg.central.retention)
+    except SQLAlchemyError as exc:
+        sys.stderr.write(f"maintain failed: {getattr(exc, 'orig', None) or exc}\n")
+        return 1
+    finally:
+        engine.dispose()
+    if not report.ran:
+        sys.stdout.write("another maintain run holds the lock; nothing done\n")
+        return 0
+    deleted = ", ".join(f"{table} {rows}" for table, rows in report.deleted.items() if rows) or "nothing"
+    sys.stdout.write(f"rolled up {report.hours_rebuilt} device-hours ({report.readings_rolled_up} readings), "
+                     f"{report.marks_removed} done; deleted past retention: {deleted}; {report.seconds:.1f} s\n")
+    return 0
+
+
 #: exit status of ``status`` when the agent is not running (as ``systemctl status``)
 EXIT_NOT_RUNNING = 3
 
@@ -357,6 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init-db", help="create or upgrade the central schema")
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_init_db)
+
+    p = sub.add_parser("central", help="tasks on the central database (run on a central host)")
+    central = p.add_subparsers(dest="central_command", required=True)
+    p = central.add_parser("maintain", help="build rollups of new and late readings, delete past retention "
+                                            "(idempotent; safe from several hosts at once)")
+    p.add_argument("-c", "--config", required=True, help="a map whose central: section names the database")
+    p.set_defaults(func=cmd_central_maintain)
 
     p = sub.add_parser("status", help="show the running agent's state")
     p.add_argument("-c", "--config", required=True)

@@ -224,6 +224,23 @@ class TlsConfig(StrictModel):
     verify_hostname: bool = True
 
 
+DAY = 86400.0
+
+
+class RetentionConfig(StrictModel):
+    """How long ``hacksky-edge central maintain`` keeps each kind of row (``null``: for ever)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    raw: Duration | None = 30 * DAY  # readings
+    minutes: Duration | None = Field(default=365 * DAY, alias="1m")  # readings_1m
+    hours: Duration | None = Field(default=10 * 365 * DAY, alias="1h")  # readings_1h
+    power_readings: Duration | None = 365 * DAY
+    system_metrics: Duration | None = 90 * DAY
+    #: alerts once resolved and attack detections once ended (open ones stay whatever their age)
+    incidents: Duration | None = 2 * 365 * DAY
+
+
 class CentralConfig(StrictModel):
     """Where and how readings are written centrally."""
 
@@ -237,6 +254,8 @@ class CentralConfig(StrictModel):
     #: the gateway's clock may differ from the central database's by this much; past it an alert
     #: opens and readings are stored ``uncertain:clock`` until the clocks agree again
     max_clock_offset: Duration = 2.0
+    #: what ``hacksky-edge central maintain`` keeps (the agent itself never deletes central rows)
+    retention: RetentionConfig = RetentionConfig()
     #: the writer is `stalled` (health 503, alert) when the oldest pack has not moved this long
     #: while the database answers (an outage is `down`: buffering, as designed)
     stall_after: Duration = 120.0

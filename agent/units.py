@@ -8,8 +8,10 @@ from typing import Annotated
 
 from pydantic import BeforeValidator
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_FACTOR = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|y)?\s*$")
+#: ``y`` is 365 days (retention periods: ``30d``, ``1y``)
+_DURATION_FACTOR = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0,
+                    "y": 365 * 86400.0, None: 1.0}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _SIZE_FACTOR = {
     "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -18,7 +20,7 @@ _SIZE_FACTOR = {
 
 
 def parse_duration(value: object, allow_zero: bool = False) -> float:
-    """Seconds from a number or a string such as ``250ms``, ``2s``, ``5m``, ``1h``."""
+    """Seconds from a number or a string such as ``250ms``, ``2s``, ``5m``, ``1h``, ``30d``, ``1y``."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 1s or 500ms")
     if isinstance(value, (int, float)):
@@ -26,7 +28,7 @@ def parse_duration(value: object, allow_zero: bool = False) -> float:
     else:
         match = _DURATION.match(str(value))
         if not match:
-            raise ValueError(f"{value!r} is not a duration (use e.g. 500ms, 2s, 5m, 1h)")
+            raise ValueError(f"{value!r} is not a duration (use e.g. 500ms, 2s, 5m, 1h, 30d)")
         seconds = float(match.group(1)) * _DURATION_FACTOR[match.group(2)]
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ValueError("a duration must be greater than zero")

@@ -19,7 +19,7 @@ from sqlalchemy.sql.dml import Insert
 from tqdm import tqdm
 
 from agent.central import schema
-from agent.central.writer import CentralWriter, insert_ignoring_duplicates, to_datetime
+from agent.central.writer import HOUR_US, CentralWriter, insert_ignoring_duplicates, to_datetime
 from agent.records import DeviceInfo
 from agent.units import parse_time
 
@@ -96,6 +96,7 @@ def import_csv(engine: Engine, gateway: str, device: DeviceInfo, path: str | Pat
     with open(path, "rb") as f:
         total_lines = sum(1 for _ in f) - 1
     batch: list[dict[str, object]] = []
+    hours: set[tuple[str, int]] = set()  # marked for the rollups once their batch committed
     bar = tqdm(total=total_lines, unit=" rows", desc=f"import {path.name}", disable=not progress or None,
                mininterval=0.5)
     try:
@@ -103,9 +104,11 @@ def import_csv(engine: Engine, gateway: str, device: DeviceInfo, path: str | Pat
             if len(row) != len(header):
                 raise CsvImportError(f"{path}:{line}: {len(row)} fields, header has {len(header)}")
             try:
-                ts = to_datetime(int(parse_time(row[time_at].strip()).timestamp() * 1e6))
+                ts_us = int(parse_time(row[time_at].strip()).timestamp() * 1e6)
             except ValueError as exc:
                 raise CsvImportError(f"{path}:{line}: {exc}") from None
+            ts = to_datetime(ts_us)
+            hours.add((device.device_id, ts_us - ts_us % HOUR_US))
             for column, cell in zip(header, row, strict=True):
                 if column == time_column or (column in skip and column not in mapping):
                     continue
@@ -125,8 +128,11 @@ def import_csv(engine: Engine, gateway: str, device: DeviceInfo, path: str | Pat
             summary.rows += 1
             if summary.rows % batch_rows == 0:
                 _flush(engine, stmt, batch, summary)
+                writer.mark_hours(hours)
+                hours.clear()
                 bar.update(batch_rows)
         _flush(engine, stmt, batch, summary)
+        writer.mark_hours(hours)
         bar.update(summary.rows % batch_rows)
     finally:
         bar.close()

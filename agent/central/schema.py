@@ -173,3 +173,36 @@ gateways = Table(
     Column("created_at", Timestamp, nullable=False, server_default=func.now()),
     Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
 )
+
+
+def _rollup(name: str) -> Table:
+    """Readings summarised per (device, point, bucket): counts, and min/max/sum/first/last of the good values."""
+    return Table(
+        name, metadata,
+        Column("device_id", Integer, primary_key=True),
+        Column("point", String(64), primary_key=True),
+        Column("bucket", Timestamp, primary_key=True),  # the bucket's start, UTC
+        Column("count", Integer, nullable=False),  # every reading, whatever its quality
+        Column("good_count", Integer, nullable=False),  # readings with quality good and a value
+        Column("min", Double),
+        Column("max", Double),
+        Column("sum", Double),
+        Column("first", Double),  # the bucket's earliest good value
+        Column("last", Double),  # its latest
+        Index(f"ix_{name}_bucket", "bucket"),
+    )
+
+
+#: Rollups of ``readings`` (migration 0004), built by ``hacksky-edge central maintain``.
+readings_1m = _rollup("readings_1m")
+readings_1h = _rollup("readings_1h")
+
+#: (device, hour) pairs whose readings changed since their rollups were built: the writer marks
+#: each hour it writes into (again at least every ``writer.MARK_TTL`` while it keeps writing it),
+#: ``maintain`` rebuilds the marked hours and removes marks nobody renewed for longer than that.
+rollup_pending = Table(
+    "rollup_pending", metadata,
+    Column("device_id", Integer, primary_key=True),
+    Column("hour", Timestamp, primary_key=True),
+    Column("marked_at", Timestamp, nullable=False),  # the database's clock (UTC) at the latest mark
+)

@@ -10,11 +10,11 @@ from math import isfinite
 from typing import Any, cast
 
 from pymysql.constants import SERVER_STATUS
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import Table, func, or_, select, update
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.sql.dml import Insert
 
 from agent.buffer.disk import Pack
@@ -38,6 +38,14 @@ EPOCH = datetime(1970, 1, 1)
 #: MySQL/MariaDB errors caused by a record's content (not by the server's state): such a record
 #: is a poison row; retrying it can never succeed.
 POISON_CODES = {1048, 1264, 1265, 1292, 1366, 1406, 1452, 3819, 4025}
+
+HOUR_US = 3_600_000_000
+#: The writer marks each (device, hour) it writes into again at least this often (seconds of its
+#: own monotonic clock); ``maintain`` drops only marks older than this plus a margin, by the
+#: database's clock, so a mark it drops is one no writer still counts as made.
+MARK_TTL = 600.0
+#: Lock conflicts between writers marking the same hour (deadlock 1213, lock wait 1205): retried at once.
+MARK_ATTEMPTS = 3
 
 #: How often a write also reads the database's clock (``UTC_TIMESTAMP(6)``) to measure the gateway's offset.
 CLOCK_CHECK_EVERY = 10.0
@@ -99,6 +107,23 @@ def insert_ignoring_duplicates(engine: Engine, table: Table) -> Insert:
         return sqlite.insert(table).on_conflict_do_nothing()
     from sqlalchemy.dialects import postgresql
     return postgresql.insert(table).on_conflict_do_nothing()
+
+
+def db_now(engine: Engine) -> Any:
+    """The database's clock, UTC, as an SQL expression."""
+    if engine.dialect.name in ("mysql", "mariadb"):
+        return func.utc_timestamp(6)
+    return func.strftime("%Y-%m-%d %H:%M:%f000", "now")  # SQLite: the stored text form, UTC
+
+
+def upsert_mark(engine: Engine) -> Insert:
+    """INSERT a ``rollup_pending`` mark, or renew its ``marked_at``."""
+    t = schema.rollup_pending
+    now = db_now(engine)
+    if engine.dialect.name in ("mysql", "mariadb"):
+        return mysql.insert(t).values(marked_at=now).on_duplicate_key_update(marked_at=now)
+    return sqlite.insert(t).values(marked_at=now).on_conflict_do_update(
+        index_elements=[t.c.device_id, t.c.hour], set_={"marked_at": now})
 
 
 class ReadingsSql:
@@ -164,6 +189,8 @@ class CentralWriter:
         self._insert_attack = insert_ignoring_duplicates(engine, schema.attack_detections)
         self._insert_metric = insert_ignoring_duplicates(engine, schema.system_metrics)
         self._insert_gateway = insert_ignoring_duplicates(engine, schema.gateways)
+        self._mark_pending = upsert_mark(engine)
+        self._marked: dict[tuple[str, int], float] = {}  # (device, hour µs) -> when marked (monotonic)
         #: this gateway's clock minus the database's, seconds (None: not measured; SQLite shares the clock)
         self.clock_offset: float | None = None
         self._clock_checked = -CLOCK_CHECK_EVERY
@@ -211,6 +238,8 @@ class CentralWriter:
             self._device_pk.update(self._new_pk)
         finally:
             self._new_pk = {}
+        if pack.readings:
+            self.mark_hours({(r.device, r.ts_us - r.ts_us % HOUR_US) for r in pack.readings})
 
     def _check_clock(self, conn: Connection) -> None:
         """Every CLOCK_CHECK_EVERY seconds, the gateway's clock against the database's, corrected for
@@ -244,6 +273,31 @@ class CentralWriter:
                      "value": r.value, "value_text": r.text, "quality": r.quality}
                     for r in pack.readings])
             self._write_events(conn, pack.events)
+
+    def mark_hours(self, hours: set[tuple[str, int]]) -> None:
+        """Mark each (device, hour start µs) for ``central maintain`` to roll up again.
+
+        After the readings committed, in a short transaction of its own, so that parallel writers
+        marking the same hour never hold each other's readings up; a failure fails the write, and
+        the pack (its readings a no-op by then) comes again. Marks this writer made within
+        MARK_TTL are not made again: one statement per device and hour, not per pack.
+        """
+        now = time.monotonic()
+        todo = sorted(h for h in hours if now - self._marked.get(h, -MARK_TTL) >= MARK_TTL)
+        if not todo:
+            return
+        for attempt in range(MARK_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(self._mark_pending, [{"device_id": self._pk(conn, device), "hour": to_datetime(hour)}
+                                                      for device, hour in todo])
+                break
+            except OperationalError as exc:
+                if _code(exc) not in (1205, 1213) or attempt == MARK_ATTEMPTS - 1:
+                    raise
+        if len(self._marked) > 4 * len(todo) + 10_000:
+            self._marked = {h: t for h, t in self._marked.items() if now - t < MARK_TTL}
+        self._marked.update(dict.fromkeys(todo, now))
 
     def write_isolating(self, pack: Pack) -> list[tuple[Record, str]]:
         """Write every record the database accepts; return the refused ones with their error.

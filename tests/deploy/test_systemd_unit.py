@@ -1,4 +1,5 @@
-"""deploy/hacksky-edge.service: hardened, and valid for systemd itself where systemd-analyze exists."""
+"""deploy/'s systemd units (the agent, and central maintenance with its timer): hardened, and valid
+for systemd itself where systemd-analyze exists."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-UNIT = Path(__file__).resolve().parents[2] / "deploy" / "hacksky-edge.service"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+UNIT = DEPLOY / "hacksky-edge.service"
+MAINTAIN = DEPLOY / "hacksky-edge-maintain.service"
 HARDENING = {
     "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
     "PrivateDevices": "yes", "CapabilityBoundingSet": "", "SystemCallArchitectures": "native",
@@ -18,11 +21,11 @@ HARDENING = {
 }
 
 
-def service_section() -> dict[str, list[str]]:
+def service_section(unit: Path = UNIT) -> dict[str, list[str]]:
     """Key -> values of [Service], in order (systemd keys may repeat: SystemCallFilter does)."""
     keys: dict[str, list[str]] = {}
     section = None
-    for raw in UNIT.read_text().splitlines():
+    for raw in unit.read_text().splitlines():
         line = raw.strip()
         if not line or line.startswith(("#", ";")):
             continue
@@ -34,32 +37,47 @@ def service_section() -> dict[str, list[str]]:
     return keys
 
 
-def test_unit_sets_every_hardening_option() -> None:
-    service = service_section()
+@pytest.mark.parametrize("unit", [UNIT, MAINTAIN], ids=lambda p: p.name)
+def test_units_set_every_hardening_option(unit: Path) -> None:
+    service = service_section(unit)
     wrong = {k: service.get(k) for k, v in HARDENING.items() if service.get(k, [None])[-1] != v}
     assert not wrong, f"expected {HARDENING}"
     assert service["User"] == ["hacksky-edge"] and "@system-service" in service["SystemCallFilter"]
-    assert service["KillMode"] == ["mixed"], "SIGTERM to the agent alone: it drains its writer process itself"
 
 
-def _verifiable_copy(tmp_path: Path) -> Path:
-    """The unit with ExecStart pointing at an executable that exists here (verify checks it)."""
-    copy = tmp_path / UNIT.name
-    copy.write_text(UNIT.read_text().replace("/opt/hacksky-edge/bin/hacksky-edge", sys.executable))
-    return copy
+def test_the_agent_unit_stops_the_agent_alone_and_maintenance_runs_once_per_timer() -> None:
+    assert service_section()["KillMode"] == ["mixed"], "SIGTERM to the agent alone: it drains its writer process"
+    maintain = service_section(MAINTAIN)
+    assert maintain["Type"] == ["oneshot"] and maintain["ExecStart"][0].endswith(
+        "hacksky-edge central maintain -c /etc/hacksky-edge/central.yaml")
+
+
+def _verifiable_copies(tmp_path: Path) -> list[Path]:
+    """The units with ExecStart pointing at an executable that exists here (verify checks it)."""
+    copies = []
+    for unit in sorted(DEPLOY.glob("hacksky-edge*.service")) + sorted(DEPLOY.glob("*.timer")):
+        copy = tmp_path / unit.name
+        copy.write_text(unit.read_text().replace("/opt/hacksky-edge/bin/hacksky-edge", sys.executable))
+        copies.append(copy)
+    return copies
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_systemd_accepts_every_line_of_the_unit(tmp_path: Path) -> None:
+def test_systemd_accepts_every_line_of_the_units(tmp_path: Path) -> None:
     # verify exits 0 even on an unknown key or a bad value: it only warns, so no output is the test
-    run = subprocess.run(["systemd-analyze", "verify", "--man=no", str(_verifiable_copy(tmp_path))],
+    units = _verifiable_copies(tmp_path)
+    assert [u.name for u in units] == ["hacksky-edge-maintain.service", "hacksky-edge.service",
+                                       "hacksky-edge-maintain.timer"]
+    run = subprocess.run(["systemd-analyze", "verify", "--man=no", *map(str, units)],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and run.stderr.strip() == "" and run.stdout.strip() == "", run.stderr
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_systemd_rates_the_unit_exposure_ok(tmp_path: Path) -> None:
-    """`systemd-analyze security` scores 1.4 of 10 (0 safest); fail above 2.0."""
-    run = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--threshold=20",
-                          str(_verifiable_copy(tmp_path))], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("name", ["hacksky-edge.service", "hacksky-edge-maintain.service"])
+def test_systemd_rates_the_units_exposure_ok(tmp_path: Path, name: str) -> None:
+    """`systemd-analyze security` scores the agent's unit 1.4 of 10 (0 safest); fail above 2.0."""
+    unit = next(u for u in _verifiable_copies(tmp_path) if u.name == name)
+    run = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--threshold=20", str(unit)],
+                         capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout[-600:] + run.stderr

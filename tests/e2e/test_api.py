@@ -143,7 +143,7 @@ def test_health_devices_and_database_status(api: Api) -> None:
     assert [d["device"] for d in api.get("/api/devices?status=unknown&type=plc")["items"]] == ["plc-01"]
     assert api.get("/api/devices?status=online")["items"] == []
     db = api.get("/api/database/status")
-    assert db["revision"] == db["expected_revision"] == "0003" and db["backend"] in ("mysql", "mariadb")
+    assert db["revision"] == db["expected_revision"] == "0004" and db["backend"] in ("mysql", "mariadb")
     assert db["tables"]["readings"] > 0 and db["tables"]["attack_detections"] >= 1
 
 

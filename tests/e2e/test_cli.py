@@ -123,10 +123,10 @@ def test_check_connect_tells_a_wrong_database_from_a_reachable_one(mariadb_url: 
     monkeypatch.setenv("CENTRAL_URL", mariadb_url)
     fresh = cli("check", "--connect", "-c", str(config))
     assert fresh.returncode == 0, fresh.stderr
-    assert "connected, schema at revision none (this agent needs 0003: run `hacksky-edge init-db`" in fresh.stdout
+    assert "connected, schema at revision none (this agent needs 0004: run `hacksky-edge init-db`" in fresh.stdout
     assert cli("init-db", "-c", str(config)).returncode == 0
     current = cli("check", "--connect", "-c", str(config))
-    assert current.returncode == 0 and "connected, schema at revision 0003\n" in current.stdout
+    assert current.returncode == 0 and "connected, schema at revision 0004\n" in current.stdout
     monkeypatch.setenv("CENTRAL_URL", mariadb_url + "_no_such_db")
     wrong = cli("check", "--connect", "-c", str(config))
     assert wrong.returncode == 1 and "refused the gateway's settings: (1049, \"Unknown database" in wrong.stderr
@@ -141,7 +141,7 @@ def test_init_db_creates_the_schema_in_mariadb(mariadb_url: str, tmp_path: Path,
     monkeypatch.setenv("CENTRAL_URL", mariadb_url)
     first = cli("init-db", "-c", str(config))
     second = cli("init-db", "-c", str(config))
-    assert first.returncode == 0 and "revision 0003" in first.stdout
+    assert first.returncode == 0 and "revision 0004" in first.stdout
     assert second.returncode == 0
     engine = create_engine(mariadb_url)
     with engine.connect() as conn:

@@ -46,6 +46,9 @@ def test_batadal_file_imports_exactly_once(config: Path, mariadb_url: str) -> No
     values = dict(query(mariadb_url, """SELECT point, value FROM readings WHERE ts = '2016-07-04 00:00:00'
         AND point IN ('tank1_level', 'F_PU1', 'L_T1', 'ATT_FLAG')"""))
     assert values == {"tank1_level": 2.44, "F_PU1": 93.63}
+    # history is marked for the rollups like live data: one mark per hour of the file (hourly rows)
+    assert query(mariadb_url, "SELECT count(*), min(hour), max(hour) FROM rollup_pending")[0] == (
+        4177, first_ts, last_ts)
     again = import_csv(config, str(BATADAL04), "--device", "ctown-scada", "--map", "L_T1=tank1_level")
     assert again.returncode == 0 and "(0 new, 179,611 already present" in again.stdout
     assert query(mariadb_url, "SELECT count(*) FROM readings")[0][0] == 4177 * 43
