@@ -168,7 +168,7 @@ def cmd_central_maintain(args: argparse.Namespace, cfg: AgentConfig) -> int:
             sys.stderr.write(f"central schema at revision {revision or 'none'}, maintain needs {head}: "
                              "run `hacksky-edge init-db`\n")
             return 1
-        report = maintain(engine, cfg.central.retention)
+        report = maintain(engine, cfg.central.retention, backfill_marks=args.backfill)
     except SQLAlchemyError as exc:
         sys.stderr.write(f"maintain failed: {getattr(exc, 'orig', None) or exc}\n")
         return 1
@@ -178,8 +178,28 @@ def cmd_central_maintain(args: argparse.Namespace, cfg: AgentConfig) -> int:
         sys.stdout.write("another maintain run holds the lock; nothing done\n")
         return 0
     deleted = ", ".join(f"{table} {rows}" for table, rows in report.deleted.items() if rows) or "nothing"
-    sys.stdout.write(f"rolled up {report.hours_rebuilt} device-hours ({report.readings_rolled_up} readings), "
-                     f"{report.marks_removed} done; deleted past retention: {deleted}; {report.seconds:.1f} s\n")
+    backfilled = f"marked {report.marks_backfilled} device-hours of the raw table; " if args.backfill else ""
+    expired = (f" ({report.marks_expired} marks of hours past the raw retention dropped)"
+               if report.marks_expired else "")
+    sys.stdout.write(f"{backfilled}rolled up {report.hours_rebuilt} device-hours "
+                     f"({report.readings_rolled_up} readings), {report.marks_removed} done{expired}; "
+                     f"deleted past retention: {deleted}; "
+                     f"{report.seconds:.1f} s\n")
+    return 0
+
+
+def cmd_central_grants(args: argparse.Namespace, cfg: AgentConfig) -> int:
+    """Print the SQL creating least-privilege roles (gateway, maintain, api, reader) on the map's database."""
+    from sqlalchemy.engine import make_url
+
+    from agent.central.grants import grants_sql
+
+    url = make_url(cfg.central.url)
+    if not url.get_backend_name().startswith(("mysql", "mariadb")) or not url.database:
+        sys.stderr.write("grants are for a MySQL/MariaDB central database named in central.url "
+                         "(mysql+pymysql://user@host:3306/hacksky)\n")
+        return 1
+    sys.stdout.write("\n".join(grants_sql(url.database)) + "\n")
     return 0
 
 
@@ -393,7 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = central.add_parser("maintain", help="build rollups of new and late readings, delete past retention "
                                             "(idempotent; safe from several hosts at once)")
     p.add_argument("-c", "--config", required=True, help="a map whose central: section names the database")
+    p.add_argument("--backfill", action="store_true",
+                   help="first mark every hour the raw table holds (once, after upgrading a database that had "
+                        "readings before revision 0004)")
     p.set_defaults(func=cmd_central_maintain)
+    p = central.add_parser("grants", help="print the SQL for least-privilege roles: gateway, maintain, api, reader")
+    p.add_argument("-c", "--config", required=True, help="a map whose central.url names the database")
+    p.set_defaults(func=cmd_central_grants)
 
     p = sub.add_parser("status", help="show the running agent's state")
     p.add_argument("-c", "--config", required=True)

@@ -64,7 +64,7 @@ async def _scheduler(devices: int, seconds: float) -> dict[str, float]:
     async def poll(device_id: str, lag: float) -> None:
         fired.append(lag)
 
-    scheduler = PollScheduler(poll, lambda device_id: None)
+    scheduler = PollScheduler(poll, lambda device_id, cycles: None)
     scheduler.start([(f"d{i}", INTERVAL) for i in range(devices)])
     try:
         return await _measure(fired, seconds)

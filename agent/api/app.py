@@ -6,7 +6,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
@@ -19,7 +19,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agent.api import queries as q
 from agent.api.guard import MAX_BODY, RequestGuard, Tokens, parse_allowed_hosts
+from agent.api.series import SeriesQuery
+from agent.api.series import series as series_of
 from agent.central import migrate, schema
+from agent.central.writer import error_code
+from agent.units import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +116,10 @@ def create_app(engine: Engine, token: str | None, *, read_token: str | None = No
     @app.exception_handler(SQLAlchemyError)
     async def database_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
         log.error("central database error on %s: %s", request.url.path, exc)
+        if error_code(exc) in (1142, 1143):  # the API's own database user may not do this (its grants)
+            return JSONResponse({"error": "the API's database user is not allowed to do this: "
+                                          "grant it the hacksky_api role (hacksky-edge central grants)"},
+                                status_code=403)
         return JSONResponse({"error": "central database unavailable"}, status_code=503)
 
     # RequestGuard checks the tokens before the body is read; this only documents them in OpenAPI
@@ -190,6 +198,32 @@ def create_app(engine: Engine, token: str | None, *, read_token: str | None = No
     def system_status() -> dict[str, Any]:
         with engine.connect() as conn:
             return q.system_status(conn, clock())
+
+    @app.get("/api/series", dependencies=reads,
+             summary="One point of one device over time: raw readings, or 1-minute / 1-hour buckets by range and step")
+    def series(device: str, point: str, gateway: str | None = None, since: datetime | None = None,
+               until: datetime | None = None, step: str | None = None) -> dict[str, Any]:
+        until = naive_utc(until) or clock()
+        since = naive_utc(since) or until - timedelta(hours=1)
+        if since >= until:
+            raise HTTPException(400, "since must be before until")
+        try:
+            seconds = parse_duration(step) if step is not None else None
+        except ValueError as exc:
+            raise HTTPException(400, f"step: {exc}") from None
+        with engine.connect() as conn:
+            d = schema.devices
+            found = conn.execute(select(d.c.id, d.c.gateway_id).where(
+                d.c.device_id_str == device, *([d.c.gateway_id == gateway] if gateway else []))).fetchall()
+            if not found:
+                raise HTTPException(404, f"no device {device!r}" + (f" on gateway {gateway!r}" if gateway else ""))
+            if len(found) > 1:
+                raise HTTPException(400, f"device {device!r} exists on gateways "
+                                         f"{', '.join(sorted(g for _, g in found))}: give gateway=")
+            try:
+                return series_of(conn, engine, SeriesQuery(found[0][0], point, since, until, seconds))
+            except ValueError as exc:
+                raise HTTPException(400, str(exc)) from None
 
     @app.get("/api/gateways", dependencies=reads,
              summary="Every gateway: online / stale / offline by its last heartbeat, version, device map, clock")

@@ -147,13 +147,19 @@ def statistics(conn: Connection, w: Window) -> dict[str, Any]:
     }
 
 
+def heartbeat_age(last_seen: datetime, clock_offset: float | None, now: datetime) -> float:
+    """Seconds since the last heartbeat, its time stamp corrected by the gateway's measured clock
+    offset (a gateway whose clock is off is judged by when it really spoke)."""
+    return (now - last_seen).total_seconds() + (clock_offset or 0.0)
+
+
 def gateway_status(last_seen: datetime | None, interval: float | None, now: datetime,
-                   stopped: bool = False) -> str:
+                   stopped: bool = False, clock_offset: float | None = None) -> str:
     """online / stale / offline by the age of the last heartbeat against the gateway's own interval;
     ``offline`` at once after a clean stop."""
     if last_seen is None or not interval or stopped:
         return "offline"
-    age = (now - last_seen).total_seconds()
+    age = heartbeat_age(last_seen, clock_offset, now)
     return "online" if age <= ONLINE_WITHIN * interval else "stale" if age <= STALE_WITHIN * interval else "offline"
 
 
@@ -162,8 +168,10 @@ def fleet(conn: Connection, now: datetime, status: str | None = None) -> dict[st
     items = []
     for row in conn.execute(select(gw).order_by(gw.c.gateway_id)):
         item = as_dict(row)
-        item["status"] = gateway_status(row.last_seen, row.heartbeat_interval, now, row.stopped_at is not None)
-        item["last_seen_age_s"] = round((now - row.last_seen).total_seconds(), 3) if row.last_seen else None
+        item["status"] = gateway_status(row.last_seen, row.heartbeat_interval, now, row.stopped_at is not None,
+                                        row.clock_offset)
+        item["last_seen_age_s"] = (round(heartbeat_age(row.last_seen, row.clock_offset, now), 3)
+                                   if row.last_seen else None)
         if status is None or item["status"] == status:
             items.append(item)
     return {"items": items, "total": len(items), "as_of": now.isoformat() + "Z"}

@@ -19,7 +19,7 @@ from sqlalchemy.sql.dml import Insert
 from tqdm import tqdm
 
 from agent.central import schema
-from agent.central.writer import HOUR_US, CentralWriter, insert_ignoring_duplicates, to_datetime
+from agent.central.writer import CentralWriter, hour_of, insert_ignoring_duplicates, to_datetime
 from agent.records import DeviceInfo
 from agent.units import parse_time
 
@@ -108,7 +108,7 @@ def import_csv(engine: Engine, gateway: str, device: DeviceInfo, path: str | Pat
             except ValueError as exc:
                 raise CsvImportError(f"{path}:{line}: {exc}") from None
             ts = to_datetime(ts_us)
-            hours.add((device.device_id, ts_us - ts_us % HOUR_US))
+            hours.add((device.device_id, hour_of(ts_us)))
             for column, cell in zip(header, row, strict=True):
                 if column == time_column or (column in skip and column not in mapping):
                     continue

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, case, delete, func, insert, literal, select, text
+from sqlalchemy import Select, Table, and_, case, delete, func, insert, select, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from agent.central import schema
-from agent.central.writer import MARK_TTL, db_now
+from agent.central.writer import MARK_TTL, as_datetime, db_now, error_code, is_mysql
 from agent.settings import RetentionConfig
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ MARK_STALE = timedelta(seconds=MARK_TTL + 300)
 BATCH = 20
 #: rows deleted per statement by retention (bounded transactions, no long locks)
 DELETE_CHUNK = 50_000
+#: tries of a batch that met a writer's lock (deadlock 1213, lock wait 1205)
+LOCK_ATTEMPTS = 3
 
 r, m1, h1, pending = schema.readings, schema.readings_1m, schema.readings_1h, schema.rollup_pending
 ROLLUP_COLUMNS = ["device_id", "point", "bucket", "count", "good_count", "min", "max", "sum", "first", "last"]
@@ -45,109 +49,160 @@ class MaintainReport:
     ran: bool = True  # False: another host held the lock
     hours_rebuilt: int = 0
     marks_removed: int = 0
+    marks_expired: int = 0  # of hours before the raw retention's cutoff: dropped, not rebuilt
+    marks_backfilled: int = 0
     readings_rolled_up: int = 0
     seconds: float = 0.0
     deleted: dict[str, int] = field(default_factory=dict)  # table -> rows removed by retention
 
 
-def _minute(engine: Engine, ts: Any) -> Any:
-    """The start of ``ts``'s minute, in the form the dialect stores times."""
-    if engine.dialect.name in ("mysql", "mariadb"):
-        return func.cast(func.date_format(ts, "%Y-%m-%d %H:%i:00"), schema.Timestamp)
-    return func.strftime("%Y-%m-%d %H:%M:00.000000", ts)
+def _truncate(engine: Engine, ts: Any, unit: str) -> Any:
+    """The start of ``ts``'s minute or hour, in the form the dialect stores times."""
+    if is_mysql(engine):
+        return func.cast(func.date_format(ts, "%Y-%m-%d %H:%i:00" if unit == "minute" else "%Y-%m-%d %H:00:00"),
+                         schema.Timestamp)
+    # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff': cut the text (strftime goes through milliseconds and
+    # some versions round 59.9996 s into the next minute)
+    return func.substr(ts, 1, 16 if unit == "minute" else 13).op("||")(
+        ":00.000000" if unit == "minute" else ":00:00.000000")
 
 
 def _good(table: Any) -> Any:
     return and_(table.c.quality == "good", table.c.value.is_not(None))
 
 
-def _rebuild_minutes(conn: Connection, engine: Engine, device: int, hour: datetime) -> int:
-    """``readings_1m`` of one device-hour from the raw rows; returns the raw rows read."""
-    conn.execute(delete(m1).where(m1.c.device_id == device, m1.c.bucket >= hour,
-                                  m1.c.bucket < hour + timedelta(hours=1)))
+def minute_rows(engine: Engine, device: int, start: datetime, end: datetime, point: str | None = None) -> Select[Any]:
+    """One device's minute rollup rows (ROLLUP_COLUMNS) over ``[start, end)``, from the raw readings."""
     good = _good(r)
-    bucket = _minute(engine, r.c.ts).label("bucket")
+    bucket = _truncate(engine, r.c.ts, "minute").label("bucket")
+    where = [r.c.device_id == device, r.c.ts >= start, r.c.ts < end] + ([r.c.point == point] if point else [])
     groups = (select(r.c.device_id, r.c.point, bucket, func.count().label("count"),
                      func.count(case((good, 1))).label("good_count"),
                      func.min(case((good, r.c.value))).label("min"), func.max(case((good, r.c.value))).label("max"),
                      func.sum(case((good, r.c.value))).label("sum"),
                      func.min(case((good, r.c.ts))).label("t_first"), func.max(case((good, r.c.ts))).label("t_last"))
-              .where(r.c.device_id == device, r.c.ts >= hour, r.c.ts < hour + timedelta(hours=1))
-              .group_by(r.c.device_id, r.c.point, bucket).subquery("g"))
+              .where(*where).group_by(r.c.device_id, r.c.point, bucket).subquery("g"))
     first, last = r.alias("f"), r.alias("l")
-    rows = (select(groups.c.device_id, groups.c.point, groups.c.bucket, groups.c.count, groups.c.good_count,
-                   groups.c.min, groups.c.max, groups.c.sum, first.c.value, last.c.value)
+    return (select(groups.c.device_id, groups.c.point, groups.c.bucket, groups.c.count, groups.c.good_count,
+                   groups.c.min, groups.c.max, groups.c.sum, first.c.value.label("first"), last.c.value.label("last"))
             .select_from(groups
                          .outerjoin(first, and_(first.c.device_id == groups.c.device_id,
                                                 first.c.point == groups.c.point, first.c.ts == groups.c.t_first))
                          .outerjoin(last, and_(last.c.device_id == groups.c.device_id,
                                                last.c.point == groups.c.point, last.c.ts == groups.c.t_last))))
-    conn.execute(insert(m1).from_select(ROLLUP_COLUMNS, rows))
-    return int(conn.execute(select(func.coalesce(func.sum(m1.c.count), 0)).where(
-        m1.c.device_id == device, m1.c.bucket >= hour, m1.c.bucket < hour + timedelta(hours=1))).scalar_one())
 
 
-def _rebuild_hour(conn: Connection, device: int, hour: datetime) -> None:
-    """``readings_1h`` of one device-hour from its minutes."""
-    conn.execute(delete(h1).where(h1.c.device_id == device, h1.c.bucket == hour))
-    has_good = m1.c.good_count > 0
-    groups = (select(m1.c.device_id, m1.c.point, func.sum(m1.c.count).label("count"),
-                     func.sum(m1.c.good_count).label("good_count"), func.min(m1.c.min).label("min"),
-                     func.max(m1.c.max).label("max"), func.sum(m1.c.sum).label("sum"),
-                     func.min(case((has_good, m1.c.bucket))).label("b_first"),
-                     func.max(case((has_good, m1.c.bucket))).label("b_last"))
-              .where(m1.c.device_id == device, m1.c.bucket >= hour, m1.c.bucket < hour + timedelta(hours=1))
-              .group_by(m1.c.device_id, m1.c.point).subquery("g"))
-    first, last = m1.alias("f"), m1.alias("l")
-    rows = (select(groups.c.device_id, groups.c.point, literal(hour, schema.Timestamp), groups.c.count,
-                   groups.c.good_count, groups.c.min, groups.c.max, groups.c.sum, first.c.first, last.c.last)
+def hour_rows(engine: Engine, minutes: Any, device: int, start: datetime, end: datetime) -> Select[Any]:
+    """Hour rollup rows (ROLLUP_COLUMNS) over ``[start, end)`` from minute rows: ``readings_1m`` or a CTE of
+    :func:`minute_rows`."""
+    has_good = minutes.c.good_count > 0
+    hour = _truncate(engine, minutes.c.bucket, "hour").label("bucket")
+    groups = (select(minutes.c.device_id, minutes.c.point, hour, func.sum(minutes.c.count).label("count"),
+                     func.sum(minutes.c.good_count).label("good_count"), func.min(minutes.c.min).label("min"),
+                     func.max(minutes.c.max).label("max"), func.sum(minutes.c.sum).label("sum"),
+                     func.min(case((has_good, minutes.c.bucket))).label("b_first"),
+                     func.max(case((has_good, minutes.c.bucket))).label("b_last"))
+              .where(minutes.c.device_id == device, minutes.c.bucket >= start, minutes.c.bucket < end)
+              .group_by(minutes.c.device_id, minutes.c.point, hour).subquery("g"))
+    first, last = minutes.alias("f"), minutes.alias("l")
+    return (select(groups.c.device_id, groups.c.point, groups.c.bucket, groups.c.count, groups.c.good_count,
+                   groups.c.min, groups.c.max, groups.c.sum, first.c.first, last.c.last)
             .select_from(groups
                          .outerjoin(first, and_(first.c.device_id == groups.c.device_id,
                                                 first.c.point == groups.c.point, first.c.bucket == groups.c.b_first))
                          .outerjoin(last, and_(last.c.device_id == groups.c.device_id,
                                                last.c.point == groups.c.point, last.c.bucket == groups.c.b_last))))
-    conn.execute(insert(h1).from_select(ROLLUP_COLUMNS, rows))
 
 
-def rollup(engine: Engine, report: MaintainReport) -> None:
-    """Rebuild every marked device-hour; remove the marks no writer renewed lately."""
+def _rebuild(conn: Connection, engine: Engine, device: int, hour: datetime) -> int:
+    """``readings_1m`` and ``readings_1h`` of one device-hour from the raw rows; returns the raw rows read."""
+    end = hour + timedelta(hours=1)
+    conn.execute(delete(m1).where(m1.c.device_id == device, m1.c.bucket >= hour, m1.c.bucket < end))
+    conn.execute(insert(m1).from_select(ROLLUP_COLUMNS, minute_rows(engine, device, hour, end)))
+    conn.execute(delete(h1).where(h1.c.device_id == device, h1.c.bucket == hour))
+    conn.execute(insert(h1).from_select(ROLLUP_COLUMNS, hour_rows(engine, m1, device, hour, end)))
+    return int(conn.execute(select(func.coalesce(func.sum(h1.c.count), 0)).where(
+        h1.c.device_id == device, h1.c.bucket == hour)).scalar_one())
+
+
+def rollup(engine: Engine, report: MaintainReport, raw_from: datetime | None = None) -> None:
+    """Rebuild every marked device-hour; remove the marks no writer renewed lately.
+
+    Hours before ``raw_from`` (the raw retention's cutoff, on an hour) keep the rollups they have:
+    their raw rows are gone or going, and a rebuild would replace good buckets with a part of them.
+    Their marks are dropped (late data that old is in the raw table until retention removes it).
+    Reads run at READ COMMITTED: rebuilding takes no shared locks on the readings writers insert.
+    """
+    engine = engine.execution_options(isolation_level="READ COMMITTED") if is_mysql(engine) else engine
     with engine.connect() as conn:
-        now = conn.execute(select(db_now(engine))).scalar_one()
+        now = as_datetime(conn.execute(select(db_now(engine))).scalar_one())
         marks = conn.execute(select(pending.c.device_id, pending.c.hour, pending.c.marked_at)
-                             .order_by(pending.c.hour, pending.c.device_id)).fetchall()
-    stale_before = _as_datetime(now) - MARK_STALE
+                             .order_by(pending.c.device_id, pending.c.hour)).fetchall()
+    stale_before = now - MARK_STALE
     for start in range(0, len(marks), BATCH):
-        with engine.begin() as conn:
-            for device, hour, marked_at in marks[start:start + BATCH]:
-                if _as_datetime(marked_at) < stale_before:
-                    # first, so that a writer marking this hour again waits for this rebuild's commit
-                    removed = conn.execute(delete(pending).where(
-                        pending.c.device_id == device, pending.c.hour == hour, pending.c.marked_at == marked_at))
-                    report.marks_removed += removed.rowcount
-                report.readings_rolled_up += _rebuild_minutes(conn, engine, device, _as_datetime(hour))
-                _rebuild_hour(conn, device, _as_datetime(hour))
-                report.hours_rebuilt += 1
+        batch = marks[start:start + BATCH]
+        for attempt in range(LOCK_ATTEMPTS):
+            try:
+                _rebuild_batch(engine, batch, stale_before, raw_from, report)
+                break
+            except OperationalError as exc:  # a writer marking the same hour: try the batch again
+                if error_code(exc) not in (1205, 1213) or attempt == LOCK_ATTEMPTS - 1:
+                    raise
 
 
-def _as_datetime(value: Any) -> datetime:
-    """A time read back from either backend (SQLite may hand a raw text for an expression)."""
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+def _rebuild_batch(engine: Engine, batch: Sequence[Any], stale_before: datetime, raw_from: datetime | None,
+                   report: MaintainReport) -> None:
+    rebuilt = removed = expired = rolled = 0
+    with engine.begin() as conn:
+        for device, hour, marked_at in batch:
+            hour = as_datetime(hour)
+            too_old = raw_from is not None and hour < raw_from
+            if too_old or as_datetime(marked_at) < stale_before:
+                # first, so that a writer marking this hour again waits for this rebuild's commit
+                gone = conn.execute(delete(pending).where(
+                    pending.c.device_id == device, pending.c.hour == hour, pending.c.marked_at == marked_at)).rowcount
+                removed += gone
+                expired += gone if too_old else 0
+            if not too_old:
+                rolled += _rebuild(conn, engine, device, hour)
+                rebuilt += 1
+    report.hours_rebuilt += rebuilt
+    report.marks_removed += removed
+    report.marks_expired += expired
+    report.readings_rolled_up += rolled
+
+
+def backfill(engine: Engine) -> int:
+    """Mark every hour the raw table holds (once, after upgrading a database that had readings
+    before the rollups existed); returns the marks made."""
+    hour = _truncate(engine, r.c.ts, "hour")
+    hours = select(r.c.device_id, hour, db_now(engine)).distinct()
+    insert_marks = insert(pending).from_select(["device_id", "hour", "marked_at"], hours).prefix_with(
+        "IGNORE" if is_mysql(engine) else "OR IGNORE")
+    with engine.begin() as conn:
+        return int(conn.execute(insert_marks).rowcount)
 
 
 def _delete_before(engine: Engine, table: Table, column: Any, before: datetime, *extra: Any) -> int:
     """Delete rows with ``column < before`` in chunks; returns how many."""
     total = 0
     while True:
+        statement = delete(table).where(column < before, *extra)
         with engine.begin() as conn:
-            if engine.dialect.name in ("mysql", "mariadb"):
-                condition = and_(column < before, *extra)
-                done = conn.execute(delete(table).where(condition).execution_options(
-                    synchronize_session=False).with_dialect_options(mysql_limit=DELETE_CHUNK)).rowcount
-            else:
-                done = conn.execute(delete(table).where(column < before, *extra)).rowcount
+            if is_mysql(engine):
+                statement = statement.with_dialect_options(mysql_limit=DELETE_CHUNK)
+            done = conn.execute(statement).rowcount
         total += done
-        if engine.dialect.name not in ("mysql", "mariadb") or done < DELETE_CHUNK:
+        if not is_mysql(engine) or done < DELETE_CHUNK:
             return total
+
+
+def raw_cutoff(cfg: RetentionConfig, now: datetime) -> datetime | None:
+    """Raw readings before this go (the retention's age rounded down to an hour, so that an hour's
+    raw rows go together and the rollups of the hours kept stay whole)."""
+    if cfg.raw is None:
+        return None
+    return (now - timedelta(seconds=cfg.raw)).replace(minute=0, second=0, microsecond=0)
 
 
 def retention(engine: Engine, cfg: RetentionConfig, now: datetime, report: MaintainReport) -> None:
@@ -165,22 +220,28 @@ def retention(engine: Engine, cfg: RetentionConfig, now: datetime, report: Maint
     ]
     for name, table, column, keep, extra in plan:
         if keep is not None:
-            report.deleted[name] = _delete_before(engine, table, column, now - timedelta(seconds=keep), *extra)
+            before = raw_cutoff(cfg, now) if table is r else now - timedelta(seconds=keep)
+            assert before is not None
+            report.deleted[name] = _delete_before(engine, table, column, before, *extra)
 
 
-def maintain(engine: Engine, cfg: RetentionConfig, now: datetime | None = None) -> MaintainReport:
-    """One run: rollups, then retention as of ``now`` (naive UTC; default: the database's clock)."""
+def maintain(engine: Engine, cfg: RetentionConfig, now: datetime | None = None,
+             backfill_marks: bool = False) -> MaintainReport:
+    """One run: rollups, then retention as of ``now`` (naive UTC; default: the database's clock);
+    ``backfill_marks`` first marks every hour the raw table holds (see :func:`backfill`)."""
     report = MaintainReport()
     started = time.perf_counter()
-    mysql = engine.dialect.name in ("mysql", "mariadb")
+    mysql = is_mysql(engine)
     with engine.connect() as lock:
         if mysql and lock.execute(text("SELECT GET_LOCK(:name, 0)"), {"name": LOCK_NAME}).scalar() != 1:
             log.info("another maintain run holds %s; nothing to do", LOCK_NAME)
             return MaintainReport(ran=False)
         try:
-            rollup(engine, report)
             if now is None:
-                now = _as_datetime(lock.execute(select(db_now(engine))).scalar_one())
+                now = as_datetime(lock.execute(select(db_now(engine))).scalar_one())
+            if backfill_marks:
+                report.marks_backfilled = backfill(engine)
+            rollup(engine, report, raw_cutoff(cfg, now))
             retention(engine, cfg, now, report)
         finally:
             if mysql:

@@ -55,14 +55,15 @@ CLOCK_CHECK_EVERY = 10.0
 CONFIG_CODES = {1044, 1045, 1049, 1142, 1143, 1698}
 
 
-def _code(exc: BaseException) -> object:
+def error_code(exc: BaseException) -> object:
+    """The server's error number of a database error (1213, 1142 ...), or None."""
     args: tuple[object, ...] = tuple(getattr(getattr(exc, "orig", None), "args", ()))
     return args[0] if args else None
 
 
 def is_poison(exc: SQLAlchemyError) -> bool:
     """True when the database refused the data itself, false when it is unavailable."""
-    return isinstance(exc, (DataError, IntegrityError)) or _code(exc) in POISON_CODES
+    return isinstance(exc, (DataError, IntegrityError)) or error_code(exc) in POISON_CODES
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -76,7 +77,7 @@ def is_unavailable(exc: BaseException) -> bool:
 
 def is_config_error(exc: BaseException) -> bool:
     """True for a wrong password, user or database name: an operator must act, waiting will not help."""
-    return isinstance(exc, SQLAlchemyError) and _code(exc) in CONFIG_CODES
+    return isinstance(exc, SQLAlchemyError) and error_code(exc) in CONFIG_CODES
 
 
 def error_text(exc: BaseException) -> str:
@@ -96,6 +97,26 @@ def to_datetime(ts_us: int) -> datetime:
     return EPOCH + timedelta(microseconds=ts_us)
 
 
+def as_datetime(value: Any) -> datetime:
+    """A time read back from either backend (SQLite hands an SQL expression's time back as text)."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def hour_of(ts_us: int) -> int:
+    """The start of the hour ``ts_us`` falls in, epoch microseconds."""
+    return ts_us - ts_us % HOUR_US
+
+
+def is_mysql(engine: Engine) -> bool:
+    """MySQL or MariaDB (the server dialects), as opposed to the embedded SQLite file."""
+    return engine.dialect.name in ("mysql", "mariadb")
+
+
+def elapsed_clock() -> float:
+    """Seconds that keep counting while the machine is suspended (CLOCK_BOOTTIME), unlike monotonic."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 def insert_ignoring_duplicates(engine: Engine, table: Table) -> Insert:
     """INSERT that skips rows whose unique key exists (and still fails on any other error)."""
     name = engine.dialect.name
@@ -111,7 +132,7 @@ def insert_ignoring_duplicates(engine: Engine, table: Table) -> Insert:
 
 def db_now(engine: Engine) -> Any:
     """The database's clock, UTC, as an SQL expression."""
-    if engine.dialect.name in ("mysql", "mariadb"):
+    if is_mysql(engine):
         return func.utc_timestamp(6)
     return func.strftime("%Y-%m-%d %H:%M:%f000", "now")  # SQLite: the stored text form, UTC
 
@@ -120,7 +141,7 @@ def upsert_mark(engine: Engine) -> Insert:
     """INSERT a ``rollup_pending`` mark, or renew its ``marked_at``."""
     t = schema.rollup_pending
     now = db_now(engine)
-    if engine.dialect.name in ("mysql", "mariadb"):
+    if is_mysql(engine):
         return mysql.insert(t).values(marked_at=now).on_duplicate_key_update(marked_at=now)
     return sqlite.insert(t).values(marked_at=now).on_conflict_do_update(
         index_elements=[t.c.device_id, t.c.hour], set_={"marked_at": now})
@@ -183,18 +204,18 @@ class CentralWriter:
         self._new_pk: dict[str, int] = {}
         self._insert_readings = insert_ignoring_duplicates(engine, schema.readings)
         # MySQL/MariaDB: the hottest statement of the agent is rendered here (see ReadingsSql)
-        self._readings_sql = ReadingsSql() if engine.dialect.name in ("mysql", "mariadb") else None
+        self._readings_sql = ReadingsSql() if is_mysql(engine) else None
         self._insert_power = insert_ignoring_duplicates(engine, schema.power_readings)
         self._insert_alert = insert_ignoring_duplicates(engine, schema.alerts)
         self._insert_attack = insert_ignoring_duplicates(engine, schema.attack_detections)
         self._insert_metric = insert_ignoring_duplicates(engine, schema.system_metrics)
         self._insert_gateway = insert_ignoring_duplicates(engine, schema.gateways)
         self._mark_pending = upsert_mark(engine)
-        self._marked: dict[tuple[str, int], float] = {}  # (device, hour µs) -> when marked (monotonic)
+        self._marked: dict[tuple[str, int], float] = {}  # (device, hour µs) -> when marked (elapsed_clock)
         #: this gateway's clock minus the database's, seconds (None: not measured; SQLite shares the clock)
         self.clock_offset: float | None = None
         self._clock_checked = -CLOCK_CHECK_EVERY
-        self._server_clock = engine.dialect.name in ("mysql", "mariadb")
+        self._server_clock = is_mysql(engine)
 
     def sync_devices(self, devices: Sequence[DeviceInfo]) -> dict[str, int]:
         """Register or refresh this gateway's devices; returns YAML id -> devices.id."""
@@ -231,15 +252,16 @@ class CentralWriter:
         return pk
 
     def write(self, pack: Pack) -> None:
-        """Write a pack in one transaction. Replaying a pack changes nothing."""
+        """Write a pack in one transaction (its hours marked for the rollups just before). Replaying a
+        pack changes nothing."""
+        if pack.readings:
+            self.mark_hours({(r.device, hour_of(r.ts_us)) for r in pack.readings})
         self._new_pk = {}
         try:
             self._write(pack)
             self._device_pk.update(self._new_pk)
         finally:
             self._new_pk = {}
-        if pack.readings:
-            self.mark_hours({(r.device, r.ts_us - r.ts_us % HOUR_US) for r in pack.readings})
 
     def _check_clock(self, conn: Connection) -> None:
         """Every CLOCK_CHECK_EVERY seconds, the gateway's clock against the database's, corrected for
@@ -277,23 +299,27 @@ class CentralWriter:
     def mark_hours(self, hours: set[tuple[str, int]]) -> None:
         """Mark each (device, hour start µs) for ``central maintain`` to roll up again.
 
-        After the readings committed, in a short transaction of its own, so that parallel writers
-        marking the same hour never hold each other's readings up; a failure fails the write, and
-        the pack (its readings a no-op by then) comes again. Marks this writer made within
-        MARK_TTL are not made again: one statement per device and hour, not per pack.
+        Before the readings are written, in a short transaction of its own, so that parallel writers
+        marking the same hour never hold each other's readings up, and no committed reading is ever
+        without its mark (a mark made before its readings commit is fresh: maintain keeps it and
+        rebuilds its hour again on its next run). Marks this writer made within MARK_TTL (a clock
+        that counts while the machine sleeps) are not made again: one statement per device and
+        hour, not per pack.
         """
-        now = time.monotonic()
+        now = elapsed_clock()
         todo = sorted(h for h in hours if now - self._marked.get(h, -MARK_TTL) >= MARK_TTL)
         if not todo:
             return
         for attempt in range(MARK_ATTEMPTS):
             try:
+                self._new_pk = {}
                 with self.engine.begin() as conn:
                     conn.execute(self._mark_pending, [{"device_id": self._pk(conn, device), "hour": to_datetime(hour)}
                                                       for device, hour in todo])
+                self._device_pk.update(self._new_pk)  # devices it had to register, committed now
                 break
             except OperationalError as exc:
-                if _code(exc) not in (1205, 1213) or attempt == MARK_ATTEMPTS - 1:
+                if error_code(exc) not in (1205, 1213) or attempt == MARK_ATTEMPTS - 1:
                     raise
         if len(self._marked) > 4 * len(todo) + 10_000:
             self._marked = {h: t for h, t in self._marked.items() if now - t < MARK_TTL}

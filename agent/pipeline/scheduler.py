@@ -42,7 +42,7 @@ class _Slot:
 
     interval: float
     first: float
-    devices: dict[str, asyncio.Task[None] | None] = field(default_factory=dict)  # device -> its running poll
+    devices: list[str] = field(default_factory=list)
     k: int = 0
     handle: asyncio.TimerHandle | None = None
 
@@ -59,10 +59,13 @@ class PollScheduler:
     through entirely is skipped and reported to ``on_missed`` (once per cycle).
     """
 
-    def __init__(self, poll: PollFunc, on_missed: Callable[[str], None]) -> None:
+    def __init__(self, poll: PollFunc, on_missed: Callable[[str, int], None]) -> None:
         self._poll = poll
-        self._on_missed = on_missed
+        self._on_missed = on_missed  # (device, cycles missed)
         self._slots: dict[str, _Slot] = {}  # device -> its slot
+        #: each device's poll still running; kept across remove() and add() of one device (a reload
+        #: that changed it), so that its new schedule never starts a second poll beside the old one
+        self._polls: dict[str, asyncio.Task[None]] = {}
         self._running = False
         self._failing: set[str] = set()  # devices whose poll raised, logged once until one succeeds
         self._epoch_offset = 0.0  # wall clock minus loop clock, for :meth:`first_runs`
@@ -96,7 +99,7 @@ class PollScheduler:
         slot = self._slots.pop(device_id, None)
         if slot is None:
             return
-        del slot.devices[device_id]
+        slot.devices.remove(device_id)
         if not slot.devices and slot.handle is not None:
             slot.handle.cancel()
 
@@ -120,14 +123,12 @@ class PollScheduler:
     def shutdown(self) -> None:
         """Stop firing and cancel the polls still running (call :meth:`pause` and wait first)."""
         self.pause()
-        for slot in self._live_slots():
-            for task in slot.devices.values():
-                if task is not None:
-                    task.cancel()
+        for task in self._polls.values():
+            task.cancel()
 
     def _join(self, device_id: str, slot: _Slot) -> None:
         self._slots[device_id] = slot
-        slot.devices[device_id] = None
+        slot.devices.append(device_id)
 
     def _live_slots(self) -> list[_Slot]:
         return list({id(slot): slot for slot in self._slots.values()}.values())
@@ -138,27 +139,32 @@ class PollScheduler:
     def _fire(self, slot: _Slot) -> None:
         if not self._running or not slot.devices:
             return
+        try:
+            self._start_polls(slot)
+        finally:  # whatever happened, the slot keeps its schedule
+            self._arm(slot)
+
+    def _start_polls(self, slot: _Slot) -> None:
         now = asyncio.get_running_loop().time()
         # coalesce: cycles the loop slept through entirely (blocked longer than an interval) are
         # missed, and the latest one due is the one to run now
         latest = max(slot.k, math.floor((now - slot.first) / slot.interval))
-        skipped, slot.k = latest - slot.k, latest
-        late = max(0.0, now - slot.due())
-        for device_id, running in slot.devices.items():
-            for _ in range(skipped):
-                self._on_missed(device_id)
-            if running is not None or late > grace_for(slot.interval):
-                self._on_missed(device_id)
+        skipped, slot.k = latest - slot.k, latest + 1
+        late = max(0.0, now - (slot.first + latest * slot.interval))
+        too_late = late > grace_for(slot.interval)
+        for device_id in slot.devices:
+            if device_id in self._polls or too_late:
+                self._on_missed(device_id, skipped + 1)
                 continue
+            if skipped:
+                self._on_missed(device_id, skipped)
             task = asyncio.create_task(self._poll(device_id, late), name=f"poll {device_id}")
-            slot.devices[device_id] = task
-            task.add_done_callback(partial(self._done, slot, device_id))
-        slot.k += 1
-        self._arm(slot)
+            self._polls[device_id] = task
+            task.add_done_callback(partial(self._done, device_id))
 
-    def _done(self, slot: _Slot, device_id: str, task: asyncio.Task[None]) -> None:
-        if slot.devices.get(device_id) is task:
-            slot.devices[device_id] = None
+    def _done(self, device_id: str, task: asyncio.Task[None]) -> None:
+        if self._polls.get(device_id) is task:
+            del self._polls[device_id]
         error = None if task.cancelled() else task.exception()
         if error is None:
             self._failing.discard(device_id)

@@ -374,15 +374,15 @@ class Agent:
             self._pending_events.extend(events)
             self._state_dirty = True
 
-    def _missed(self, device_id: str) -> None:
-        """A cycle skipped (the previous poll still running) or late: counted; logged once until the
+    def _missed(self, device_id: str, cycles: int = 1) -> None:
+        """Cycles skipped (the previous poll still running) or late: counted; logged once until the
         device keeps its schedule again."""
         stats = self.device_stats.get(device_id)
         if stats is None:
             return
-        stats.missed += 1
+        stats.missed += cycles
         report = self._report(device_id)
-        report.missed_since_poll += 1
+        report.missed_since_poll += cycles
         dev = self.devices.get(device_id)
         if report.late_logged or dev is None:
             log.debug("device %s: poll cycle missed (previous poll still running)", device_id)

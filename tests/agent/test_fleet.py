@@ -86,12 +86,14 @@ def test_gateway_status_by_heartbeat_age_against_its_own_interval(migrated_engin
     seen = to_datetime(T0)
     with migrated_engine.connect() as conn:
         states = [queries.fleet(conn, seen + timedelta(seconds=age))["items"][0]["status"]
-                  for age in (-5, 0, 150, 151, 600, 601)]
+                  for age in (-5, 0, 149.9, 151, 599.9, 601)]
         assert states == ["online", "online", "online", "stale", "stale", "offline"]
         assert queries.fleet(conn, seen + timedelta(seconds=1000), "online")["items"] == []
+        # a gateway whose clock runs 120 s ahead stamps its beats in the future: judged by when it spoke
+        assert queries.gateway_status(seen, 60.0, seen + timedelta(seconds=40), clock_offset=120.0) == "stale"
         status = queries.system_status(conn, seen + timedelta(seconds=30))
     fleet = {g["gateway_id"]: g for g in status["gateways"]}["gw-fleet"]["fleet"]
-    assert fleet["status"] == "online" and fleet["last_seen_age_s"] == 30.0 and fleet["agent_version"] == "9.9.9"
+    assert fleet["status"] == "online" and fleet["last_seen_age_s"] == 30.012 and fleet["agent_version"] == "9.9.9"
 
 
 def test_the_writer_measures_the_gateway_clock_against_the_database(central_url: str) -> None:

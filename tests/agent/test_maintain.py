@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
-from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,44 +15,15 @@ from sqlalchemy import Engine, insert, select, text, update
 from agent.buffer.disk import Pack
 from agent.central import schema
 from agent.central.maintain import LOCK_NAME, maintain
-from agent.central.writer import CentralWriter, to_datetime
-from agent.records import DeviceInfo
+from agent.central.writer import to_datetime
 from agent.settings import RetentionConfig
 from drivers.base import Reading
+from tests.agent.rollup_truth import T0, expected, plant_readings, writer_for
 from tests.helpers import device_map
 
 ROOT = Path(__file__).resolve().parents[2]
-T0 = 1_780_000_000_000_000 - 1_780_000_000_000_000 % 3_600_000_000  # µs, an hour's start (pinned)
 KEEP_ALL = RetentionConfig.model_validate({"raw": None, "1m": None, "1h": None, "power_readings": None,
                                            "system_metrics": None, "incidents": None})
-
-
-def plant_readings(start_us: int, seconds: int, every_s: int = 7) -> list[Reading]:
-    """Two meters, a number and a text point, some bad and uncertain readings, across the given span."""
-    out = []
-    for device in ("m1", "m2"):
-        for k, t in enumerate(range(0, seconds, every_s)):
-            ts = start_us + t * 1_000_000 + (3 if device == "m2" else 0)
-            value = round(math.sin(t / 100) * 10 + (5 if device == "m2" else 0), 6)
-            quality = "bad:timeout" if k % 11 == 5 else "uncertain:clock" if k % 13 == 7 else "good"
-            out.append(Reading(device, "power", ts, None if quality.startswith("bad") else value, None, quality))
-            out.append(Reading(device, "mode", ts, None, "auto" if k % 2 else "manual"))
-    return out
-
-
-def expected(readings: list[Reading], bucket_us: int) -> dict[tuple[str, str, int], tuple[Any, ...]]:
-    """(device, point, bucket start µs) -> (count, good_count, min, max, sum, first, last), from the raw readings."""
-    groups: dict[tuple[str, str, int], list[Reading]] = defaultdict(list)
-    for r in readings:
-        groups[(r.device, r.point, r.ts_us - r.ts_us % bucket_us)].append(r)
-    out = {}
-    for key, rows in groups.items():
-        good = sorted((r for r in rows if r.quality == "good" and r.value is not None), key=lambda r: r.ts_us)
-        values = [r.value for r in good]
-        out[key] = (len(rows), len(good), min(values, default=None), max(values, default=None),
-                    round(sum(values), 6) if values else None, good[0].value if good else None,
-                    good[-1].value if good else None)
-    return out
 
 
 def stored(engine: Engine, table: Any) -> dict[tuple[str, str, int], tuple[Any, ...]]:
@@ -67,12 +36,6 @@ def stored(engine: Engine, table: Any) -> dict[tuple[str, str, int], tuple[Any, 
     return {(dev, point, round((bucket - datetime(1970, 1, 1)) / timedelta(microseconds=1))):
             (count, good, lo, hi, round(total, 6) if total is not None else None, first, last)
             for dev, point, bucket, count, good, lo, hi, total, first, last in rows}
-
-
-def writer_for(engine: Engine) -> CentralWriter:
-    writer = CentralWriter(engine, "gw-roll")
-    writer.sync_devices([DeviceInfo("m1"), DeviceInfo("m2")])
-    return writer
 
 
 def test_rollups_equal_the_raw_rows_and_late_data_updates_its_buckets(migrated_engine: Engine) -> None:
@@ -127,9 +90,15 @@ def test_retention_removes_old_rows_per_table_and_keeps_open_incidents(migrated_
         conn.execute(insert(a), [
             {"alert_type": "t", "severity": "low", "title": f"a{i}", "event_key": f"k{i}", "resolved": resolved,
              "created_at": stamp, "updated_at": stamp} for i, resolved in enumerate((True, False))])
-    now = to_datetime(T0 + 41 * 86_400_000_000)
+    now = to_datetime(T0 + 41 * 86_400_000_000 + 1_800_000_000)  # mid-hour: the raw cutoff goes down to the hour
     keep = RetentionConfig.model_validate({"raw": "30d", "1m": "40d", "1h": None, "incidents": "30d"})
+    # late data for an hour the raw retention is about to remove: its good rollups are not replaced
+    writer.write(Pack(readings=[Reading("m1", "power", T0 + 100_000, 99.0)]))
+    before = stored(migrated_engine, schema.readings_1h)[("m1", "power", T0)]
     report = maintain(migrated_engine, keep, now=now)
+    assert report.marks_expired == 2, "m1 and m2 of that hour"
+    assert stored(migrated_engine, schema.readings_1h)[("m1", "power", T0)] == before
+    old.append(Reading("m1", "power", T0 + 100_000, 99.0))
     assert report.deleted["readings"] == len(old) and report.deleted["readings_1m"] == len(expected(
         old, 60_000_000))
     assert "readings_1h" not in report.deleted, "1h: null keeps them for ever"
@@ -138,6 +107,18 @@ def test_retention_removes_old_rows_per_table_and_keeps_open_incidents(migrated_
         assert conn.execute(text("SELECT count(*) FROM readings")).scalar_one() == len(recent)
         assert conn.execute(text("SELECT title FROM alerts")).scalars().all() == ["a1"]
     assert len(stored(migrated_engine, schema.readings_1h)) == len(expected(old + recent, 3_600_000_000))
+
+
+def test_backfill_marks_every_hour_the_raw_table_holds(migrated_engine: Engine) -> None:
+    writer = writer_for(migrated_engine)
+    readings = plant_readings(T0, 3 * 3600, every_s=60)
+    writer.write(Pack(readings=readings))
+    with migrated_engine.begin() as conn:  # as if written before the rollups existed
+        conn.execute(text("DELETE FROM rollup_pending"))
+    assert maintain(migrated_engine, KEEP_ALL).hours_rebuilt == 0
+    report = maintain(migrated_engine, KEEP_ALL, backfill_marks=True)
+    assert (report.marks_backfilled, report.hours_rebuilt) == (6, 6)
+    assert stored(migrated_engine, schema.readings_1h) == expected(readings, 3_600_000_000)
 
 
 def test_a_second_host_finds_the_lock_taken_and_does_nothing(mariadb_url: str) -> None:

@@ -25,8 +25,8 @@ def test_slow_polls_never_overlap_and_skipped_cycles_are_counted() -> None:
         await asyncio.sleep(0.35 if device == "slow" else 0.0)
         running[device] -= 1
 
-    def on_missed(device: str) -> None:
-        missed[device] += 1
+    def on_missed(device: str, cycles: int) -> None:
+        missed[device] += cycles
 
     phases: dict[str, float] = {}
 
@@ -53,7 +53,7 @@ def test_devices_sharing_an_interval_share_one_timer_per_slot_spread_over_the_in
         polled.append(device)
 
     async def main() -> tuple[dict[str, float], int]:
-        scheduler = PollScheduler(poll, lambda device: None)
+        scheduler = PollScheduler(poll, lambda device, cycles: None)
         scheduler.start([(f"m{i}", 1.0) for i in range(500)] + [("plc", 5.0)])
         timers = len(asyncio.get_running_loop()._scheduled)  # type: ignore[attr-defined]
         phases = scheduler.first_runs()
@@ -75,7 +75,7 @@ def test_cycles_the_loop_slept_through_are_missed_once_each_and_not_polled_in_a_
         polls.append(asyncio.get_running_loop().time())
 
     async def main() -> None:
-        scheduler = PollScheduler(poll, missed.append)
+        scheduler = PollScheduler(poll, lambda device, cycles: missed.extend([device] * cycles))
         scheduler.start([("meter", 0.1)])
         await asyncio.sleep(0.45)
         before = len(polls)
@@ -107,7 +107,7 @@ def test_removed_devices_finish_their_poll_added_ones_start_and_a_failing_poll_i
         finished.append(device)
 
     async def main() -> None:
-        scheduler = PollScheduler(poll, lambda device: None)
+        scheduler = PollScheduler(poll, lambda device, cycles: None)
         scheduler.start([("old", 0.1), ("bad", 0.1)])
         while not polls["old"]:
             await asyncio.sleep(0.01)
@@ -122,3 +122,27 @@ def test_removed_devices_finish_their_poll_added_ones_start_and_a_failing_poll_i
     assert polls["new"] >= 3 and polls["bad"] >= 3, "the schedule goes on after a poll raised"
     assert [r.getMessage() for r in caplog.records if "poll bad failed" in r.getMessage()] == [
         "poll bad failed; logged again only after a poll that succeeds"], "logged once, not once per cycle"
+
+
+def test_a_changed_device_never_polls_twice_at_once_across_its_reschedule() -> None:
+    running, peak, missed = [0], [0], []
+
+    async def poll(device: str, lag: float) -> None:
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        await asyncio.sleep(0.25)
+        running[0] -= 1
+
+    async def main() -> None:
+        scheduler = PollScheduler(poll, lambda device, cycles: missed.append(cycles))
+        scheduler.start([("meter", 0.1)])
+        while not running[0]:
+            await asyncio.sleep(0.01)
+        scheduler.remove("meter")  # a reload changed it: its poll still runs ...
+        scheduler.add("meter", 0.1)  # ... when the new schedule's first cycle comes
+        await asyncio.sleep(0.6)
+        scheduler.shutdown()
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert peak[0] == 1 and sum(missed) >= 1

@@ -1,0 +1,135 @@
+"""``/api/series``: one point of one device over time, from raw readings or the rollups, whichever
+the range and step call for, always equal to what the raw rows say.
+
+Rollup buckets of hours that writers marked since ``central maintain`` last built them
+(``rollup_pending``) are computed from the raw rows on the fly, with the same query maintain
+uses, so a chart is never stale for the hour the data is still arriving in, nor for late data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection, Engine
+
+from agent.central import schema
+from agent.central.maintain import hour_rows, minute_rows
+from agent.central.writer import EPOCH, as_datetime
+
+#: ranges up to this long are served from raw readings when no step is asked for ...
+RAW_RANGE = timedelta(hours=6)
+#: ... up to this long from ``readings_1m``, longer from ``readings_1h``
+MINUTE_RANGE = timedelta(days=14)
+#: most raw readings one answer holds (``truncated`` says when there were more)
+MAX_RAW = 100_000
+
+
+@dataclass(frozen=True)
+class SeriesQuery:
+    """A validated request."""
+
+    device_pk: int
+    point: str
+    since: datetime
+    until: datetime
+    step: float | None  # seconds; None: chosen by the range
+
+
+def resolution(since: datetime, until: datetime, step: float | None) -> str:
+    """``raw``, ``1m`` or ``1h``: by the step when given, else by the range."""
+    if step is not None:
+        return "raw" if step < 60 else "1m" if step < 3600 else "1h"
+    span = until - since
+    return "raw" if span <= RAW_RANGE else "1m" if span <= MINUTE_RANGE else "1h"
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat() + "Z"
+
+
+def _raw(conn: Connection, q: SeriesQuery) -> dict[str, Any]:
+    """The newest MAX_RAW readings of the range, oldest first (a long range loses its start, not its end)."""
+    r = schema.readings
+    rows = conn.execute(select(r.c.ts, r.c.value, r.c.value_text, r.c.quality).where(
+        r.c.device_id == q.device_pk, r.c.point == q.point, r.c.ts >= q.since, r.c.ts < q.until)
+        .order_by(r.c.ts.desc()).limit(MAX_RAW + 1)).fetchall()
+    return {"points": [{"ts": _iso(ts), "value": value, "text": text, "quality": quality}
+                       for ts, value, text, quality in reversed(rows[:MAX_RAW])],
+            "truncated": len(rows) > MAX_RAW}
+
+
+def _runs(hours: set[datetime]) -> list[tuple[datetime, datetime]]:
+    """Consecutive hours as ``[start, end)`` ranges: one raw query per run, not per hour."""
+    runs: list[tuple[datetime, datetime]] = []
+    for hour in sorted(hours):
+        if runs and runs[-1][1] == hour:
+            runs[-1] = (runs[-1][0], hour + timedelta(hours=1))
+        else:
+            runs.append((hour, hour + timedelta(hours=1)))
+    return runs
+
+
+def _rollup(conn: Connection, engine: Engine, q: SeriesQuery, level: str) -> list[dict[str, Any]]:
+    table = schema.readings_1m if level == "1m" else schema.readings_1h
+    pending = schema.rollup_pending
+    first_hour = q.since.replace(minute=0, second=0, microsecond=0)
+    stale = {as_datetime(h) for h in conn.execute(select(pending.c.hour).where(
+        pending.c.device_id == q.device_pk, pending.c.hour >= first_hour, pending.c.hour < q.until)).scalars()}
+    rows = [row for row in conn.execute(select(table).where(
+        table.c.device_id == q.device_pk, table.c.point == q.point, table.c.bucket >= q.since,
+        table.c.bucket < q.until)) if row.bucket.replace(minute=0, second=0, microsecond=0) not in stale]
+    for start, end in _runs(stale):  # hours whose rollups may not say what the raw rows say yet
+        fresh = minute_rows(engine, q.device_pk, start, end, q.point)
+        if level == "1h":
+            fresh = hour_rows(engine, fresh.cte("minutes"), q.device_pk, start, end)
+        rows += [row for row in conn.execute(fresh) if q.since <= as_datetime(row.bucket) < q.until]
+    # ints and floats whatever the backend (MariaDB sums integers as DECIMAL)
+    out = []
+    for row in rows:
+        b = row._mapping
+        out.append({"bucket": as_datetime(b["bucket"]), "count": int(b["count"]), "good_count": int(b["good_count"]),
+                    "min": b["min"], "max": b["max"], "sum": None if b["sum"] is None else float(b["sum"]),
+                    "first": b["first"], "last": b["last"]})
+    return sorted(out, key=lambda b: b["bucket"])
+
+
+def _regroup(buckets: list[dict[str, Any]], step: float) -> list[dict[str, Any]]:
+    """Buckets merged into ``step``-second ones (aligned to the epoch): a day of hours, a week of days."""
+    out: list[dict[str, Any]] = []
+    for b in buckets:
+        start = EPOCH + timedelta(seconds=((b["bucket"] - EPOCH).total_seconds() // step) * step)
+        if out and out[-1]["bucket"] == start:
+            last = out[-1]
+            last["count"] += b["count"]
+            last["good_count"] += b["good_count"]
+            for key, pick in (("min", min), ("max", max)):
+                values = [v for v in (last[key], b[key]) if v is not None]
+                last[key] = pick(values) if values else None
+            last["sum"] = None if last["sum"] is None and b["sum"] is None else (last["sum"] or 0) + (b["sum"] or 0)
+            last["first"] = last["first"] if last["first"] is not None else b["first"]
+            last["last"] = b["last"] if b["last"] is not None else last["last"]
+        else:
+            out.append({**b, "bucket": start})
+    return out
+
+
+def series(conn: Connection, engine: Engine, q: SeriesQuery) -> dict[str, Any]:
+    """The answer: ``resolution`` and its points (raw readings, or buckets with count, min, max, mean ...)."""
+    level = resolution(q.since, q.until, q.step)
+    native = 60 if level == "1m" else 3600
+    if level != "raw" and q.step is not None and q.step % native:
+        raise ValueError(f"step: {q.step:g} s is not a whole number of the {level} buckets it is made of")
+    answer: dict[str, Any] = {"resolution": level, "since": _iso(q.since), "until": _iso(q.until)}
+    if level == "raw":
+        return answer | _raw(conn, q)
+    buckets = _rollup(conn, engine, q, level)
+    if q.step is not None and q.step > native:
+        buckets = _regroup(buckets, q.step)
+    answer["points"] = [{**b, "bucket": _iso(b["bucket"]),
+                         "mean": b["sum"] / b["good_count"] if b["good_count"] and b["sum"] is not None else None}
+                        for b in buckets]
+    answer["truncated"] = False
+    return answer
