@@ -109,6 +109,14 @@ def test_retention_removes_old_rows_per_table_and_keeps_open_incidents(migrated_
     assert len(stored(migrated_engine, schema.readings_1h)) == len(expected(old + recent, 3_600_000_000))
 
 
+def test_a_reading_in_the_last_microsecond_of_an_hour_stays_in_that_hour(migrated_engine: Engine) -> None:
+    edge = [Reading("m1", "power", T0 + 3_599_999_999, 7.0), Reading("m1", "power", T0 + 3_600_000_000, 8.0)]
+    writer_for(migrated_engine).write(Pack(readings=edge))
+    assert maintain(migrated_engine, KEEP_ALL).hours_rebuilt == 2
+    assert stored(migrated_engine, schema.readings_1m) == expected(edge, 60_000_000)
+    assert stored(migrated_engine, schema.readings_1h) == expected(edge, 3_600_000_000)
+
+
 def test_backfill_marks_every_hour_the_raw_table_holds(migrated_engine: Engine) -> None:
     writer = writer_for(migrated_engine)
     readings = plant_readings(T0, 3 * 3600, every_s=60)
@@ -162,3 +170,26 @@ def test_cli_maintain_prints_what_it_did(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"rolled up 2 device-hours ({len(plant_readings(T0, 120))} readings), 0 done; "
                                   "deleted past retention: nothing; ")
+
+
+def test_a_session_time_zone_away_from_utc_changes_nothing(mariadb_url: str) -> None:
+    """Marks, their age and the clock offset use the database's UTC clock, never NOW() (session time)."""
+    from sqlalchemy import create_engine
+
+    from agent.central import migrate
+
+    engine = create_engine(mariadb_url, connect_args={"init_command": "SET time_zone = '+05:45'"})
+    try:
+        migrate.upgrade(engine)
+        writer = writer_for(engine)
+        writer.write(Pack(readings=plant_readings(T0, 60)))
+        assert writer.clock_offset is not None and abs(writer.clock_offset) < 1.0, "not 5 h 45 min"
+        with engine.begin() as conn:
+            ages = conn.execute(text("SELECT TIMESTAMPDIFF(SECOND, marked_at, UTC_TIMESTAMP()) FROM rollup_pending"))
+            assert all(abs(age) < 60 for (age,) in ages)
+        assert maintain(engine, KEEP_ALL).marks_removed == 0, "fresh marks stay"
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE rollup_pending SET marked_at = UTC_TIMESTAMP() - INTERVAL 16 MINUTE"))
+        assert maintain(engine, KEEP_ALL).marks_removed == 2, "marks older than MARK_TTL + 5 min go"
+    finally:
+        engine.dispose()

@@ -100,8 +100,11 @@ def test_each_role_does_its_job_and_no_more(roles: dict[str, str], tmp_path: Pat
     engine = create_engine(roles["maintain"])
     report = maintain(engine, RetentionConfig())
     assert report.ran and report.readings_rolled_up == agent.stats.readings_taken
-    with engine.connect() as conn, pytest.raises((OperationalError, ProgrammingError), match="1142"):
-        conn.execute(text("UPDATE gateways SET host = 'x'"))
+    with engine.connect() as conn:
+        with pytest.raises((OperationalError, ProgrammingError), match="1142"):
+            conn.execute(text("UPDATE gateways SET host = 'x'"))
+        with pytest.raises((OperationalError, ProgrammingError), match="1142"):
+            conn.execute(text("INSERT INTO readings (device_id, point, ts) VALUES (1, 'forged', UTC_TIMESTAMP())"))
     engine.dispose()
 
     for kind, allowed in (("api", True), ("reader", False)):
