@@ -224,8 +224,9 @@ class CentralWriter:
             existing = {row.device_id_str: row for row in conn.execute(
                 select(t).where(t.c.gateway_id == self.gateway_id))}
             new = [d for d in devices if d.device_id not in existing]
-            if new:
-                conn.execute(t.insert(), [self._device_row(d) for d in new])
+            if new:  # stamped by the database's UTC clock (the columns' default, NOW(), is session time)
+                now = db_now(self.engine)
+                conn.execute(t.insert().values(created_at=now, updated_at=now), [self._device_row(d) for d in new])
             for d in devices:
                 row = existing.get(d.device_id)
                 wanted = self._device_row(d)
@@ -244,7 +245,8 @@ class CentralWriter:
         pk = self._device_pk.get(device) or self._new_pk.get(device)
         if pk is None:
             t = schema.devices
-            conn.execute(insert_ignoring_duplicates(self.engine, t),
+            now = db_now(self.engine)
+            conn.execute(insert_ignoring_duplicates(self.engine, t).values(created_at=now, updated_at=now),
                          [self._device_row(DeviceInfo(device, protocol="unknown"))])
             pk = conn.execute(select(t.c.id).where(t.c.gateway_id == self.gateway_id,
                                                    t.c.device_id_str == device)).scalar_one()

@@ -187,6 +187,9 @@ def test_a_session_time_zone_away_from_utc_changes_nothing(mariadb_url: str) -> 
         with engine.begin() as conn:
             ages = conn.execute(text("SELECT TIMESTAMPDIFF(SECOND, marked_at, UTC_TIMESTAMP()) FROM rollup_pending"))
             assert all(abs(age) < 60 for (age,) in ages)
+            registered = conn.execute(text("SELECT TIMESTAMPDIFF(SECOND, created_at, UTC_TIMESTAMP()), "
+                                           "TIMESTAMPDIFF(SECOND, updated_at, UTC_TIMESTAMP()) FROM devices"))
+            assert all(abs(a) < 60 and abs(b) < 60 for a, b in registered), "devices stamped in UTC too"
         assert maintain(engine, KEEP_ALL).marks_removed == 0, "fresh marks stay"
         with engine.begin() as conn:
             conn.execute(text("UPDATE rollup_pending SET marked_at = UTC_TIMESTAMP() - INTERVAL 16 MINUTE"))
