@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
 from agent.settings import CentralConfig
+
+
+def is_mysql(bind: Engine | Connection) -> bool:
+    """MySQL or MariaDB (the server dialects), as opposed to the embedded SQLite file."""
+    return bind.dialect.name in ("mysql", "mariadb")
+
+
+@contextmanager
+def named_lock(conn: Connection, name: str, wait: float) -> Iterator[bool]:
+    """Hold the MySQL/MariaDB named lock ``name`` (``GET_LOCK``, waiting up to ``wait`` seconds) for
+    the block; yields whether it was got. SQLite has no other writer host: always got."""
+    if not is_mysql(conn):
+        yield True
+        return
+    got = conn.execute(text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": wait}).scalar() == 1
+    try:
+        yield got
+    finally:
+        if got:
+            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
 
 
 def resolve_url(url: str, password_file: Path | None = None) -> URL:

@@ -16,14 +16,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
-from sqlalchemy import Select, Table, and_, case, delete, func, insert, select, text
+from sqlalchemy import Select, Table, and_, case, delete, func, insert, select
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
 
 from agent.central import schema
-from agent.central.writer import MARK_TTL, as_datetime, db_now, error_code, is_mysql
+from agent.central.engine import is_mysql, named_lock
+from agent.central.writer import MARK_TTL, as_datetime, db_now, retrying_lock_conflicts
 from agent.settings import RetentionConfig
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,6 @@ MARK_STALE = timedelta(seconds=MARK_TTL + 300)
 BATCH = 20
 #: rows deleted per statement by retention (bounded transactions, no long locks)
 DELETE_CHUNK = 50_000
-#: tries of a batch that met a writer's lock (deadlock 1213, lock wait 1205)
-LOCK_ATTEMPTS = 3
 
 r, m1, h1, pending = schema.readings, schema.readings_1m, schema.readings_1h, schema.rollup_pending
 ROLLUP_COLUMNS = ["device_id", "point", "bucket", "count", "good_count", "min", "max", "sum", "first", "last"]
@@ -82,14 +81,7 @@ def minute_rows(engine: Engine, device: int, start: datetime, end: datetime, poi
                      func.sum(case((good, r.c.value))).label("sum"),
                      func.min(case((good, r.c.ts))).label("t_first"), func.max(case((good, r.c.ts))).label("t_last"))
               .where(*where).group_by(r.c.device_id, r.c.point, bucket).subquery("g"))
-    first, last = r.alias("f"), r.alias("l")
-    return (select(groups.c.device_id, groups.c.point, groups.c.bucket, groups.c.count, groups.c.good_count,
-                   groups.c.min, groups.c.max, groups.c.sum, first.c.value.label("first"), last.c.value.label("last"))
-            .select_from(groups
-                         .outerjoin(first, and_(first.c.device_id == groups.c.device_id,
-                                                first.c.point == groups.c.point, first.c.ts == groups.c.t_first))
-                         .outerjoin(last, and_(last.c.device_id == groups.c.device_id,
-                                               last.c.point == groups.c.point, last.c.ts == groups.c.t_last))))
+    return _with_ends(groups, r, "ts", "value", "value")
 
 
 def hour_rows(engine: Engine, minutes: Any, device: int, start: datetime, end: datetime) -> Select[Any]:
@@ -100,18 +92,26 @@ def hour_rows(engine: Engine, minutes: Any, device: int, start: datetime, end: d
     groups = (select(minutes.c.device_id, minutes.c.point, hour, func.sum(minutes.c.count).label("count"),
                      func.sum(minutes.c.good_count).label("good_count"), func.min(minutes.c.min).label("min"),
                      func.max(minutes.c.max).label("max"), func.sum(minutes.c.sum).label("sum"),
-                     func.min(case((has_good, minutes.c.bucket))).label("b_first"),
-                     func.max(case((has_good, minutes.c.bucket))).label("b_last"))
+                     func.min(case((has_good, minutes.c.bucket))).label("t_first"),
+                     func.max(case((has_good, minutes.c.bucket))).label("t_last"))
               .where(minutes.c.device_id == device, minutes.c.bucket >= start, minutes.c.bucket < end)
               .group_by(minutes.c.device_id, minutes.c.point, hour).subquery("g"))
-    first, last = minutes.alias("f"), minutes.alias("l")
+    return _with_ends(groups, minutes, "bucket", "first", "last")
+
+
+def _with_ends(groups: Any, source: Any, key: str, first_value: str, last_value: str) -> Select[Any]:
+    """The rollup columns of ``groups`` plus the bucket's first and last good values: ``source``'s rows
+    (by device, point and ``key``) at the group's ``t_first`` and ``t_last``."""
+    first, last = source.alias("f"), source.alias("l")
+
+    def at(row: Any, mark: str) -> Any:
+        return and_(row.c.device_id == groups.c.device_id, row.c.point == groups.c.point,
+                    row.c[key] == groups.c[mark])
+
     return (select(groups.c.device_id, groups.c.point, groups.c.bucket, groups.c.count, groups.c.good_count,
-                   groups.c.min, groups.c.max, groups.c.sum, first.c.first, last.c.last)
-            .select_from(groups
-                         .outerjoin(first, and_(first.c.device_id == groups.c.device_id,
-                                                first.c.point == groups.c.point, first.c.bucket == groups.c.b_first))
-                         .outerjoin(last, and_(last.c.device_id == groups.c.device_id,
-                                               last.c.point == groups.c.point, last.c.bucket == groups.c.b_last))))
+                   groups.c.min, groups.c.max, groups.c.sum, first.c[first_value].label("first"),
+                   last.c[last_value].label("last"))
+            .select_from(groups.outerjoin(first, at(first, "t_first")).outerjoin(last, at(last, "t_last"))))
 
 
 def _rebuild(conn: Connection, engine: Engine, device: int, hour: datetime) -> int:
@@ -140,14 +140,8 @@ def rollup(engine: Engine, report: MaintainReport, raw_from: datetime | None = N
                              .order_by(pending.c.device_id, pending.c.hour)).fetchall()
     stale_before = now - MARK_STALE
     for start in range(0, len(marks), BATCH):
-        batch = marks[start:start + BATCH]
-        for attempt in range(LOCK_ATTEMPTS):
-            try:
-                _rebuild_batch(engine, batch, stale_before, raw_from, report)
-                break
-            except OperationalError as exc:  # a writer marking the same hour: try the batch again
-                if error_code(exc) not in (1205, 1213) or attempt == LOCK_ATTEMPTS - 1:
-                    raise
+        batch = marks[start:start + BATCH]  # a writer marking the same hour: the batch is tried again
+        retrying_lock_conflicts(partial(_rebuild_batch, engine, batch, stale_before, raw_from, report))
 
 
 def _rebuild_batch(engine: Engine, batch: Sequence[Any], stale_before: datetime, raw_from: datetime | None,
@@ -231,21 +225,15 @@ def maintain(engine: Engine, cfg: RetentionConfig, now: datetime | None = None,
     ``backfill_marks`` first marks every hour the raw table holds (see :func:`backfill`)."""
     report = MaintainReport()
     started = time.perf_counter()
-    mysql = is_mysql(engine)
-    with engine.connect() as lock:
-        if mysql and lock.execute(text("SELECT GET_LOCK(:name, 0)"), {"name": LOCK_NAME}).scalar() != 1:
+    with engine.connect() as conn, named_lock(conn, LOCK_NAME, 0) as got:
+        if not got:
             log.info("another maintain run holds %s; nothing to do", LOCK_NAME)
             return MaintainReport(ran=False)
-        try:
-            if now is None:
-                now = as_datetime(lock.execute(select(db_now(engine))).scalar_one())
-            if backfill_marks:
-                report.marks_backfilled = backfill(engine)
-            rollup(engine, report, raw_cutoff(cfg, now))
-            retention(engine, cfg, now, report)
-        finally:
-            if mysql:
-                lock.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
-            lock.commit()
+        if now is None:
+            now = as_datetime(conn.execute(select(db_now(engine))).scalar_one())
+        if backfill_marks:
+            report.marks_backfilled = backfill(engine)
+        rollup(engine, report, raw_cutoff(cfg, now))
+        retention(engine, cfg, now, report)
     report.seconds = time.perf_counter() - started
     return report

@@ -9,8 +9,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
+
+from agent.central.engine import named_lock
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -42,18 +43,12 @@ def upgrade(engine: Engine) -> str:
     """Bring the database to the newest revision; returns it."""
     cfg = alembic_config()
     before = current_revision(engine)
-    with engine.begin() as conn:
-        locked = conn.dialect.name in ("mysql", "mariadb")
-        if locked:  # gateways starting together against one empty database migrate one after another
-            got = conn.execute(text("SELECT GET_LOCK(:name, :wait)"), {"name": LOCK_NAME, "wait": LOCK_WAIT}).scalar()
-            if got != 1:
-                raise TimeoutError(f"another process held the migration lock {LOCK_NAME!r} for {LOCK_WAIT} s")
-        try:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-        finally:
-            if locked:
-                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
+    # gateways starting together against one empty database migrate one after another
+    with engine.begin() as conn, named_lock(conn, LOCK_NAME, LOCK_WAIT) as got:
+        if not got:
+            raise TimeoutError(f"another process held the migration lock {LOCK_NAME!r} for {LOCK_WAIT} s")
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
     head = head_revision()
     if before != head:
         log.info("central schema upgraded from %s to %s", before or "empty", head)

@@ -7,11 +7,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from math import isfinite
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from pymysql.constants import SERVER_STATUS
 from sqlalchemy import Table, func, or_, select, update
-from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
@@ -19,6 +18,7 @@ from sqlalchemy.sql.dml import Insert
 
 from agent.buffer.disk import Pack
 from agent.central import schema
+from agent.central.engine import is_mysql
 from agent.records import (
     AlertPayload,
     AttackPayload,
@@ -33,6 +33,7 @@ from agent.records import (
 from drivers.base import Reading
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 EPOCH = datetime(1970, 1, 1)
 
 #: MySQL/MariaDB errors caused by a record's content (not by the server's state): such a record
@@ -44,8 +45,8 @@ HOUR_US = 3_600_000_000
 #: own monotonic clock); ``maintain`` drops only marks older than this plus a margin, by the
 #: database's clock, so a mark it drops is one no writer still counts as made.
 MARK_TTL = 600.0
-#: Lock conflicts between writers marking the same hour (deadlock 1213, lock wait 1205): retried at once.
-MARK_ATTEMPTS = 3
+#: Lock conflicts (deadlock 1213, lock wait timeout 1205): the transaction is tried again at once, this often.
+LOCK_CONFLICTS, LOCK_ATTEMPTS = (1205, 1213), 3
 
 #: How often a write also reads the database's clock (``UTC_TIMESTAMP(6)``) to measure the gateway's offset.
 CLOCK_CHECK_EVERY = 10.0
@@ -107,9 +108,15 @@ def hour_of(ts_us: int) -> int:
     return ts_us - ts_us % HOUR_US
 
 
-def is_mysql(engine: Engine) -> bool:
-    """MySQL or MariaDB (the server dialects), as opposed to the embedded SQLite file."""
-    return engine.dialect.name in ("mysql", "mariadb")
+def retrying_lock_conflicts(transaction: Callable[[], T]) -> T:
+    """``transaction()``, tried again (up to LOCK_ATTEMPTS in all) when it met another's lock."""
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            return transaction()
+        except OperationalError as exc:
+            if error_code(exc) not in LOCK_CONFLICTS or attempt == LOCK_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 def elapsed_clock() -> float:
@@ -215,7 +222,6 @@ class CentralWriter:
         #: this gateway's clock minus the database's, seconds (None: not measured; SQLite shares the clock)
         self.clock_offset: float | None = None
         self._clock_checked = -CLOCK_CHECK_EVERY
-        self._server_clock = is_mysql(engine)
 
     def sync_devices(self, devices: Sequence[DeviceInfo]) -> dict[str, int]:
         """Register or refresh this gateway's devices; returns YAML id -> devices.id."""
@@ -268,11 +274,11 @@ class CentralWriter:
     def _check_clock(self, conn: Connection) -> None:
         """Every CLOCK_CHECK_EVERY seconds, the gateway's clock against the database's, corrected for
         the round trip (the server's time taken as the midpoint of the query)."""
-        if not self._server_clock or time.monotonic() - self._clock_checked < CLOCK_CHECK_EVERY:
+        if not is_mysql(self.engine) or time.monotonic() - self._clock_checked < CLOCK_CHECK_EVERY:
             return
         self._clock_checked = time.monotonic()
         before = time.time()
-        server = conn.execute(sql_text("SELECT UTC_TIMESTAMP(6)")).scalar_one()
+        server = conn.execute(select(db_now(self.engine))).scalar_one()
         after = time.time()
         self.clock_offset = (before + after) / 2 - (server - EPOCH).total_seconds()
 
@@ -312,17 +318,15 @@ class CentralWriter:
         todo = sorted(h for h in hours if now - self._marked.get(h, -MARK_TTL) >= MARK_TTL)
         if not todo:
             return
-        for attempt in range(MARK_ATTEMPTS):
-            try:
-                self._new_pk = {}
-                with self.engine.begin() as conn:
-                    conn.execute(self._mark_pending, [{"device_id": self._pk(conn, device), "hour": to_datetime(hour)}
-                                                      for device, hour in todo])
-                self._device_pk.update(self._new_pk)  # devices it had to register, committed now
-                break
-            except OperationalError as exc:
-                if error_code(exc) not in (1205, 1213) or attempt == MARK_ATTEMPTS - 1:
-                    raise
+
+        def mark() -> None:
+            self._new_pk = {}
+            with self.engine.begin() as conn:
+                conn.execute(self._mark_pending, [{"device_id": self._pk(conn, device), "hour": to_datetime(hour)}
+                                                  for device, hour in todo])
+            self._device_pk.update(self._new_pk)  # devices it had to register, committed now
+
+        retrying_lock_conflicts(mark)
         if len(self._marked) > 4 * len(todo) + 10_000:
             self._marked = {h: t for h, t in self._marked.items() if now - t < MARK_TTL}
         self._marked.update(dict.fromkeys(todo, now))

@@ -17,8 +17,7 @@ CLOCK_UNCERTAIN = "uncertain:clock"
 class GatewayReporter:
     """Builds the gateway's heartbeats and remembers what they report between them (the last reload)."""
 
-    def __init__(self, gateway_id: str, map_hash: str, started: float, interval: float) -> None:
-        self.gateway_id = gateway_id
+    def __init__(self, map_hash: str, started: float, interval: float) -> None:
         self.map_hash = map_hash
         self.started_us = round(started * 1e6)
         self.interval = interval

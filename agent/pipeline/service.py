@@ -51,7 +51,8 @@ ON_TIME_POLLS_TO_REARM = 10
 #: How long a thread may hold the GIL while another waits for it (Python's default: 5 ms). The
 #: event loop gives the GIL up at every socket call; with the writer thread busy rendering SQL,
 #: each such call cost the loop up to 5 ms, and a poll's start waited for several in a row. 1 ms:
-#: schedule lag p99 at 500 x 20 from 15 to 7 ms at the same CPU (docs/performance.md, "The scheduler").
+#: schedule lag p99 at 500 x 20 into MariaDB from 18-20 to 11-15 ms at the same CPU, A/B in one hour
+#: (docs/performance.md, "The scheduler, the GIL and issue #13's table again").
 SWITCH_INTERVAL = 0.001
 
 
@@ -96,7 +97,7 @@ class Agent:
         self.delivery = self._delivery([device_info(d) for d in self.devices.values()])
         self.monitor = Monitor(cfg.monitoring, self.metrics_snapshot, self.health)
         self.scheduler = PollScheduler(self._poll, self._missed)
-        self.fleet = GatewayReporter(cfg.gateway.id, cfg.map_hash(), self.stats.started, cfg.central.metrics_interval)
+        self.fleet = GatewayReporter(cfg.map_hash(), self.stats.started, cfg.central.metrics_interval)
         self._clock_off = False  # the clock differs from central's past central.max_clock_offset
         self._pending_readings: list[Reading] = []
         self._pending_events: list[Event] = []

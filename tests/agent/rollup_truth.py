@@ -10,9 +10,13 @@ from sqlalchemy import Engine
 
 from agent.central.writer import CentralWriter
 from agent.records import DeviceInfo
+from agent.settings import RetentionConfig
 from drivers.base import Reading
 
 T0 = 1_780_000_000_000_000 - 1_780_000_000_000_000 % 3_600_000_000  # µs, an hour's start (pinned)
+#: retention that deletes nothing (the tests pin their data's times, not the database's clock)
+KEEP_ALL = RetentionConfig.model_validate({"raw": None, "1m": None, "1h": None, "power_readings": None,
+                                           "system_metrics": None, "incidents": None})
 
 
 def plant_readings(start_us: int, seconds: int, every_s: int = 7) -> list[Reading]:

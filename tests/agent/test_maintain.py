@@ -18,12 +18,10 @@ from agent.central.maintain import LOCK_NAME, maintain
 from agent.central.writer import to_datetime
 from agent.settings import RetentionConfig
 from drivers.base import Reading
-from tests.agent.rollup_truth import T0, expected, plant_readings, writer_for
+from tests.agent.rollup_truth import KEEP_ALL, T0, expected, plant_readings, writer_for
 from tests.helpers import device_map
 
 ROOT = Path(__file__).resolve().parents[2]
-KEEP_ALL = RetentionConfig.model_validate({"raw": None, "1m": None, "1h": None, "power_readings": None,
-                                           "system_metrics": None, "incidents": None})
 
 
 def stored(engine: Engine, table: Any) -> dict[tuple[str, str, int], tuple[Any, ...]]:

@@ -12,12 +12,9 @@ from agent.api.series import SeriesQuery, resolution, series
 from agent.buffer.disk import Pack
 from agent.central.maintain import maintain
 from agent.central.writer import to_datetime
-from agent.settings import RetentionConfig
 from drivers.base import Reading
-from tests.agent.rollup_truth import T0, expected, plant_readings, writer_for
+from tests.agent.rollup_truth import KEEP_ALL, T0, expected, plant_readings, writer_for
 
-KEEP_ALL = RetentionConfig.model_validate({"raw": None, "1m": None, "1h": None, "power_readings": None,
-                                           "system_metrics": None, "incidents": None})
 EPOCH = datetime(1970, 1, 1)
 
 
