@@ -31,6 +31,8 @@ def main() -> int:
                         help="scale, peer, mqtt; repeatable: a load to step through (default: each benchmark's own)")
     parser.add_argument("--outage", type=float, metavar="SECONDS",
                         help="backfill and mqtt: how long the database or broker stays down (default 600)")
+    parser.add_argument("--mode", dest="modes", action="append", metavar="MODE",
+                        help="scale; repeatable: a way of running the agent (default: all of them)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     # checked here: argparse's choices check refuses nargs="*" given nothing (Python 3.11)
@@ -40,6 +42,8 @@ def main() -> int:
     args.names = args.names or BENCHMARKS
     if args.steps and (len(args.names) != 1 or args.names[0] not in ("scale", "peer", "mqtt")):
         parser.error("--step is an option of the scale and peer benchmarks: run one alone (bench scale --step 5x4)")
+    if args.modes and args.names != ["scale"]:
+        parser.error("--mode is an option of the scale benchmark: run it alone (bench scale --mode auto)")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("agent.detect.incidents").setLevel(logging.ERROR)  # detections are the workload here
     for name in args.names:
@@ -47,6 +51,8 @@ def main() -> int:
         options: dict[str, object] = {"steps": args.steps} if args.steps else {}
         if args.outage is not None and name in ("backfill", "mqtt"):
             options["outage"] = args.outage
+        if args.modes:
+            options["modes"] = args.modes
         results = module.run(args.seconds, **options) if args.seconds else module.run(**options)
         sys.stdout.write(table(module.TITLE, results["results"], module.COLUMNS))
         sys.stdout.write(f"(written to {save(name, results, args.out)})\n\n")

@@ -261,8 +261,13 @@ def scratch_database() -> Iterator[str]:
         admin.close()
 
 
+def warm_up(seconds: float) -> float:
+    """Seconds to let a started agent settle before a window of ``seconds``: 10, less for short smoke runs."""
+    return min(10.0, max(2.0, seconds))
+
+
 def run_load(devices: int, points: int, interval: float, seconds: float, db_url: str, workdir: Path,
-             warmup: float = 10.0, extra_central: dict[str, Any] | None = None,
+             warmup: float | None = None, extra_central: dict[str, Any] | None = None,
              extra: dict[str, Any] | None = None, limits: bool = True) -> dict[str, Any]:
     """Farm + agent at one load; figures over ``seconds`` after ``warmup``."""
     farm = Farm(devices, points, workdir)
@@ -271,7 +276,7 @@ def run_load(devices: int, points: int, interval: float, seconds: float, db_url:
         port = free_port()
         agent = AgentProcess(device_map(farm, db_url, workdir, interval, port, extra_central, extra, limits),
                              port, workdir)
-        time.sleep(warmup)
+        time.sleep(warm_up(seconds) if warmup is None else warmup)
         server = shared_mariadb_pid()
         others = [farm.proc.pid] + ([server] if server else [])
         first, before = agent.scrape(), [cpu_seconds(pid) for pid in others]

@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.records import DeviceInfo, PointInfo
 from agent.sinks.mqtt.sparkplug import EdgeNode
-from bench.load import AgentProcess, Farm, Scrape, cpu_seconds, device_map, window
+from bench.load import AgentProcess, Farm, Scrape, cpu_seconds, device_map, warm_up, window
 from drivers.base import Reading
 from simulators.server import free_port
 from tests.infra.private_mosquitto import PrivateMosquitto
@@ -74,7 +74,7 @@ def _agent(farm: Farm, tmp: Path, outputs: list[dict[str, Any]]) -> AgentProcess
 
 
 def _measure(agent: AgentProcess, broker: PrivateMosquitto, seconds: float) -> tuple[dict[str, float], float]:
-    time.sleep(10)
+    time.sleep(warm_up(seconds))
     assert broker.proc is not None
     a, m0 = agent.scrape(), cpu_seconds(broker.proc.pid)
     time.sleep(seconds)

@@ -74,16 +74,20 @@ MODES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def run(seconds: float = DEFAULT_SECONDS, steps: list[tuple[int, int]] | None = None) -> dict[str, Any]:
-    """For each mode, step the load up until a step is not sustained; figures of every step."""
+def run(seconds: float = DEFAULT_SECONDS, steps: list[tuple[int, int]] | None = None,
+        modes: list[str] | None = None) -> dict[str, Any]:
+    """For each mode (all by default), step the load up until a step is not sustained; figures of every step."""
+    unknown = sorted(set(modes or ()) - set(MODES))
+    if unknown:
+        raise SystemExit(f"unknown mode {', '.join(unknown)} (choose from {', '.join(MODES)})")
     results: list[dict[str, Any]] = []
     ceilings = {}
-    for mode in MODES:
+    for mode in modes or MODES:
         figures = _steps(mode, seconds, steps or NULL_STEPS.get(mode, STEPS))
         results += figures
         best = max((x for x in figures if x["sustained"] == "yes"), key=lambda x: x["written/s"], default=None)
         ceilings[mode] = best and {"load": best["devices x points"], "written/s": best["written/s"]}
-    if not steps:
+    if not steps and not modes:
         for mode in ("one process", "auto"):
             results += _steps(mode, seconds, [FARM], limits=False)
     return {"window_s": seconds, "ceilings": ceilings, "results": results}

@@ -9,7 +9,10 @@ on the wire, as a misbehaving PLC would send it (:class:`WireTap` shows the byte
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from asyncua import Server, ua
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
@@ -33,6 +36,7 @@ class HostileOpcUaServer:
         self.check_client_uri = check_client_uri
         self.port = port or free_port()
         self._server: Server | None = None
+        self._nodes: dict[str, ua.NodeId] = {}
 
     @property
     def endpoint(self) -> str:
@@ -59,14 +63,51 @@ class HostileOpcUaServer:
             node = await server.nodes.objects.add_variable(ua.NodeId(name, idx), ua.QualifiedName(name, idx),
                                                            dv.Value)
             await node.write_value(dv)
+            self._nodes[name] = node.nodeid
         await server.start()
         self._server = server
+
+    async def serve(self, values: dict[str, ua.DataValue]) -> None:
+        """Hold ``values`` from now on (names given at start), as they are: no type check on the way in."""
+        assert self._server is not None
+        for name, dv in values.items():
+            await self._server.write_attribute_value(self._nodes[name], dv)
 
     async def stop(self) -> None:
         """Close every session and stop listening."""
         if self._server is not None:
             await self._server.stop()
             self._server = None
+
+
+T = TypeVar("T")
+
+
+class ServerThread:
+    """A :class:`HostileOpcUaServer` on its own event loop thread, to share across tests and examples
+    (starting and stopping an asyncua server takes 2-3 s)."""
+
+    def __init__(self, server: HostileOpcUaServer) -> None:
+        self.server = server
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="hostile-opcua", daemon=True)
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the server's loop and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)
+
+    def __enter__(self) -> HostileOpcUaServer:
+        self._thread.start()
+        self.call(self.server.start())
+        return self.server
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.call(self.server.stop())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+            self._loop.close()
 
 
 class WireTap:

@@ -50,7 +50,7 @@ def test_agent_killed_ten_times_loses_at_most_the_commit_window(
 
         for _ in range(KILLS):
             proc = start()
-            time.sleep(rng.uniform(1.0, 3.5))  # sometimes during start-up, mostly while polling
+            time.sleep(rng.uniform(0.8, 2.6))  # sometimes during start-up, mostly while polling
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
         proc = start()

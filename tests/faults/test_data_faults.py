@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def _paths(node: object, prefix: tuple = ()) -> list[tuple]:
 
 @st.composite
 def mutated_maps(draw: st.DrawFn) -> str:
-    doc = yaml.safe_load(yaml.safe_dump(VALID))
+    doc = copy.deepcopy(VALID)
     for _ in range(draw(st.integers(1, 4))):
         path = draw(st.sampled_from(_paths(doc)[1:]))
         parent = doc
@@ -142,7 +143,7 @@ def mutated_maps(draw: st.DrawFn) -> str:
             del parent[path[-1]]
         elif action == "unknown_key" and isinstance(parent, dict):
             parent[draw(st.text(min_size=1, max_size=6))] = draw(_junk)
-    text = yaml.safe_dump(doc)
+    text = yaml.dump(doc, Dumper=yaml.CSafeDumper)
     if draw(st.booleans()) and draw(st.booleans()):
         cut = draw(st.integers(0, len(text)))
         text = text[:cut] + draw(st.sampled_from(["{", "[", ": :", "\t", "'", "&a *b", "- - x"])) + text[cut:]

@@ -35,7 +35,7 @@ from drivers.opcua.driver import OpcUaDriver
 from drivers.opcua.spec import Endpoint, NodeSpec
 from simulators.server import ModbusSimulator, SimulatorThread
 from simulators.store import RegisterImage
-from tests.faults.hostile_opcua import NAMESPACE, HostileOpcUaServer
+from tests.faults.hostile_opcua import NAMESPACE, HostileOpcUaServer, ServerThread
 
 SIZES = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2, "int64": 4, "uint64": 4, "float64": 4}
 ORDERS = [("big", "big"), ("little", "little"), ("big", "little")]
@@ -192,25 +192,38 @@ def _variant(kind: str, text: str) -> ua.DataValue:
     return ua.DataValue(ua.Variant(value, UA_KINDS[kind]))
 
 
-async def _poll_opcua(values: dict[str, ua.DataValue]) -> list[Reading]:
-    server = HostileOpcUaServer(values)
-    await server.start()
-    driver = OpcUaDriver("ua", Endpoint(server.endpoint, timeout=3.0),
-                         [NodeSpec(name, node=f"nsu={NAMESPACE};s={name}") for name in values])
+MAX_TEXTS = 12
+
+
+@pytest.fixture(scope="module")
+def ua_server() -> Iterator[ServerThread]:
+    """One server for every example: a variable per kind and place in the list, refilled per example."""
+    thread = ServerThread(HostileOpcUaServer({f"{kind}{i}": _variant(kind, "") for kind in UA_KINDS
+                                              for i in range(MAX_TEXTS)}))
+    with thread:
+        yield thread
+
+
+async def _poll_opcua(endpoint: str, names: list[str]) -> list[Reading]:
+    driver = OpcUaDriver("ua", Endpoint(endpoint, timeout=3.0),
+                         [NodeSpec(name, node=f"nsu={NAMESPACE};s={name}") for name in names])
     try:
         return await driver.read()
     finally:
         await driver.close()
-        await server.stop()
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(texts=st.lists(st.tuples(st.sampled_from(sorted(UA_KINDS)), RAW_TEXT), min_size=1, max_size=12))
-def test_every_served_opcua_text_is_stored_exactly_or_quarantined(central: Engine,
+@given(texts=st.lists(st.tuples(st.sampled_from(sorted(UA_KINDS)), RAW_TEXT), min_size=1, max_size=MAX_TEXTS))
+def test_every_served_opcua_text_is_stored_exactly_or_quarantined(central: Engine, ua_server: ServerThread,
                                                                   tmp_path_factory: pytest.TempPathFactory,
                                                                   texts: list[tuple[str, str]]) -> None:
     values = {f"{kind}{i}": _variant(kind, text) for i, (kind, text) in enumerate(texts)}
-    readings = asyncio.run(_poll_opcua(values))
+    ua_server.call(ua_server.server.serve(values))
+    readings = asyncio.run(_poll_opcua(ua_server.server.endpoint, list(values)))
+    for r, (_, served) in zip(readings, texts, strict=True):  # this example's values, not the last one's
+        if "\x00" not in served and len(served) <= 255 and not any("\udc80" <= c <= "\udcff" for c in served):
+            assert r.text == served, (r.point, served)
     assert len(readings) == len(values) and all(not r.quality.startswith("bad:") for r in readings), readings
     for r in readings:
         assert r.text is not None and len(r.text) <= 255 and "\x00" not in r.text
