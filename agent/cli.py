@@ -20,6 +20,7 @@ from agent.logsetup import setup_logging
 from agent.settings import AgentConfig
 
 if TYPE_CHECKING:
+    from agent.central.partitions import PartitionReport
     from agent.pipeline.service import Agent
 
 log = logging.getLogger("agent")
@@ -183,9 +184,19 @@ def cmd_central_maintain(args: argparse.Namespace, cfg: AgentConfig) -> int:
                if report.marks_expired else "")
     sys.stdout.write(f"{backfilled}rolled up {report.hours_rebuilt} device-hours "
                      f"({report.readings_rolled_up} readings), {report.marks_removed} done{expired}; "
-                     f"deleted past retention: {deleted}; "
+                     f"deleted past retention: {deleted}; {_partitions_done(report.partitions)}"
                      f"{report.seconds:.1f} s\n")
     return 0
+
+
+def _partitions_done(report: PartitionReport) -> str:
+    """``readings days: added p20261201..p20261204, dropped p20261030 (~864000 rows); `` or nothing."""
+    done = []
+    if report.added:
+        done.append(f"added {report.added[0]}..{report.added[-1]}")
+    if report.dropped:
+        done.append(f"dropped {', '.join(report.dropped)} (~{sum(report.dropped.values())} rows)")
+    return f"readings days: {', '.join(done)}; " if done else ""
 
 
 def cmd_central_grants(args: argparse.Namespace, cfg: AgentConfig) -> int:
@@ -250,6 +261,7 @@ def cmd_status(args: argparse.Namespace, cfg: AgentConfig) -> int:
         f"central {central['state']}  {central['url']}  rows written {central['rows_written']}"
         f"  last flush {'never' if not last else f'{time.time() - last:.1f}s ago'}"
         + (f"  clock {offset:+.3f}s" if (offset := central.get("clock_offset_s")) is not None else "")
+        + (f"  node {node} ({central.get('failovers', 0)} failovers)" if (node := central.get("node")) else "")
         + (f"  STALLED for {central.get('stalled_for_s', 0):.0f}s" if central.get("stalled") else "")
         + (f"  error: {central['error']}" if central["state"] != "up" and central["error"] else ""),
         "devices:",

@@ -340,6 +340,9 @@ def _url_issues(doc: _Document, cfg: AgentConfig) -> list[tuple[ConfigPath, str]
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return [(here, f"{redact_url(cfg.central.url)!r} is not a database URL "
                        "(dialect+driver://user@host:port/database, e.g. mysql+pymysql://edge@db:3306/hacksky)")]
+    if cfg.central.failover and url.get_backend_name() not in ("mysql", "mariadb"):
+        return [(("central", "failover"), f"lists further nodes of a MySQL/MariaDB database; "
+                                          f"{url.get_backend_name()} has none")]
     if here in doc.from_env:
         return []
     if url.password:

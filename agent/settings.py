@@ -234,7 +234,7 @@ class RetentionConfig(StrictModel):
 
     raw: Duration | None = 30 * DAY  # readings
     minutes: Duration | None = Field(default=365 * DAY, alias="1m")  # readings_1m
-    hours: Duration | None = Field(default=10 * 365 * DAY, alias="1h")  # readings_1h
+    hours: Duration | None = Field(default=10 * 365 * DAY, alias="1h")  # readings_1h and power_1h
     power_readings: Duration | None = 365 * DAY
     system_metrics: Duration | None = 90 * DAY
     #: alerts once resolved and attack detections once ended (open ones stay whatever their age)
@@ -260,6 +260,11 @@ class CentralConfig(StrictModel):
     #: while the database answers (an outage is `down`: buffering, as designed)
     stall_after: Duration = 120.0
     tls: TlsConfig | None = None
+    #: further nodes of the same database (a MariaDB Galera cluster), ``host`` or ``host:port``:
+    #: when the node in use fails or leaves the cluster's primary component, the writer moves to
+    #: the next one that is ready (same user, password, database and TLS settings)
+    failover: list[Annotated[str, Field(pattern=r"^[^\s/:@]+(:\d{1,5})?$")]] = Field(default_factory=list,
+                                                                                   max_length=16)
     #: packs written at once, each on its own connection and acknowledged in order (MySQL and
     #: MariaDB; an SQLite file takes one writer at a time, so it gets one)
     connections: int = Field(default=3, ge=1, le=16)

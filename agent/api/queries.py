@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.engine import Connection, Row
 
+from agent.api import hybrid
 from agent.central import schema
 
 d, p, a, x, m = schema.devices, schema.power_readings, schema.alerts, schema.attack_detections, schema.system_metrics
@@ -53,9 +54,10 @@ def _filtered(q: Any, w: Window, ts: Any, gateway_col: Any) -> Any:
     return q
 
 
-def page(conn: Connection, q: Any, w: Window, order: Any) -> dict[str, Any]:
-    """Items of one page plus the total count of the filtered set."""
-    total = conn.execute(select(func.count()).select_from(q.order_by(None).subquery())).scalar_one()
+def page(conn: Connection, q: Any, w: Window, order: Any, total: int | None = None) -> dict[str, Any]:
+    """Items of one page plus the total count of the filtered set (counted here unless given)."""
+    if total is None:
+        total = conn.execute(select(func.count()).select_from(q.order_by(None).subquery())).scalar_one()
     rows = conn.execute(q.order_by(order).limit(w.limit).offset(w.offset)).fetchall()
     return {"items": [as_dict(r) for r in rows], "total": total, "limit": w.limit, "offset": w.offset}
 
@@ -68,7 +70,8 @@ def power_data(conn: Connection, w: Window, anomalies_only: bool) -> dict[str, A
     q = _filtered(q, w, p.c.timestamp, d.c.gateway_id)
     if anomalies_only:
         q = q.where(p.c.is_anomaly.is_(True))
-    return page(conn, q, w, p.c.timestamp.desc())
+    total = hybrid.power_count(conn, w.since, w.until, device_ids(w), anomalies_only)  # from power_1h
+    return page(conn, q, w, p.c.timestamp.desc(), total)
 
 
 def devices(conn: Connection, gateway: str | None, status: str | None, type_: str | None) -> dict[str, Any]:
@@ -122,25 +125,37 @@ def attack_analysis(conn: Connection, w: Window, attack_type: str | None) -> dic
     return result
 
 
+def device_ids(w: Window) -> Any:
+    """The ids of the devices the window's gateway and device filters keep (None: every device)."""
+    if not w.gateway and not w.device:
+        return None
+    q = select(d.c.id)
+    if w.gateway:
+        q = q.where(d.c.gateway_id == w.gateway)
+    if w.device:
+        q = q.where(d.c.device_id_str == w.device)
+    return q
+
+
 def statistics(conn: Connection, w: Window) -> dict[str, Any]:
-    r = schema.readings
-    readings = _filtered(select(func.count().label("readings"), func.count(func.distinct(r.c.device_id))
-                                .label("devices"), func.min(r.c.ts).label("first"), func.max(r.c.ts).label("last"))
-                         .select_from(r.join(d, d.c.id == r.c.device_id)), w, r.c.ts, d.c.gateway_id)
-    power = _filtered(select(d.c.gateway_id, d.c.device_id_str.label("device"), func.count().label("samples"),
-                             func.avg(p.c.power_consumption).label("avg_kw"), func.min(p.c.power_consumption)
-                             .label("min_kw"), func.max(p.c.power_consumption).label("max_kw"),
-                             count_where(p.c.is_anomaly.is_(True)).label("anomalies"))
-                      .join(d, d.c.id == p.c.device_id), w, p.c.timestamp, d.c.gateway_id)
-    power = power.group_by(d.c.gateway_id, d.c.device_id_str).order_by(d.c.gateway_id, d.c.device_id_str)
+    """Counts over the window: readings and power from the hourly rollups (plus the raw rows of
+    partial and not yet rolled-up hours: :mod:`agent.api.hybrid`), alerts and attacks directly."""
+    ids = device_ids(w)
+    readings = hybrid.readings_summary(conn, w.since, w.until, ids)
+    meters = hybrid.power_summary(conn, w.since, w.until, ids)
+    names = {row.id: (row.gateway_id, row.device_id_str) for row in conn.execute(
+        select(d.c.id, d.c.gateway_id, d.c.device_id_str).where(d.c.id.in_(list(meters))))} if meters else {}
+    power = [{"gateway_id": names[pk][0], "device": names[pk][1], "samples": m["samples"], "avg_kw": m["avg_kw"],
+              "min_kw": m["min_kw"], "max_kw": m["max_kw"], "anomalies": m["anomalies"]}
+             for pk, m in sorted(meters.items(), key=lambda item: names[item[0]])]
     alert_q = _filtered(select(a.c.severity, func.count().label("total"),
                                count_where(a.c.resolved.is_(False)).label("open"))
                         .outerjoin(d, d.c.id == a.c.device_id), w, a.c.created_at, a.c.gateway_id)
     attack_q = _filtered(select(x.c.attack_type, func.count().label("total"))
                          .outerjoin(d, d.c.id == x.c.device_id), w, x.c.detected_at, x.c.gateway_id)
     return {
-        "readings": as_dict(conn.execute(readings).one()),
-        "power": [as_dict(row) for row in conn.execute(power)],
+        "readings": {k: v.isoformat() + "Z" if isinstance(v, datetime) else v for k, v in readings.items()},
+        "power": power,
         "alerts": {row.severity: {"total": row.total, "open": row.open}
                    for row in conn.execute(alert_q.group_by(a.c.severity))},
         "attack_detections": {row.attack_type: row.total for row in conn.execute(attack_q.group_by(x.c.attack_type))},
@@ -207,5 +222,9 @@ def system_status(conn: Connection, now: datetime) -> dict[str, Any]:
 
 
 def table_counts(conn: Connection) -> dict[str, int]:
-    return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-            for t in (d, schema.readings, p, a, x, m)}
+    """Rows per table; readings and power_readings as their rollups count them (every row stored,
+    including those past the raw retention), not by scanning the two big tables."""
+    counts = {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one() for t in (d, a, x, m)}
+    counts["readings"] = hybrid.readings_summary(conn, None, None)["readings"]
+    counts["power_readings"] = hybrid.power_count(conn, None, None)
+    return {t.name: counts[t.name] for t in (d, schema.readings, p, a, x, m)}

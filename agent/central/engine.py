@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
 from agent.settings import CentralConfig
+
+log = logging.getLogger(__name__)
 
 
 def is_mysql(bind: Engine | Connection) -> bool:
@@ -103,4 +107,113 @@ def make_engine(cfg: CentralConfig) -> Engine:
         kwargs["connect_args"] = connect_args
     # a connection per parallel pack, plus device registration and the odd overflow
     kwargs.update(pool_pre_ping=True, pool_recycle=3600, pool_size=cfg.parallel_writes() + 1, max_overflow=2)
-    return create_engine(parsed, **kwargs)
+    engine = create_engine(parsed, **kwargs)
+    if parsed.get_backend_name() in ("mysql", "mariadb"):
+        Failover(nodes_of(cfg)).install(engine)
+    return engine
+
+
+def nodes_of(cfg: CentralConfig) -> list[tuple[str, int]]:
+    """(host, port) of the url's server, then of each ``failover`` node (MySQL/MariaDB URLs)."""
+    url = make_url(cfg.url)
+    return [(url.host or "localhost", url.port or 3306)] + [_node(n) for n in cfg.failover]
+
+
+#: errors after which a connection is not used again: a Galera node that left the primary
+#: component (1047 "WSREP has not yet prepared node"), a server shutting down (1053), a killed
+#: connection (1927); the pool is emptied and the next connection goes through the failover
+NODE_GONE = {1047, 1053, 1927}
+
+
+def _node(text_: str) -> tuple[str, int]:
+    host, _, port = text_.partition(":")
+    return host, int(port or 3306)
+
+
+def _ready(conn: Any) -> bool:
+    """False when the server is a Galera node (``wsrep_on``) outside the primary component
+    (``wsrep_ready`` OFF). MariaDB builds with Galera support say ``wsrep_ready`` OFF when not
+    clustered: ``wsrep_on`` tells."""
+    cur = conn.cursor()
+    try:
+        cur.execute("SHOW VARIABLES LIKE 'wsrep_on'")
+        clustered = cur.fetchone()
+        if clustered is None or str(clustered[1]).upper() != "ON":
+            return True
+        cur.execute("SHOW GLOBAL STATUS LIKE 'wsrep_ready'")
+        row = cur.fetchone()
+    finally:
+        cur.close()
+    return row is not None and str(row[1]).upper() == "ON"
+
+
+#: the failover of each MySQL/MariaDB engine made here
+_FAILOVERS: WeakKeyDictionary[Engine, Failover] = WeakKeyDictionary()
+
+
+def failover_of(engine: Engine) -> Failover | None:
+    """The node list and the node in use of an engine from :func:`make_engine` (None: SQLite)."""
+    return _FAILOVERS.get(engine)
+
+
+def adjust_connect_params(engine: Engine, adjust: Callable[[dict[str, Any]], None]) -> None:
+    """Have ``adjust`` change the DBAPI connect parameters of ``engine``'s new connections."""
+    failover = failover_of(engine)
+    if failover is not None:
+        failover.adjusters.append(adjust)
+    else:
+        event.listen(engine, "do_connect", lambda _d, _r, _a, cparams: adjust(cparams))
+
+
+class Failover:
+    """Connects to the first of ``nodes`` that answers and is ready, starting from the one that
+    last worked (sticky: it does not move back when an earlier node returns)."""
+
+    def __init__(self, nodes: list[tuple[str, int]]) -> None:
+        self.nodes = nodes
+        self.current = 0
+        self.moves = 0  # times a connection went to another node than the last one
+        #: changes to the connect parameters (see :func:`adjust_connect_params`)
+        self.adjusters: list[Callable[[dict[str, Any]], None]] = []
+
+    def install(self, engine: Engine) -> None:
+        """Hook into ``engine``'s connects and error handling (its ``do_connect`` makes the connection,
+        so later ``do_connect`` listeners are not called: use :func:`adjust_connect_params`)."""
+        event.listen(engine, "do_connect", self.connect)
+        event.listen(engine, "handle_error", self.classify)
+        _FAILOVERS[engine] = self
+
+    def connect(self, dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        failure: BaseException | None = None
+        for adjust in self.adjusters:
+            adjust(cparams)
+        for step in range(len(self.nodes)):
+            index = (self.current + step) % len(self.nodes)
+            host, port = self.nodes[index]
+            try:
+                conn = dialect.connect(*cargs, **{**cparams, "host": host, "port": port})
+            except dialect.loaded_dbapi.Error as exc:
+                failure = exc
+                continue
+            try:
+                ready = _ready(conn)
+            except dialect.loaded_dbapi.Error as exc:
+                ready, failure = False, exc
+            if not ready:
+                conn.close()
+                failure = failure or dialect.loaded_dbapi.OperationalError(1047, f"{host}:{port} is not ready")
+                continue
+            if index != self.current:
+                log.warning("central database: now on %s:%s (%s:%s failed)", host, port, *self.nodes[self.current])
+                self.moves += 1
+            self.current = index
+            return conn
+        assert failure is not None
+        raise failure
+
+    @staticmethod
+    def classify(context: Any) -> None:
+        """Errors of a node that left (NODE_GONE) count as disconnects: the pool starts afresh."""
+        args = getattr(context.original_exception, "args", ())
+        if args and args[0] in NODE_GONE:
+            context.is_disconnect = True

@@ -2,7 +2,8 @@
 
 - ``hacksky_gateway``: what an agent needs (``auto_migrate: false``): insert and update what it
   writes, read what it checks; no DELETE, no DDL.
-- ``hacksky_maintain``: ``central maintain``: rebuild rollups, delete past retention.
+- ``hacksky_maintain``: ``central maintain``: rebuild rollups, delete past retention, add and drop
+  the daily partitions of ``readings`` (MySQL asks ALTER and DROP on the table for that).
 - ``hacksky_api``: ``hacksky-edge api``: read everything, raise, acknowledge and resolve alerts.
 - ``hacksky_reader``: the central team's queries and dashboards: read only.
 
@@ -22,8 +23,10 @@ ROLES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("SELECT", ("alembic_version",)),
     ],
     "hacksky_maintain": [
-        ("SELECT, INSERT, DELETE", ("readings_1m", "readings_1h", "rollup_pending")),  # rebuild, mark (--backfill)
-        ("SELECT, DELETE", ("readings", "power_readings", "system_metrics", "alerts", "attack_detections")),
+        # rebuild rollups, mark hours (--backfill)
+        ("SELECT, INSERT, DELETE", ("readings_1m", "readings_1h", "power_1h", "rollup_pending")),
+        ("SELECT, DELETE, ALTER, DROP", ("readings",)),  # REORGANIZE and DROP PARTITION
+        ("SELECT, DELETE", ("power_readings", "system_metrics", "alerts", "attack_detections")),
         ("SELECT", ("devices", "gateways", "alembic_version")),
     ],
     "hacksky_api": [

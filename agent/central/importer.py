@@ -13,12 +13,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from weakref import WeakSet
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 from sqlalchemy.sql.dml import Insert
 from tqdm import tqdm
 
 from agent.central import schema
+from agent.central.engine import adjust_connect_params
 from agent.central.writer import CentralWriter, hour_of, insert_ignoring_duplicates, to_datetime
 from agent.records import DeviceInfo
 from agent.units import parse_time
@@ -148,13 +151,18 @@ def count_inserted_rows(engine: Engine) -> None:
     ``ON DUPLICATE KEY UPDATE`` left unchanged as 1, like an insert, when the client sets
     CLIENT_FOUND_ROWS (SQLAlchemy always does), 0 without it: so connections drop the flag.
     """
-    if engine.dialect.name not in ("mysql", "mariadb") or event.contains(engine, "do_connect", _no_found_rows):
+    if engine.dialect.name not in ("mysql", "mariadb") or engine in _COUNTING:
         return
-    event.listen(engine, "do_connect", _no_found_rows)
+    _COUNTING.add(engine)
+    adjust_connect_params(engine, _no_found_rows)
     engine.dispose()  # connections already open keep the flag they were opened with
 
 
-def _no_found_rows(dialect: object, record: object, cargs: object, cparams: dict[str, int]) -> None:
+#: engines whose connections already drop CLIENT_FOUND_ROWS
+_COUNTING: WeakSet[Engine] = WeakSet()
+
+
+def _no_found_rows(cparams: dict[str, Any]) -> None:
     cparams["client_flag"] = cparams.get("client_flag", 0) & ~CLIENT_FOUND_ROWS
 
 

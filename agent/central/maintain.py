@@ -1,4 +1,5 @@
-"""``hacksky-edge central maintain``: rollups of the hours writers marked, then retention.
+"""``hacksky-edge central maintain``: rollups of the hours writers marked, the days of ``readings``
+(partitions on MySQL/MariaDB: :mod:`agent.central.partitions`), then retention.
 
 Rollups are rebuilt per (device, hour) from the raw rows, so they always say what the raw rows
 say, late data included: the writer marks each hour it writes into (``rollup_pending``), and a
@@ -19,10 +20,10 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Select, Table, and_, case, delete, func, insert, select
+from sqlalchemy import Select, Table, and_, case, delete, func, insert, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from agent.central import schema
+from agent.central import partitions, schema
 from agent.central.engine import is_mysql, named_lock
 from agent.central.writer import MARK_TTL, as_datetime, db_now, retrying_lock_conflicts
 from agent.settings import RetentionConfig
@@ -38,7 +39,9 @@ BATCH = 20
 DELETE_CHUNK = 50_000
 
 r, m1, h1, pending = schema.readings, schema.readings_1m, schema.readings_1h, schema.rollup_pending
+pw, pw1h = schema.power_readings, schema.power_1h
 ROLLUP_COLUMNS = ["device_id", "point", "bucket", "count", "good_count", "min", "max", "sum", "first", "last"]
+POWER_COLUMNS = ["device_id", "bucket", "samples", "kw_count", "kw_sum", "kw_min", "kw_max", "anomalies"]
 
 
 @dataclass
@@ -53,9 +56,10 @@ class MaintainReport:
     readings_rolled_up: int = 0
     seconds: float = 0.0
     deleted: dict[str, int] = field(default_factory=dict)  # table -> rows removed by retention
+    partitions: partitions.PartitionReport = field(default_factory=partitions.PartitionReport)
 
 
-def _truncate(engine: Engine, ts: Any, unit: str) -> Any:
+def _truncate(engine: Engine | Connection, ts: Any, unit: str) -> Any:
     """The start of ``ts``'s minute or hour, in the form the dialect stores times."""
     if is_mysql(engine):
         return func.cast(func.date_format(ts, "%Y-%m-%d %H:%i:00" if unit == "minute" else "%Y-%m-%d %H:00:00"),
@@ -64,6 +68,13 @@ def _truncate(engine: Engine, ts: Any, unit: str) -> Any:
     # some versions round 59.9996 s into the next minute)
     return func.substr(ts, 1, 16 if unit == "minute" else 13).op("||")(
         ":00.000000" if unit == "minute" else ":00:00.000000")
+
+
+def hour_end(bind: Engine | Connection, hour: Any) -> Any:
+    """``hour`` (a column of hour starts) plus one hour, in the form the dialect stores times."""
+    if is_mysql(bind):
+        return func.date_add(hour, text("INTERVAL 1 HOUR"))
+    return func.substr(func.datetime(hour, "+1 hour"), 1, 19).op("||")(".000000")
 
 
 def _good(table: Any) -> Any:
@@ -99,6 +110,22 @@ def hour_rows(engine: Engine, minutes: Any, device: int, start: datetime, end: d
     return _with_ends(groups, minutes, "bucket", "first", "last")
 
 
+def power_hour_rows(engine: Engine | Connection, start: datetime, end: datetime, devices: Any = None) -> Select[Any]:
+    """``power_1h`` rows (POWER_COLUMNS) over ``[start, end)`` from ``power_readings``, of one device
+    (an id), of several (a subquery of ids) or of all (None)."""
+    bucket = _truncate(engine, pw.c.timestamp, "hour").label("bucket")
+    kw = pw.c.power_consumption
+    where = [pw.c.timestamp >= start, pw.c.timestamp < end]
+    if isinstance(devices, int):
+        where.append(pw.c.device_id == devices)
+    elif devices is not None:
+        where.append(pw.c.device_id.in_(devices))
+    return (select(pw.c.device_id, bucket, func.count().label("samples"), func.count(kw).label("kw_count"),
+                   func.sum(kw).label("kw_sum"), func.min(kw).label("kw_min"), func.max(kw).label("kw_max"),
+                   func.count(case((pw.c.is_anomaly.is_(True), 1))).label("anomalies"))
+            .where(*where).group_by(pw.c.device_id, bucket))
+
+
 def _with_ends(groups: Any, source: Any, key: str, first_value: str, last_value: str) -> Select[Any]:
     """The rollup columns of ``groups`` plus the bucket's first and last good values: ``source``'s rows
     (by device, point and ``key``) at the group's ``t_first`` and ``t_last``."""
@@ -115,12 +142,15 @@ def _with_ends(groups: Any, source: Any, key: str, first_value: str, last_value:
 
 
 def _rebuild(conn: Connection, engine: Engine, device: int, hour: datetime) -> int:
-    """``readings_1m`` and ``readings_1h`` of one device-hour from the raw rows; returns the raw rows read."""
+    """``readings_1m``, ``readings_1h`` and ``power_1h`` of one device-hour from the raw rows; returns the
+    raw readings read."""
     end = hour + timedelta(hours=1)
     conn.execute(delete(m1).where(m1.c.device_id == device, m1.c.bucket >= hour, m1.c.bucket < end))
     conn.execute(insert(m1).from_select(ROLLUP_COLUMNS, minute_rows(engine, device, hour, end)))
     conn.execute(delete(h1).where(h1.c.device_id == device, h1.c.bucket == hour))
     conn.execute(insert(h1).from_select(ROLLUP_COLUMNS, hour_rows(engine, m1, device, hour, end)))
+    conn.execute(delete(pw1h).where(pw1h.c.device_id == device, pw1h.c.bucket == hour))
+    conn.execute(insert(pw1h).from_select(POWER_COLUMNS, power_hour_rows(engine, hour, end, device)))
     return int(conn.execute(select(func.coalesce(func.sum(h1.c.count), 0)).where(
         h1.c.device_id == device, h1.c.bucket == hour)).scalar_one())
 
@@ -206,6 +236,7 @@ def retention(engine: Engine, cfg: RetentionConfig, now: datetime, report: Maint
         ("readings", r, r.c.ts, cfg.raw, ()),
         ("readings_1m", m1, m1.c.bucket, cfg.minutes, ()),
         ("readings_1h", h1, h1.c.bucket, cfg.hours, ()),
+        ("power_1h", pw1h, pw1h.c.bucket, cfg.hours, ()),
         ("power_readings", schema.power_readings, schema.power_readings.c.timestamp, cfg.power_readings, ()),
         ("system_metrics", schema.system_metrics, schema.system_metrics.c.timestamp, cfg.system_metrics, ()),
         # incidents go once closed: an alert still open, or an attack still going, is kept whatever its age
@@ -234,6 +265,7 @@ def maintain(engine: Engine, cfg: RetentionConfig, now: datetime | None = None,
         if backfill_marks:
             report.marks_backfilled = backfill(engine)
         rollup(engine, report, raw_cutoff(cfg, now))
+        report.partitions = partitions.manage(engine, now, raw_cutoff(cfg, now))
         retention(engine, cfg, now, report)
     report.seconds = time.perf_counter() - started
     return report

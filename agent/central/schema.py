@@ -73,7 +73,8 @@ devices = Table(
 
 readings = Table(
     "readings", metadata,
-    Column("device_id", Integer, ForeignKey("devices.id", name="fk_readings_device"), primary_key=True),
+    # no foreign key: partitioned tables cannot have one (migration 0005); devices.id all the same
+    Column("device_id", Integer, primary_key=True),
     Column("point", String(64), primary_key=True),
     Column("ts", Timestamp, primary_key=True),
     Column("value", Double),
@@ -205,4 +206,19 @@ rollup_pending = Table(
     Column("device_id", Integer, primary_key=True),
     Column("hour", Timestamp, primary_key=True),
     Column("marked_at", Timestamp, nullable=False),  # the database's clock (UTC) at the latest mark
+)
+
+#: ``power_readings`` per (device, hour) (migration 0006), rebuilt by ``maintain`` for the same
+#: marked device-hours as the readings' rollups (a meter's power row comes from its readings).
+power_1h = Table(
+    "power_1h", metadata,
+    Column("device_id", Integer, primary_key=True),
+    Column("bucket", Timestamp, primary_key=True),  # the hour's start, UTC
+    Column("samples", Integer, nullable=False),  # rows
+    Column("kw_count", Integer, nullable=False),  # rows with a power_consumption
+    Column("kw_sum", Double),
+    Column("kw_min", Double),
+    Column("kw_max", Double),
+    Column("anomalies", Integer, nullable=False),
+    Index("ix_power_1h_bucket", "bucket"),
 )

@@ -108,14 +108,17 @@ def hour_of(ts_us: int) -> int:
     return ts_us - ts_us % HOUR_US
 
 
-def retrying_lock_conflicts(transaction: Callable[[], T]) -> T:
-    """``transaction()``, tried again (up to LOCK_ATTEMPTS in all) when it met another's lock."""
+def retrying_lock_conflicts(transaction: Callable[[], T], on_retry: Callable[[], None] | None = None) -> T:
+    """``transaction()``, tried again (up to LOCK_ATTEMPTS in all) when it met another's lock or, on
+    Galera, lost certification to another node's transaction; ``on_retry`` is called before each retry."""
     for attempt in range(1, LOCK_ATTEMPTS + 1):
         try:
             return transaction()
         except OperationalError as exc:
             if error_code(exc) not in LOCK_CONFLICTS or attempt == LOCK_ATTEMPTS:
                 raise
+            if on_retry is not None:
+                on_retry()
     raise AssertionError("unreachable")
 
 
@@ -222,6 +225,8 @@ class CentralWriter:
         #: this gateway's clock minus the database's, seconds (None: not measured; SQLite shares the clock)
         self.clock_offset: float | None = None
         self._clock_checked = -CLOCK_CHECK_EVERY
+        #: packs tried again at once after a deadlock or a Galera certification conflict
+        self.conflicts_retried = 0
 
     def sync_devices(self, devices: Sequence[DeviceInfo]) -> dict[str, int]:
         """Register or refresh this gateway's devices; returns YAML id -> devices.id."""
@@ -260,13 +265,19 @@ class CentralWriter:
         return pk
 
     def write(self, pack: Pack) -> None:
-        """Write a pack in one transaction (its hours marked for the rollups just before). Replaying a
-        pack changes nothing."""
-        if pack.readings:
-            self.mark_hours({(r.device, hour_of(r.ts_us)) for r in pack.readings})
-        self._new_pk = {}
-        try:
+        """Write a pack in one transaction (the device-hours of its readings and power rows marked for
+        the rollups just before). Replaying a pack changes nothing."""
+        hours = {(r.device, hour_of(r.ts_us)) for r in pack.readings}
+        hours.update((sample["device"], hour_of(sample["ts_us"])) for ev in pack.events if ev.kind == "power"
+                     for sample in (cast(PowerSample, ev.payload),))  # power_1h is rebuilt with the readings
+        if hours:
+            self.mark_hours(hours)
+        def attempt() -> None:
+            self._new_pk = {}
             self._write(pack)
+
+        try:  # a deadlock, or a Galera certification conflict (reported as one): the pack again, at once
+            retrying_lock_conflicts(attempt, self._conflict)
             self._device_pk.update(self._new_pk)
         finally:
             self._new_pk = {}
@@ -303,6 +314,10 @@ class CentralWriter:
                      "value": r.value, "value_text": r.text, "quality": r.quality}
                     for r in pack.readings])
             self._write_events(conn, pack.events)
+
+    def _conflict(self) -> None:
+        self.conflicts_retried += 1
+        log.debug("central write met a lock or certification conflict; trying it again")
 
     def mark_hours(self, hours: set[tuple[str, int]]) -> None:
         """Mark each (device, hour start µs) for ``central maintain`` to roll up again.

@@ -124,9 +124,13 @@ class Outcome:
         self.on_quarantine(refused)
 
     def counters(self, counts: dict[str, int]) -> None:
-        """The sink's own counts changed (see :meth:`Sink.counters`): central's clock offset."""
+        """The sink's own counts changed (see :meth:`Sink.counters`): central's clock offset,
+        conflicts retried, the database node in use and the moves between nodes."""
         offset = counts.get("clock_offset_us")
         self.stats.clock_offset = None if offset is None else offset / 1e6
+        self.stats.conflicts_retried = counts.get("conflicts_retried", 0)
+        self.stats.central_node = counts.get("node")
+        self.stats.failovers = counts.get("failovers", 0)
 
 
 class OutputOutcome(Outcome):

@@ -89,6 +89,10 @@ class AgentCollector(Collector):
             ("hacksky_writer_restarts", "Times the writer process died and was started again", c["writer_restarts"]),
             ("hacksky_polling_restarts", "Times a polling process died and was started again",
              s["polling"]["restarts"]),
+            ("hacksky_central_conflicts_retried", "Central transactions tried again after a deadlock or a Galera "
+             "certification conflict", c.get("conflicts_retried", 0)),
+            ("hacksky_central_failovers", "Times the writer moved to another database node (central.failover)",
+             c.get("failovers", 0)),
         ]
         for name, doc, value in counters:
             yield CounterMetricFamily(name, doc, value=value)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent.central.engine import redacted, resolve_url
+from agent.central.engine import nodes_of, redacted, resolve_url
 from agent.checks import AlertTracker, CheckEngine, Condition, build_checks
 from agent.detect.runner import DetectionRunner, load_model
 from agent.pipeline.child import SPLIT_FROM_POINTS_PER_S
@@ -601,11 +601,18 @@ class Agent:
                         "last_flush": st.last_flush, "stalled": self.stalled(),
                         "stalled_for_s": round(self.delivery.stall_seconds(), 1),
                         "writer_pid": self.delivery.pid(), "writer_restarts": self.delivery.restarts,
-                        "clock_offset_s": st.clock_offset},
+                        "clock_offset_s": st.clock_offset, "conflicts_retried": st.conflicts_retried,
+                        "node": self._central_node(), "failovers": st.failovers},
             "outputs": self._outputs_snapshot(),
             "devices": devices,
             "detection": self._detection_snapshot(),
         }
+
+    def _central_node(self) -> str | None:
+        """``host:port`` of the database node the writer uses (``central.failover`` given), else None."""
+        index = self.stats.central_node
+        nodes = nodes_of(self.cfg.central) if self.cfg.central.failover else []
+        return f"{nodes[index][0]}:{nodes[index][1]}" if index is not None and index < len(nodes) else None
 
     def _outputs_snapshot(self) -> dict[str, OutputSnapshot]:
         """Each output's figures and what it has not acknowledged yet."""

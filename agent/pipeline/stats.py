@@ -94,6 +94,11 @@ class AgentStats:
     last_flush: float | None = None
     #: this gateway's clock minus the central database's, seconds (None: not measured)
     clock_offset: float | None = None
+    #: central transactions tried again after a deadlock or a Galera certification conflict
+    conflicts_retried: int = 0
+    #: with ``central.failover``: the node in use (0: the url's, 1..: the list's) and the moves between nodes
+    central_node: int | None = None
+    failovers: int = 0
     #: the outputs besides central, by name
     outputs: dict[str, OutputStats] = field(default_factory=dict)
     rate_window: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=30))

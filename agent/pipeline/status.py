@@ -54,6 +54,9 @@ class CentralSnapshot(TypedDict):
     writer_pid: int | None  # the writer process, None while it is being (re)started
     writer_restarts: int  # times it died and was started again
     clock_offset_s: NotRequired[float | None]  # this gateway's clock minus the database's (None: not measured)
+    conflicts_retried: NotRequired[int]  # transactions tried again after a deadlock or certification conflict
+    node: NotRequired[str | None]  # with central.failover: host:port of the node in use
+    failovers: NotRequired[int]  # moves from one node to another
 
 
 class OutputSnapshot(TypedDict):

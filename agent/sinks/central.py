@@ -8,6 +8,7 @@ from sqlalchemy.engine import Engine
 
 from agent.buffer.disk import Pack
 from agent.central import migrate
+from agent.central.engine import failover_of
 from agent.central.writer import CentralWriter, error_text, is_config_error, is_unavailable
 from agent.records import DeviceInfo, Record
 from agent.sinks import FailureKind
@@ -49,9 +50,17 @@ class CentralSink:
         return error_text(exc)
 
     def counters(self) -> dict[str, int]:
-        """The gateway's clock offset against the database's, in microseconds, once measured."""
+        """The gateway's clock offset against the database's in microseconds (once measured), the
+        transactions tried again after a conflict, and with ``central.failover`` the node in use
+        (its index: 0 the url's, 1.. the failover list's) and the moves between nodes."""
+        counts = {"conflicts_retried": self.writer.conflicts_retried}
         offset = self.writer.clock_offset
-        return {} if offset is None else {"clock_offset_us": round(offset * 1e6)}
+        if offset is not None:
+            counts["clock_offset_us"] = round(offset * 1e6)
+        failover = failover_of(self.engine)
+        if failover is not None and len(failover.nodes) > 1:
+            counts |= {"node": failover.current, "failovers": failover.moves}
+        return counts
 
     def reset(self) -> None:
         """Drop pooled connections: they may cache revoked privileges or a broken session state."""

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, text
 
+from agent.central import migrate
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread, free_port
 from tests.helpers import device_map, wait_until
@@ -123,10 +124,11 @@ def test_check_connect_tells_a_wrong_database_from_a_reachable_one(mariadb_url: 
     monkeypatch.setenv("CENTRAL_URL", mariadb_url)
     fresh = cli("check", "--connect", "-c", str(config))
     assert fresh.returncode == 0, fresh.stderr
-    assert "connected, schema at revision none (this agent needs 0004: run `hacksky-edge init-db`" in fresh.stdout
+    head = migrate.head_revision()
+    assert f"connected, schema at revision none (this agent needs {head}: run `hacksky-edge init-db`" in fresh.stdout
     assert cli("init-db", "-c", str(config)).returncode == 0
     current = cli("check", "--connect", "-c", str(config))
-    assert current.returncode == 0 and "connected, schema at revision 0004\n" in current.stdout
+    assert current.returncode == 0 and f"connected, schema at revision {head}\n" in current.stdout
     monkeypatch.setenv("CENTRAL_URL", mariadb_url + "_no_such_db")
     wrong = cli("check", "--connect", "-c", str(config))
     assert wrong.returncode == 1 and "refused the gateway's settings: (1049, \"Unknown database" in wrong.stderr
@@ -141,7 +143,7 @@ def test_init_db_creates_the_schema_in_mariadb(mariadb_url: str, tmp_path: Path,
     monkeypatch.setenv("CENTRAL_URL", mariadb_url)
     first = cli("init-db", "-c", str(config))
     second = cli("init-db", "-c", str(config))
-    assert first.returncode == 0 and "revision 0004" in first.stdout
+    assert first.returncode == 0 and f"revision {migrate.head_revision()}" in first.stdout
     assert second.returncode == 0
     engine = create_engine(mariadb_url)
     with engine.connect() as conn:

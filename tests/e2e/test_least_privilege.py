@@ -100,6 +100,7 @@ def test_each_role_does_its_job_and_no_more(roles: dict[str, str], tmp_path: Pat
     engine = create_engine(roles["maintain"])
     report = maintain(engine, RetentionConfig())
     assert report.ran and report.readings_rolled_up == agent.stats.readings_taken
+    assert len(report.partitions.added) > 3, "today and the days ahead: ALTER on readings"
     with engine.connect() as conn:
         with pytest.raises((OperationalError, ProgrammingError), match="1142"):
             conn.execute(text("UPDATE gateways SET host = 'x'"))
@@ -130,3 +131,11 @@ def test_each_role_does_its_job_and_no_more(roles: dict[str, str], tmp_path: Pat
         else:
             assert ack == (403, {"error": "the API's database user is not allowed to do this: grant it the "
                                           "hacksky_api role (hacksky-edge central grants)"})
+
+    # a month and more later: the maintain role drops whole days of readings (DROP on readings)
+    engine = create_engine(roles["maintain"])
+    with engine.connect() as conn:
+        today = conn.execute(select(func.utc_timestamp())).scalar_one()
+    report = maintain(engine, RetentionConfig(), now=today + timedelta(days=40))
+    engine.dispose()
+    assert len(report.partitions.dropped) > 3 and report.deleted["readings"] == 0

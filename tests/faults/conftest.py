@@ -49,6 +49,14 @@ def private_mariadb(tmp_path: Path) -> Iterator[PrivateMariaDB]:
         server.stop()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test of this directory is in the ``faults`` suite (``-m "not faults"`` leaves it out)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.faults)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print the reliability table gathered by the fault tests."""
     if not REPORT:
