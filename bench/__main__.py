@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.report import save, table
 
-BENCHMARKS = ["modbus", "ingest", "detect", "sched", "opcua", "scale", "backfill", "peer", "mqtt"]
+BENCHMARKS = ["modbus", "ingest", "detect", "sched", "opcua", "scale", "backfill", "peer", "mqtt", "central"]
 
 
 def parse_step(text: str) -> tuple[int, int]:
@@ -33,6 +33,8 @@ def main() -> int:
                         help="backfill and mqtt: how long the database or broker stays down (default 600)")
     parser.add_argument("--mode", dest="modes", action="append", metavar="MODE",
                         help="scale; repeatable: a way of running the agent (default: all of them)")
+    parser.add_argument("--rows", type=int, metavar="N",
+                        help="central: readings of the month loaded (default 50,000,000)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     # checked here: argparse's choices check refuses nargs="*" given nothing (Python 3.11)
@@ -53,6 +55,8 @@ def main() -> int:
             options["outage"] = args.outage
         if args.modes:
             options["modes"] = args.modes
+        if args.rows and name == "central":
+            options["rows"] = args.rows
         results = module.run(args.seconds, **options) if args.seconds else module.run(**options)
         sys.stdout.write(table(module.TITLE, results["results"], module.COLUMNS))
         sys.stdout.write(f"(written to {save(name, results, args.out)})\n\n")

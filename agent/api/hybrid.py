@@ -13,7 +13,7 @@ seen; hours whose raw rows retention removed still are, through their rollups.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,10 +22,11 @@ from sqlalchemy import Select, Table, and_, case, exists, func, literal, or_, se
 from sqlalchemy.engine import Connection
 
 from agent.central import schema
-from agent.central.maintain import hour_end
 from agent.central.writer import as_datetime
 
 HOUR = timedelta(hours=1)
+#: (device, time range) pairs read from raw rows per statement (OR-ed ranges of the (device_id, ts) index)
+RANGES_PER_QUERY = 500
 pending = schema.rollup_pending
 
 
@@ -87,22 +88,42 @@ def parts(conn: Connection, source: Source, raw_columns: Sequence[Any], rollup_c
     raw, ts, rollup = source.raw, source.ts, source.rollup
     w = cut(since, until)
     queries: list[Select[Any]] = []
+    ranges: list[Any] = []  # (device, time range) pairs read from raw rows: ranges of the (device_id, ts) index
     if w.edges:
-        queries.append(select(literal("raw").label("part"), raw.c.device_id, *raw_columns)
-                       .where(or_(*(and_(*_within(ts, a, b)) for a, b in w.edges)), *_of(raw.c.device_id, devices))
-                       .group_by(raw.c.device_id))
+        every: Select[Any] = devices if devices is not None else select(schema.devices.c.id)
+        ids = list(conn.execute(every).scalars())
+        ranges += [and_(raw.c.device_id == device, *_within(ts, a, b)) for device in ids for a, b in w.edges]
     if w.whole:
         marked = exists().where(pending.c.device_id == rollup.c.device_id, pending.c.hour == rollup.c.bucket)
         queries.append(select(literal("rollup").label("part"), rollup.c.device_id, *rollup_columns)
                        .where(*_within(rollup.c.bucket, w.lo, w.hi), ~marked, *_of(rollup.c.device_id, devices))
                        .group_by(rollup.c.device_id))
-        in_hour = and_(raw.c.device_id == pending.c.device_id, ts >= pending.c.hour,
-                       ts < hour_end(conn, pending.c.hour))
+        marks = conn.execute(select(pending.c.device_id, pending.c.hour).where(
+            *_within(pending.c.hour, w.lo, w.hi), *_of(pending.c.device_id, devices))).fetchall()
+        ranges += [and_(raw.c.device_id == device, ts >= start, ts < end) for device, start, end in device_runs(marks)]
+    for i in range(0, len(ranges), RANGES_PER_QUERY):  # an index range each: no scan of a whole day
         queries.append(select(literal("raw").label("part"), raw.c.device_id, *raw_columns)
-                       .select_from(pending.join(raw, in_hour))
-                       .where(*_within(pending.c.hour, w.lo, w.hi), *_of(pending.c.device_id, devices))
-                       .group_by(raw.c.device_id))
+                       .where(or_(*ranges[i:i + RANGES_PER_QUERY])).group_by(raw.c.device_id))
     return [row for q in queries for row in conn.execute(q)]
+
+
+def hour_runs(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
+    """Consecutive hours as ``[start, end)`` ranges: one range per run, not per hour."""
+    runs: list[tuple[datetime, datetime]] = []
+    for hour in sorted(hours):
+        if runs and runs[-1][1] == hour:
+            runs[-1] = (runs[-1][0], hour + HOUR)
+        else:
+            runs.append((hour, hour + HOUR))
+    return runs
+
+
+def device_runs(marks: Iterable[Any]) -> list[tuple[int, datetime, datetime]]:
+    """(device, start, end) per run of consecutive marked hours of each device."""
+    by_device: dict[int, list[datetime]] = {}
+    for device, hour in marks:
+        by_device.setdefault(device, []).append(as_datetime(hour))
+    return [(device, start, end) for device, hours in sorted(by_device.items()) for start, end in hour_runs(hours)]
 
 
 def readings_summary(conn: Connection, since: datetime | None, until: datetime | None,

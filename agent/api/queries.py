@@ -63,15 +63,22 @@ def page(conn: Connection, q: Any, w: Window, order: Any, total: int | None = No
 
 
 def power_data(conn: Connection, w: Window, anomalies_only: bool) -> dict[str, Any]:
-    q = (select(p.c.id, d.c.gateway_id, d.c.device_id_str.label("device"), d.c.name.label("device_name"),
-                p.c.timestamp, p.c.power_consumption, p.c.voltage, p.c.current, p.c.frequency, p.c.temperature,
-                p.c.humidity, p.c.is_anomaly, p.c.anomaly_score)
-         .join(d, d.c.id == p.c.device_id))
-    q = _filtered(q, w, p.c.timestamp, d.c.gateway_id)
-    if anomalies_only:
-        q = q.where(p.c.is_anomaly.is_(True))
-    total = hybrid.power_count(conn, w.since, w.until, device_ids(w), anomalies_only)  # from power_1h
-    return page(conn, q, w, p.c.timestamp.desc(), total)
+    """A page of ``power_readings``, newest first: the page's ids from the table alone (backwards along
+    its time index), then their devices; the total from ``power_1h`` (:mod:`agent.api.hybrid`)."""
+    ids = device_ids(w)
+    where = [*([p.c.timestamp >= w.since] if w.since else []), *([p.c.timestamp < w.until] if w.until else []),
+             *([p.c.device_id.in_(ids)] if ids is not None else []),
+             *([p.c.is_anomaly.is_(True)] if anomalies_only else [])]
+    newest = p.c.timestamp.desc(), p.c.id.desc()
+    chosen = select(p.c.id).where(*where).order_by(*newest).limit(w.limit).offset(w.offset).subquery("page")
+    rows = conn.execute(select(p.c.id, d.c.gateway_id, d.c.device_id_str.label("device"),
+                               d.c.name.label("device_name"), p.c.timestamp, p.c.power_consumption, p.c.voltage,
+                               p.c.current, p.c.frequency, p.c.temperature, p.c.humidity, p.c.is_anomaly,
+                               p.c.anomaly_score)
+                        .select_from(chosen.join(p, p.c.id == chosen.c.id).join(d, d.c.id == p.c.device_id))
+                        .order_by(*newest)).fetchall()
+    total = hybrid.power_count(conn, w.since, w.until, ids, anomalies_only)
+    return {"items": [as_dict(r) for r in rows], "total": total, "limit": w.limit, "offset": w.offset}
 
 
 def devices(conn: Connection, gateway: str | None, status: str | None, type_: str | None) -> dict[str, Any]:

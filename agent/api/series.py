@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
+from agent.api.hybrid import hour_runs
 from agent.central import schema
 from agent.central.maintain import hour_rows, minute_rows
 from agent.central.writer import EPOCH, as_datetime
@@ -61,17 +62,6 @@ def _raw(conn: Connection, q: SeriesQuery) -> dict[str, Any]:
             "truncated": len(rows) > MAX_RAW}
 
 
-def _runs(hours: set[datetime]) -> list[tuple[datetime, datetime]]:
-    """Consecutive hours as ``[start, end)`` ranges: one raw query per run, not per hour."""
-    runs: list[tuple[datetime, datetime]] = []
-    for hour in sorted(hours):
-        if runs and runs[-1][1] == hour:
-            runs[-1] = (runs[-1][0], hour + timedelta(hours=1))
-        else:
-            runs.append((hour, hour + timedelta(hours=1)))
-    return runs
-
-
 def _rollup(conn: Connection, engine: Engine, q: SeriesQuery, level: str) -> list[dict[str, Any]]:
     table = schema.readings_1m if level == "1m" else schema.readings_1h
     pending = schema.rollup_pending
@@ -81,7 +71,7 @@ def _rollup(conn: Connection, engine: Engine, q: SeriesQuery, level: str) -> lis
     rows = [row for row in conn.execute(select(table).where(
         table.c.device_id == q.device_pk, table.c.point == q.point, table.c.bucket >= q.since,
         table.c.bucket < q.until)) if row.bucket.replace(minute=0, second=0, microsecond=0) not in stale]
-    for start, end in _runs(stale):  # hours whose rollups may not say what the raw rows say yet
+    for start, end in hour_runs(stale):  # hours whose rollups may not say what the raw rows say yet
         fresh = minute_rows(engine, q.device_pk, start, end, q.point)
         if level == "1h":
             fresh = hour_rows(engine, fresh.cte("minutes"), q.device_pk, start, end)

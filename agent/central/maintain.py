@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Select, Table, and_, case, delete, func, insert, select, text
+from sqlalchemy import Select, Table, and_, case, delete, func, insert, select
 from sqlalchemy.engine import Connection, Engine
 
 from agent.central import partitions, schema
@@ -68,13 +68,6 @@ def _truncate(engine: Engine | Connection, ts: Any, unit: str) -> Any:
     # some versions round 59.9996 s into the next minute)
     return func.substr(ts, 1, 16 if unit == "minute" else 13).op("||")(
         ":00.000000" if unit == "minute" else ":00:00.000000")
-
-
-def hour_end(bind: Engine | Connection, hour: Any) -> Any:
-    """``hour`` (a column of hour starts) plus one hour, in the form the dialect stores times."""
-    if is_mysql(bind):
-        return func.date_add(hour, text("INTERVAL 1 HOUR"))
-    return func.substr(func.datetime(hour, "+1 hour"), 1, 19).op("||")(".000000")
 
 
 def _good(table: Any) -> Any:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -70,3 +72,20 @@ def test_mqtt_harness_publishes_through_a_broker_outage(tmp_path: Path) -> None:
     assert down["points/s"] == 0.0
     assert live["points/s"] > 0, "the agent published through the output"
     assert doc["backlog"] > 0 and catch_up["points/s"] > 0, "readings waited for the broker, then went out"
+
+
+@pytest.mark.galera
+def test_central_benchmark_loads_maintains_serves_drops_and_compares_galera(mariadb_server: str) -> None:
+    """Two days of a small plant through every step of ``bench central`` (the real run loads a month)."""
+    from bench import central
+
+    doc = central.run(seconds=1.0, rows=100_000, days=2)
+    rows = {r["what"].split(":")[0].split(" (")[0]: r for r in doc["results"]}
+    assert rows["load a month"]["figure"] > 0
+    assert rows["maintain"]["figure"] > 0
+    endpoints = [r for r in doc["results"] if r["what"].startswith("GET ")]
+    assert len(endpoints) == 13 and all(r["figure"] > 0 and r["max"] >= r["figure"] for r in endpoints)
+    assert all(r["baseline"] > 0 for r in endpoints if r["note"])
+    assert rows["retention"]["figure"] > 0 and rows["retention"]["baseline"] > 0
+    galera = doc["results"][-1]
+    assert galera["figure"] > 0 and galera["baseline"] > 0, galera

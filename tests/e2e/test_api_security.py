@@ -20,7 +20,7 @@ from agent.api.guard import DRAIN_LIMIT, MAX_BODY, AccessConfigError, Tokens, lo
 from agent.central import migrate
 from agent.central.engine import make_engine
 from agent.settings import CentralConfig
-from tests.e2e.test_api import Api, serve
+from tests.infra.api_server import Api, serve
 
 TOKEN, READ_TOKEN = "write-s3cret", "read-s3cret"
 ALLOWED = ["dashboard.plant.example", "proxy.example:8443"]

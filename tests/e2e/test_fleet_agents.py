@@ -19,8 +19,8 @@ from agent.api.app import create_app
 from agent.central import migrate
 from simulators.server import ModbusSimulator, SimulatorThread
 from simulators.store import RegisterImage
-from tests.e2e.test_api import TOKEN, serve
 from tests.helpers import device_map, query, wait_until
+from tests.infra.api_server import TOKEN, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAYS = 5

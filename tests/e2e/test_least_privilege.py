@@ -24,8 +24,8 @@ from agent.pipeline.service import Agent
 from agent.settings import RetentionConfig
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread
-from tests.e2e.test_api import TOKEN, serve
 from tests.helpers import async_wait_until, device_map, run_agent
+from tests.infra.api_server import TOKEN, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = {"gateway": "hacksky_gateway", "maintain": "hacksky_maintain", "api": "hacksky_api", "reader": "hacksky_reader"}
