@@ -191,13 +191,22 @@ def _rebuild_batch(engine: Engine, batch: Sequence[Any], stale_before: datetime,
 
 def backfill(engine: Engine) -> int:
     """Mark every hour the raw table holds (once, after upgrading a database that had readings
-    before the rollups existed); returns the marks made."""
+    before the rollups existed); returns the marks made. One statement per device and day, along
+    the (device_id, ts) index: bounded statements whatever the table's size."""
     hour = _truncate(engine, r.c.ts, "hour")
-    hours = select(r.c.device_id, hour, db_now(engine)).distinct()
-    insert_marks = insert(pending).from_select(["device_id", "hour", "marked_at"], hours).prefix_with(
-        "IGNORE" if is_mysql(engine) else "OR IGNORE")
-    with engine.begin() as conn:
-        return int(conn.execute(insert_marks).rowcount)
+    with engine.connect() as conn:  # per device through the index: no scan of the table
+        spans = conn.execute(select(r.c.device_id, func.min(r.c.ts), func.max(r.c.ts)).group_by(r.c.device_id)).all()
+    marked = 0
+    for device, first, last in spans:
+        day = as_datetime(first).replace(hour=0, minute=0, second=0, microsecond=0)
+        while day <= as_datetime(last):
+            hours = (select(r.c.device_id, hour, db_now(engine)).distinct()
+                     .where(r.c.device_id == device, r.c.ts >= day, r.c.ts < day + timedelta(days=1)))
+            with engine.begin() as conn:
+                marked += int(conn.execute(insert(pending).from_select(["device_id", "hour", "marked_at"], hours)
+                                           .prefix_with("IGNORE" if is_mysql(engine) else "OR IGNORE")).rowcount)
+            day += timedelta(days=1)
+    return marked
 
 
 def _delete_before(engine: Engine, table: Table, column: Any, before: datetime, *extra: Any) -> int:

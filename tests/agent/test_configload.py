@@ -9,6 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.central.engine import nodes_of
 from agent.configload import ConfigError, load_config, load_config_text
 from agent.settings import DetectionConfig, ModbusDevice, OpcUaDevice, OpcUaPoint, PointConfig
 
@@ -267,6 +268,17 @@ devices:
 """
     (error,) = errors_of(text)
     assert error.startswith("plant.yaml:3:41: devices[0].endpoint: ") and why in error
+
+
+def test_failover_nodes_are_host_and_port_of_a_mysql_database() -> None:
+    mysql = "gateway: {id: gw1}\ncentral: {url: 'mysql+pymysql://edge@db1:3306/hacksky', failover: [db2, 'db3:3307']}\n"
+    cfg = load_config_text(VALID.replace("gateway: {id: gw1}\n", mysql))
+    assert nodes_of(cfg.central) == [("db1", 3306), ("db2", 3306), ("db3", 3307)]
+    (error,) = errors_of(VALID.replace("gateway: {id: gw1}\n", "gateway: {id: gw1}\ncentral: {failover: [db2]}\n"))
+    assert error == ("plant.yaml:2:21: central.failover: lists further nodes of a MySQL/MariaDB database; "
+                     "sqlite has none")
+    (error,) = errors_of(VALID.replace("gateway: {id: gw1}\n", mysql.replace("'db3:3307'", "'db3/x'")))
+    assert error.startswith("plant.yaml:2:") and "central.failover[1]" in error
 
 
 def test_wrong_protocol_names_the_choices_not_pydantic_internals() -> None:
