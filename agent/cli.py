@@ -196,6 +196,8 @@ def _partitions_done(report: PartitionReport) -> str:
         done.append(f"added {report.added[0]}..{report.added[-1]}")
     if report.dropped:
         done.append(f"dropped {', '.join(report.dropped)} (~{sum(report.dropped.values())} rows)")
+    if report.error:
+        done.append(f"not changed this run: {report.error}")
     return f"readings days: {', '.join(done)}; " if done else ""
 
 

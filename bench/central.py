@@ -16,13 +16,10 @@
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +37,7 @@ from agent.settings import CentralConfig, RetentionConfig
 from bench.load import connect, database_of, scratch_database
 from drivers.base import Reading
 from tests.infra.api_server import TOKEN, serve
-from tests.infra.galera import GaleraCluster, available
+from tests.infra.galera import available, running_cluster
 
 TITLE = "Central database at fleet scale (MariaDB, one month of a plant)"
 COLUMNS = ["what", "figure", "unit", "baseline", "vs baseline", "max", "note"]
@@ -284,19 +281,6 @@ def _execute(db: str, sql: str) -> None:
     conn.close()
 
 
-@contextmanager
-def _cluster() -> Iterator[GaleraCluster]:
-    root = Path(tempfile.mkdtemp(prefix="hacksky-bench-galera-"))
-    os.chmod(root, 0o755)
-    cluster = GaleraCluster(root)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def writer_rate(url: str, seconds: float, failover: list[str] | None = None) -> float:
     """Rows/s of the agent's writer, packs of 5,000 back to back for ``seconds``, into a fresh schema."""
     engine = make_engine(CentralConfig(url=url, failover=failover or []))
@@ -321,7 +305,7 @@ def _galera(seconds: float) -> list[dict[str, Any]]:
         return [{"what": "Galera", "note": "galera-4 or rsync not installed: not measured"}]
     with scratch_database() as url:
         single = writer_rate(url, seconds)
-    with _cluster() as cluster:
+    with running_cluster() as cluster:
         cluster.execute("CREATE DATABASE hacksky")
         first, *others = cluster.nodes
         galera = writer_rate(first.url(), seconds, [f"127.0.0.1:{n.port}" for n in others])

@@ -88,6 +88,8 @@ def parts(conn: Connection, source: Source, raw_columns: Sequence[Any], rollup_c
     raw, ts, rollup = source.raw, source.ts, source.rollup
     w = cut(since, until)
     queries: list[Select[Any]] = []
+    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+        conn.exec_driver_sql("BEGIN")  # one snapshot for every part (MySQL: the transaction's own)
     ranges: list[Any] = []  # (device, time range) pairs read from raw rows: ranges of the (device_id, ts) index
     if w.edges:
         every: Select[Any] = devices if devices is not None else select(schema.devices.c.id)
@@ -127,9 +129,9 @@ def device_runs(marks: Iterable[Any]) -> list[tuple[int, datetime, datetime]]:
 
 
 def readings_summary(conn: Connection, since: datetime | None, until: datetime | None,
-                     devices: Any = None) -> dict[str, Any]:
+                     devices: Any = None, ends: bool = True) -> dict[str, Any]:
     """Readings in the window: how many, of how many devices, the first and last time stamps
-    (to the hour where only rollups are left)."""
+    (to the hour where only rollups are left; not looked up without ``ends``)."""
     r, h = schema.readings, schema.readings_1h
     rows = parts(conn, READINGS, [func.count().label("n"), func.min(r.c.ts).label("first"),
                                   func.max(r.c.ts).label("last")],
@@ -139,9 +141,9 @@ def readings_summary(conn: Connection, since: datetime | None, until: datetime |
     found = {row.device_id for row in rows if row.n}
     first = min(((as_datetime(row.first), row.part) for row in rows if row.n), default=None)
     last = max(((as_datetime(row.last), row.part) for row in rows if row.n), default=None)
-    if first and first[1] == "rollup":  # an hour's start: the hour's first raw reading, if still there
+    if ends and first and first[1] == "rollup":  # an hour's start: the hour's first raw reading, if still there
         first = (_edge(conn, func.min, first[0], devices) or first[0], "raw")
-    if last and last[1] == "rollup":
+    if ends and last and last[1] == "rollup":
         last = (_edge(conn, func.max, last[0], devices) or last[0], "raw")
     return {"readings": total, "devices": len(found), "first": first and first[0], "last": last and last[0]}
 
@@ -188,8 +190,25 @@ def power_summary(conn: Connection, since: datetime | None, until: datetime | No
     return out
 
 
+def oldest(conn: Connection, source: Source) -> datetime | None:
+    """The raw table's oldest row time (per device along its (device_id, time) index): where rows
+    retention has not removed start."""
+    per_device = select(func.min(source.ts).label("t")).group_by(source.raw.c.device_id).subquery()
+    value = conn.execute(select(func.min(per_device.c.t))).scalar()
+    return None if value is None else as_datetime(value)
+
+
+def stored_since(conn: Connection, source: Source, since: datetime | None) -> datetime | None:
+    """``since``, moved up to the raw table's oldest row: counts of rows that still exist (rollups
+    outlive their raw rows)."""
+    first = oldest(conn, source)
+    return since if first is None or (since is not None and since > first) else first
+
+
 def power_count(conn: Connection, since: datetime | None, until: datetime | None, devices: Any = None,
                 anomalies_only: bool = False) -> int:
-    """``power_readings`` rows in the window (the power list's total), without counting them one by one."""
+    """``power_readings`` rows in the window that still exist (the power list's total), without
+    counting them one by one."""
     field = "anomalies" if anomalies_only else "samples"
-    return sum(m[field] for m in power_summary(conn, since, until, devices).values())
+    start = stored_since(conn, POWER, since)
+    return sum(m[field] for m in power_summary(conn, start, until, devices).values())

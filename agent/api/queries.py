@@ -229,9 +229,10 @@ def system_status(conn: Connection, now: datetime) -> dict[str, Any]:
 
 
 def table_counts(conn: Connection) -> dict[str, int]:
-    """Rows per table; readings and power_readings as their rollups count them (every row stored,
-    including those past the raw retention), not by scanning the two big tables."""
+    """Rows per table; readings and power_readings from their hourly rollups (plus the raw rows of
+    their oldest, partial hour and of marked hours), not by scanning the two big tables."""
     counts = {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one() for t in (d, a, x, m)}
-    counts["readings"] = hybrid.readings_summary(conn, None, None)["readings"]
+    since = hybrid.stored_since(conn, hybrid.READINGS, None)
+    counts["readings"] = hybrid.readings_summary(conn, since, None, ends=False)["readings"]
     counts["power_readings"] = hybrid.power_count(conn, None, None)
     return {t.name: counts[t.name] for t in (d, schema.readings, p, a, x, m)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,17 +27,20 @@ def is_mysql(bind: Engine | Connection) -> bool:
 
 @contextmanager
 def named_lock(conn: Connection, name: str, wait: float) -> Iterator[bool]:
-    """Hold the MySQL/MariaDB named lock ``name`` (``GET_LOCK``, waiting up to ``wait`` seconds) for
-    the block; yields whether it was got. SQLite has no other writer host: always got."""
+    """Hold the MySQL/MariaDB named lock ``name`` of the connection's database (``GET_LOCK``, waiting
+    up to ``wait`` seconds) for the block; yields whether it was got. Named locks belong to the
+    server: the name carries a digest of the database's, so two databases on one server never wait
+    for each other. SQLite has no other writer host: always got."""
     if not is_mysql(conn):
         yield True
         return
-    got = conn.execute(text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": wait}).scalar() == 1
+    scoped = conn.execute(text("SELECT CONCAT(:name, '@', LEFT(MD5(DATABASE()), 16))"), {"name": name}).scalar()
+    got = conn.execute(text("SELECT GET_LOCK(:name, :wait)"), {"name": scoped, "wait": wait}).scalar() == 1
     try:
         yield got
     finally:
         if got:
-            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": scoped})
 
 
 def resolve_url(url: str, password_file: Path | None = None) -> URL:
@@ -135,7 +139,7 @@ def _ready(conn: Any) -> bool:
     (``wsrep_ready`` OFF). MariaDB builds with Galera support say ``wsrep_ready`` OFF when not
     clustered: ``wsrep_on`` tells."""
     cur = conn.cursor()
-    try:
+    try:  # the caller closes the connection when this raises
         cur.execute("SHOW VARIABLES LIKE 'wsrep_on'")
         clustered = cur.fetchone()
         if clustered is None or str(clustered[1]).upper() != "ON":
@@ -175,6 +179,7 @@ class Failover:
         self.moves = 0  # times a connection went to another node than the last one
         #: changes to the connect parameters (see :func:`adjust_connect_params`)
         self.adjusters: list[Callable[[dict[str, Any]], None]] = []
+        self._lock = threading.Lock()
 
     def install(self, engine: Engine) -> None:
         """Hook into ``engine``'s connects and error handling (its ``do_connect`` makes the connection,
@@ -199,14 +204,19 @@ class Failover:
                 ready = _ready(conn)
             except dialect.loaded_dbapi.Error as exc:
                 ready, failure = False, exc
+            except BaseException:
+                conn.close()
+                raise
             if not ready:
                 conn.close()
                 failure = failure or dialect.loaded_dbapi.OperationalError(1047, f"{host}:{port} is not ready")
                 continue
-            if index != self.current:
-                log.warning("central database: now on %s:%s (%s:%s failed)", host, port, *self.nodes[self.current])
-                self.moves += 1
-            self.current = index
+            with self._lock:  # several pool threads may connect at once
+                if index != self.current:
+                    log.warning("central database: now on %s:%s (%s:%s failed)", host, port,
+                                *self.nodes[self.current])
+                    self.moves += 1
+                self.current = index
             return conn
         assert failure is not None
         raise failure

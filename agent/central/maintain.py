@@ -134,7 +134,7 @@ def _with_ends(groups: Any, source: Any, key: str, first_value: str, last_value:
             .select_from(groups.outerjoin(first, at(first, "t_first")).outerjoin(last, at(last, "t_last"))))
 
 
-def _rebuild(conn: Connection, engine: Engine, device: int, hour: datetime) -> int:
+def _rebuild(conn: Connection, engine: Engine, device: int, hour: datetime, power: bool = True) -> int:
     """``readings_1m``, ``readings_1h`` and ``power_1h`` of one device-hour from the raw rows; returns the
     raw readings read."""
     end = hour + timedelta(hours=1)
@@ -142,18 +142,29 @@ def _rebuild(conn: Connection, engine: Engine, device: int, hour: datetime) -> i
     conn.execute(insert(m1).from_select(ROLLUP_COLUMNS, minute_rows(engine, device, hour, end)))
     conn.execute(delete(h1).where(h1.c.device_id == device, h1.c.bucket == hour))
     conn.execute(insert(h1).from_select(ROLLUP_COLUMNS, hour_rows(engine, m1, device, hour, end)))
-    conn.execute(delete(pw1h).where(pw1h.c.device_id == device, pw1h.c.bucket == hour))
-    conn.execute(insert(pw1h).from_select(POWER_COLUMNS, power_hour_rows(engine, hour, end, device)))
+    if power:
+        _rebuild_power(conn, engine, device, hour)
     return int(conn.execute(select(func.coalesce(func.sum(h1.c.count), 0)).where(
         h1.c.device_id == device, h1.c.bucket == hour)).scalar_one())
 
 
-def rollup(engine: Engine, report: MaintainReport, raw_from: datetime | None = None) -> None:
+def _rebuild_power(conn: Connection, engine: Engine, device: int, hour: datetime) -> None:
+    """``power_1h`` of one device-hour from ``power_readings``."""
+    conn.execute(delete(pw1h).where(pw1h.c.device_id == device, pw1h.c.bucket == hour))
+    conn.execute(insert(pw1h).from_select(POWER_COLUMNS, power_hour_rows(engine, hour, hour + timedelta(hours=1),
+                                                                         device)))
+
+
+def rollup(engine: Engine, report: MaintainReport, raw_from: datetime | None = None,
+           power_from: datetime | None = None) -> None:
     """Rebuild every marked device-hour; remove the marks no writer renewed lately.
 
-    Hours before ``raw_from`` (the raw retention's cutoff, on an hour) keep the rollups they have:
-    their raw rows are gone or going, and a rebuild would replace good buckets with a part of them.
-    Their marks are dropped (late data that old is in the raw table until retention removes it).
+    Hours before ``raw_from`` (the raw retention's cutoff, on an hour) keep the readings rollups
+    they have: their raw rows are gone or going, and a rebuild would replace good buckets with a
+    part of them. Their marks are dropped (late data that old is in the raw table until retention
+    removes it); their ``power_1h`` row is still rebuilt while ``power_readings`` keeps the hour
+    (``power_from``, its own retention's cutoff; None: kept for ever): an hour that retention has
+    begun to delete keeps its ``power_1h`` row as built.
     Reads run at READ COMMITTED: rebuilding takes no shared locks on the readings writers insert.
     """
     engine = engine.execution_options(isolation_level="READ COMMITTED") if is_mysql(engine) else engine
@@ -164,11 +175,13 @@ def rollup(engine: Engine, report: MaintainReport, raw_from: datetime | None = N
     stale_before = now - MARK_STALE
     for start in range(0, len(marks), BATCH):
         batch = marks[start:start + BATCH]  # a writer marking the same hour: the batch is tried again
-        retrying_lock_conflicts(partial(_rebuild_batch, engine, batch, stale_before, raw_from, report))
+        retrying_lock_conflicts(partial(_rebuild_batch, engine, batch, stale_before, (raw_from, power_from),
+                                        report))
 
 
-def _rebuild_batch(engine: Engine, batch: Sequence[Any], stale_before: datetime, raw_from: datetime | None,
-                   report: MaintainReport) -> None:
+def _rebuild_batch(engine: Engine, batch: Sequence[Any], stale_before: datetime,
+                   cutoffs: tuple[datetime | None, datetime | None], report: MaintainReport) -> None:
+    raw_from, power_from = cutoffs
     rebuilt = removed = expired = rolled = 0
     with engine.begin() as conn:
         for device, hour, marked_at in batch:
@@ -180,9 +193,12 @@ def _rebuild_batch(engine: Engine, batch: Sequence[Any], stale_before: datetime,
                     pending.c.device_id == device, pending.c.hour == hour, pending.c.marked_at == marked_at)).rowcount
                 removed += gone
                 expired += gone if too_old else 0
+            power_kept = power_from is None or hour >= power_from  # every power row of the hour still there
             if not too_old:
-                rolled += _rebuild(conn, engine, device, hour)
+                rolled += _rebuild(conn, engine, device, hour, power_kept)
                 rebuilt += 1
+            elif power_kept:
+                _rebuild_power(conn, engine, device, hour)
     report.hours_rebuilt += rebuilt
     report.marks_removed += removed
     report.marks_expired += expired
@@ -190,22 +206,26 @@ def _rebuild_batch(engine: Engine, batch: Sequence[Any], stale_before: datetime,
 
 
 def backfill(engine: Engine) -> int:
-    """Mark every hour the raw table holds (once, after upgrading a database that had readings
-    before the rollups existed); returns the marks made. One statement per device and day, along
-    the (device_id, ts) index: bounded statements whatever the table's size."""
-    hour = _truncate(engine, r.c.ts, "hour")
-    with engine.connect() as conn:  # per device through the index: no scan of the table
-        spans = conn.execute(select(r.c.device_id, func.min(r.c.ts), func.max(r.c.ts)).group_by(r.c.device_id)).all()
+    """Mark every hour the raw tables hold (once, after upgrading a database that had readings
+    before the rollups existed, or power rows before ``power_1h``); returns the marks made. One
+    statement per table, device and day, along a (device_id, time) index: bounded statements
+    whatever the tables' size."""
     marked = 0
-    for device, first, last in spans:
-        day = as_datetime(first).replace(hour=0, minute=0, second=0, microsecond=0)
-        while day <= as_datetime(last):
-            hours = (select(r.c.device_id, hour, db_now(engine)).distinct()
-                     .where(r.c.device_id == device, r.c.ts >= day, r.c.ts < day + timedelta(days=1)))
-            with engine.begin() as conn:
-                marked += int(conn.execute(insert(pending).from_select(["device_id", "hour", "marked_at"], hours)
-                                           .prefix_with("IGNORE" if is_mysql(engine) else "OR IGNORE")).rowcount)
-            day += timedelta(days=1)
+    for table, ts in ((r, r.c.ts), (pw, pw.c.timestamp)):
+        hour = _truncate(engine, ts, "hour")
+        with engine.connect() as conn:  # per device through the index: no scan of the table
+            spans = conn.execute(select(table.c.device_id, func.min(ts), func.max(ts))
+                                 .group_by(table.c.device_id)).all()
+        for device, first, last in spans:
+            day = as_datetime(first).replace(hour=0, minute=0, second=0, microsecond=0)
+            while day <= as_datetime(last):
+                hours = (select(table.c.device_id, hour, db_now(engine)).distinct()
+                         .where(table.c.device_id == device, ts >= day, ts < day + timedelta(days=1)))
+                with engine.begin() as conn:
+                    marked += int(conn.execute(
+                        insert(pending).from_select(["device_id", "hour", "marked_at"], hours)
+                        .prefix_with("IGNORE" if is_mysql(engine) else "OR IGNORE")).rowcount)
+                day += timedelta(days=1)
     return marked
 
 
@@ -266,7 +286,8 @@ def maintain(engine: Engine, cfg: RetentionConfig, now: datetime | None = None,
             now = as_datetime(conn.execute(select(db_now(engine))).scalar_one())
         if backfill_marks:
             report.marks_backfilled = backfill(engine)
-        rollup(engine, report, raw_cutoff(cfg, now))
+        power_from = None if cfg.power_readings is None else now - timedelta(seconds=cfg.power_readings)
+        rollup(engine, report, raw_cutoff(cfg, now), power_from)
         report.partitions = partitions.manage(engine, now, raw_cutoff(cfg, now))
         retention(engine, cfg, now, report)
     report.seconds = time.perf_counter() - started

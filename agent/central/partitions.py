@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from agent.central.engine import is_mysql
 from agent.central.writer import as_datetime
@@ -46,6 +47,7 @@ class PartitionReport:
 
     added: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)  # name -> rows (the server's estimate)
+    error: str = ""  # the DDL the server refused this run (a lock wait, a grant): retention goes on by rows
 
 
 def listed(conn: Connection) -> list[Partition]:
@@ -111,18 +113,27 @@ def manage(engine: Engine, now: datetime, cutoff: datetime | None) -> PartitionR
         days, drop = plan(existing, now, cutoff, oldest)
         conn.execute(text("SET SESSION lock_wait_timeout = :s"), {"s": DDL_LOCK_WAIT})
         try:
-            if days:
-                parts = [f"PARTITION {name_of(day)} VALUES LESS THAN ({_bound(day)})" for day in days]
-                conn.execute(text(f"ALTER TABLE readings REORGANIZE PARTITION {FUTURE} INTO "
-                                  f"({', '.join(parts)}, PARTITION {FUTURE} VALUES LESS THAN (MAXVALUE))"))
-                report.added = [name_of(day) for day in days]
-                log.info("readings: added partitions %s .. %s", report.added[0], report.added[-1])
-            if drop:
-                rows = {p.name: p.rows for p in existing}
-                conn.execute(text(f"ALTER TABLE readings DROP PARTITION {', '.join(drop)}"))
-                report.dropped = {name: rows[name] for name in drop}
-                log.info("readings: dropped partitions %s (about %s rows)", ", ".join(drop),
-                         sum(report.dropped.values()))
+            _apply(conn, existing, days, drop, report)
+        except OperationalError as exc:  # e.g. 1205: writers' transactions held the table past DDL_LOCK_WAIT
+            conn.rollback()
+            report.error = str(exc.orig or exc).splitlines()[0][:300]
+            log.warning("readings partitions left as they are this run: %s", report.error)
         finally:
             conn.execute(text("SET SESSION lock_wait_timeout = DEFAULT"))
     return report
+
+
+def _apply(conn: Connection, existing: list[Partition], days: list[date], drop: list[str],
+           report: PartitionReport) -> None:
+    """The planned REORGANIZE (days ahead) and DROP (expired days), recorded in ``report``."""
+    if days:
+        parts = [f"PARTITION {name_of(day)} VALUES LESS THAN ({_bound(day)})" for day in days]
+        conn.execute(text(f"ALTER TABLE readings REORGANIZE PARTITION {FUTURE} INTO "
+                          f"({', '.join(parts)}, PARTITION {FUTURE} VALUES LESS THAN (MAXVALUE))"))
+        report.added = [name_of(day) for day in days]
+        log.info("readings: added partitions %s .. %s", report.added[0], report.added[-1])
+    if drop:
+        rows = {p.name: p.rows for p in existing}
+        conn.execute(text(f"ALTER TABLE readings DROP PARTITION {', '.join(drop)}"))
+        report.dropped = {name: rows[name] for name in drop}
+        log.info("readings: dropped partitions %s (about %s rows)", ", ".join(drop), sum(report.dropped.values()))

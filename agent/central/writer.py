@@ -18,7 +18,7 @@ from sqlalchemy.sql.dml import Insert
 
 from agent.buffer.disk import Pack
 from agent.central import schema
-from agent.central.engine import is_mysql
+from agent.central.engine import NODE_GONE, is_mysql
 from agent.records import (
     AlertPayload,
     AttackPayload,
@@ -307,6 +307,8 @@ class CentralWriter:
                     try:
                         cursor.execute(statement)
                     except dbapi_error as exc:  # the same exception classes SQLAlchemy would raise
+                        if (exc.args and exc.args[0] in NODE_GONE) or conn.dialect.is_disconnect(exc, raw, cursor):
+                            conn.invalidate()  # as SQLAlchemy would: the next pack takes a new connection
                         raise DBAPIError.instance(statement[:200], None, exc, dbapi_error) from exc
             elif pack.readings:
                 conn.execute(self._insert_readings, [

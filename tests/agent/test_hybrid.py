@@ -101,3 +101,30 @@ def test_hours_past_the_raw_retention_are_still_counted_from_their_rollups(plant
     assert summary["readings"] == everything["readings"] - 1 and summary["devices"] == 2
     assert summary["first"] == START, "no raw row left in the first hour: its start"
     assert summary["last"] == everything["last"]
+
+
+def test_power_history_from_before_its_rollup_is_backfilled_and_totals_count_only_stored_rows(
+        migrated_engine: Engine) -> None:
+    """Power rows inserted with no mark (a database upgraded to revision 0006 with a year of them):
+    ``maintain --backfill`` builds their ``power_1h``; once retention removed the oldest, the list's
+    total counts the rows left, while statistics keep what the rollups say."""
+    writer = writer_for(migrated_engine)
+    writer.sync_devices([])
+    with migrated_engine.begin() as conn:
+        m1 = conn.execute(select(schema.devices.c.id).where(schema.devices.c.device_id_str == "m1")).scalar_one()
+        conn.execute(schema.power_readings.insert(), [
+            {"device_id": m1, "timestamp": to_datetime(T0 + k * 600_000_000), "power_consumption": float(k),
+             "is_anomaly": False} for k in range(6 * 24 * 3)])  # three days, every 10 minutes
+    report = maintain(migrated_engine, KEEP_ALL, backfill_marks=True)
+    assert report.marks_backfilled == 72 and report.hours_rebuilt == 72
+    with migrated_engine.connect() as conn:
+        assert hybrid.power_count(conn, None, None) == 432
+    now = START + timedelta(days=3, minutes=30)
+    keep = RetentionConfig.model_validate({"raw": None, "power_readings": "1d", "1m": None, "1h": None})
+    assert maintain(migrated_engine, keep, now=now).deleted["power_readings"] == 6 * 24 * 2 + 3
+    with migrated_engine.begin() as conn:  # 15 minutes later: no writer renews the marks, maintain drops them
+        conn.execute(schema.rollup_pending.delete())
+    assert maintain(migrated_engine, keep, now=now).hours_rebuilt == 0
+    with migrated_engine.connect() as conn:
+        assert hybrid.power_count(conn, None, None) == 432 - 6 * 24 * 2 - 3, "the rows left, not the rollups'"
+        assert hybrid.power_summary(conn, None, None)[m1]["samples"] == 432, "statistics: the rollups' history"

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, insert, select, text, update
 
 from agent.buffer.disk import Pack
 from agent.central import schema
+from agent.central.engine import named_lock
 from agent.central.maintain import LOCK_NAME, maintain
 from agent.central.writer import to_datetime
 from agent.settings import RetentionConfig
@@ -127,22 +128,25 @@ def test_backfill_marks_every_hour_the_raw_table_holds(migrated_engine: Engine) 
     assert stored(migrated_engine, schema.readings_1h) == expected(readings, 3_600_000_000)
 
 
-def test_a_second_host_finds_the_lock_taken_and_does_nothing(mariadb_url: str) -> None:
+def test_a_second_host_finds_the_lock_taken_and_does_nothing(mariadb_url: str, mariadb_server: str) -> None:
     from sqlalchemy import create_engine
 
     from agent.central import migrate
 
     engine = create_engine(mariadb_url)
+    neighbour = create_engine(f"{mariadb_server}/test")  # another database on the same server
     try:
         migrate.upgrade(engine)
         writer_for(engine).write(Pack(readings=plant_readings(T0, 60)))
-        with engine.connect() as other:
-            assert other.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": LOCK_NAME}).scalar() == 1
+        with engine.connect() as other, named_lock(other, LOCK_NAME, 0) as got:
+            assert got
             assert maintain(engine, KEEP_ALL).ran is False
-            other.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": LOCK_NAME})
+            with neighbour.connect() as conn, named_lock(conn, LOCK_NAME, 0) as also:
+                assert also, "the lock is the database's: another database's maintain runs meanwhile"
         assert maintain(engine, KEEP_ALL).hours_rebuilt == 2
     finally:
         engine.dispose()
+        neighbour.dispose()
 
 
 def test_cli_maintain_prints_what_it_did(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from agent.buffer.disk import Pack
-from agent.central import migrate
+from agent.central import migrate, partitions
 from agent.central.engine import make_engine
 from agent.central.maintain import maintain
 from agent.central.partitions import AHEAD_DAYS, MAX_BACK_DAYS, Partition, listed, plan
@@ -120,3 +120,39 @@ def test_maintain_leaves_an_unpartitioned_table_alone(migrated_engine: Engine) -
     assert report.partitions.added == [] and report.partitions.dropped == {}
     assert report.deleted["readings"] == len(plant_readings(T0, 600))
     assert _rows(migrated_engine) == len(plant_readings(T0, 600))
+
+
+def test_partition_ddl_that_waits_too_long_is_skipped_and_retention_goes_on(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = writer_for(engine)
+    writer.write(Pack(readings=plant_readings(T0, 600) + plant_readings(T0 + 10 * DAY_US, 600)))
+    monkeypatch.setattr(partitions, "DDL_LOCK_WAIT", 1)
+    with engine.connect() as reader:  # an open transaction that read the table holds its metadata lock
+        reader.execute(text("SELECT COUNT(*) FROM readings")).scalar_one()
+        report = maintain(engine, RetentionConfig.model_validate({"raw": "5d"}),
+                          now=to_datetime(T0 + 10 * DAY_US + 3_600_000_000))
+        reader.rollback()
+    assert "Lock wait timeout" in report.partitions.error and report.partitions.added == []
+    assert report.deleted["readings"] == len(plant_readings(T0, 600)), "retention went on, row by row"
+    assert maintain(engine, KEEP_ALL, now=to_datetime(T0 + 10 * DAY_US)).partitions.added, "the next run adds them"
+
+
+def test_a_future_row_does_not_push_the_history_partition_past_today(mariadb_url: str) -> None:
+    """A table partitioned while it held a row from a clock years ahead: history ends tomorrow at
+    the latest, and the row waits in p_future."""
+    from alembic import command
+
+    engine = make_engine(CentralConfig(url=mariadb_url))
+    cfg = migrate.alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+    writer = writer_for(engine)
+    writer.write(Pack(readings=[Reading("m1", "power", T0, 1.0), Reading("m1", "power", T0 + 3650 * DAY_US, 2.0)]))
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        history, future = listed(conn)
+        today = conn.execute(text("SELECT UTC_DATE()")).scalar_one()
+    engine.dispose()
+    assert history.name == "p_history" and history.bound is not None
+    assert history.bound.date() <= today + timedelta(days=1) and future.rows >= 0

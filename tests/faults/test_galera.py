@@ -4,12 +4,9 @@ restarted, then the whole cluster killed and brought back. Counted against the d
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +24,7 @@ from tests.faults.conftest import FaultRow
 from tests.faults.plant import count_rows, plant
 from tests.faults.test_central_faults import drained
 from tests.helpers import async_wait_until, device_map, run_agent
-from tests.infra.galera import GaleraCluster
+from tests.infra.galera import GaleraCluster, running_cluster
 
 pytestmark = pytest.mark.galera
 T0 = 1_780_000_000_000_000
@@ -35,17 +32,9 @@ T0 = 1_780_000_000_000_000
 
 @pytest.fixture(scope="module")
 def galera() -> Iterator[GaleraCluster]:
-    """Three synced nodes (the servers run as ``mysql``: their directories live outside pytest's
-    root-only tmp)."""
-    root = Path(tempfile.mkdtemp(prefix="hacksky-galera-"))
-    os.chmod(root, 0o755)
-    cluster = GaleraCluster(root)
-    try:
-        cluster.start()
+    """Three synced nodes for the module."""
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -59,68 +48,68 @@ def database(galera: GaleraCluster) -> Iterator[str]:
             break
 
 
-def galera_map(galera: GaleraCluster, tmp_path: Path, devices: list[dict[str, object]]) -> str:
-    """The agent on node 0, with nodes 1 and 2 to fail over to."""
+def under_load(galera: GaleraCluster, tmp_path: Path, scenario: Callable[[Agent], Awaitable[None]],
+               node: int) -> tuple[Agent, int, int]:
+    """The plant polled by an agent on node 0 (nodes 1 and 2 to fail over to) while ``scenario``
+    runs; checks every served reading stored once (counted on ``node``); (agent, stored, distinct)."""
     first, *others = galera.nodes
-    return device_map("gw-galera", url=first.url(), buffer=str(tmp_path / "buf"), devices=devices,
-                      batch_size=2000, writer="process", failover=[f"127.0.0.1:{n.port}" for n in others])
+    with plant(meters=10) as p:
+        agent = run_agent(device_map("gw-galera", url=first.url(), buffer=str(tmp_path / "buf"),
+                                     devices=p.devices(), batch_size=2000, writer="process",
+                                     failover=[f"127.0.0.1:{n.port}" for n in others]), scenario)
+        served = p.readings_served()
+    taken = agent.stats.readings_taken
+    total, distinct = count_rows(galera.nodes[node].url("hacksky"))
+    assert served == taken, "every reading the simulator served was taken by the agent"
+    assert total == distinct == taken, f"lost {taken - distinct}, duplicated {total - distinct}"
+    return agent, total, distinct
 
 
 def test_the_node_the_agent_writes_to_killed_under_load_then_rejoining(
         galera: GaleraCluster, database: str, tmp_path: Path, fault_report: list[FaultRow]) -> None:
     observed: dict[str, float] = {}
-    with plant(meters=10) as p:
-        async def scenario(agent: Agent) -> None:
-            await async_wait_until(lambda: agent.stats.rows_written > 1000, timeout=60)
-            killed = time.monotonic()
-            await asyncio.to_thread(galera.kill9, 0)
-            written = agent.stats.rows_written
-            await async_wait_until(lambda: agent.stats.rows_written > written + 2000, timeout=60)
-            observed["failover"] = time.monotonic() - killed
-            await asyncio.to_thread(galera.restart, 0)  # rejoins from its recovered position
-            observed["recovery"] = await drained(agent)
-            await asyncio.sleep(1.0)
 
-        agent = run_agent(galera_map(galera, tmp_path, p.devices()), scenario)
-        served = p.readings_served()
-    taken = agent.stats.readings_taken
-    total, distinct = count_rows(galera.nodes[1].url(database))
-    assert served == taken, "every reading the simulator served was taken by the agent"
-    assert total == distinct == taken, f"lost {taken - distinct}, duplicated {total - distinct}"
+    async def scenario(agent: Agent) -> None:
+        await async_wait_until(lambda: agent.stats.rows_written > 1000, timeout=60)
+        killed = time.monotonic()
+        await asyncio.to_thread(galera.kill9, 0)
+        written = agent.stats.rows_written
+        await async_wait_until(lambda: agent.stats.rows_written > written + 2000, timeout=60)
+        observed["failover"] = time.monotonic() - killed
+        await asyncio.to_thread(galera.restart, 0)  # rejoins from its recovered position
+        observed["recovery"] = await drained(agent)
+        await asyncio.sleep(1.0)
+
+    agent, total, distinct = under_load(galera, tmp_path, scenario, node=1)
     assert count_rows(galera.nodes[0].url(database)) == (total, distinct), "the rejoined node holds every row"
     assert agent.stats.failovers >= 1 and agent.stats.central_node in (1, 2), "it moved on, and stayed"
     fault_report.append(FaultRow(
         "Galera: the writer's node killed (kill -9) under load, rejoined", "SIGKILL node 0 of 3, restart it",
-        served, total, served - distinct, total - distinct, observed["recovery"],
+        total, total, 0, 0, observed["recovery"],
         f"writing again on another node {observed['failover']:.1f} s after the kill"))
 
 
 def test_the_whole_cluster_killed_under_load_then_bootstrapped_again(
         galera: GaleraCluster, database: str, tmp_path: Path, fault_report: list[FaultRow]) -> None:
     observed: dict[str, float] = {}
-    with plant(meters=10) as p:
-        async def scenario(agent: Agent) -> None:
-            await async_wait_until(lambda: agent.stats.rows_written > 1000, timeout=60)
-            await asyncio.to_thread(galera.kill_all)
-            await async_wait_until(lambda: agent.stats.central_state == "down", timeout=30)
-            await asyncio.sleep(3.0)
-            assert agent.delivery.buffer is not None
-            observed["buffered"] = agent.delivery.buffer.reading_rows
-            await asyncio.to_thread(galera.recover_all)  # the most advanced node bootstraps, the others join
-            observed["recovery"] = await drained(agent)
-            await asyncio.sleep(1.0)
 
-        agent = run_agent(galera_map(galera, tmp_path, p.devices()), scenario)
-        served = p.readings_served()
-    taken = agent.stats.readings_taken
-    total, distinct = count_rows(galera.nodes[2].url(database))
+    async def scenario(agent: Agent) -> None:
+        await async_wait_until(lambda: agent.stats.rows_written > 1000, timeout=60)
+        await asyncio.to_thread(galera.kill_all)
+        await async_wait_until(lambda: agent.stats.central_state == "down", timeout=30)
+        await asyncio.sleep(3.0)
+        assert agent.delivery.buffer is not None
+        observed["buffered"] = agent.delivery.buffer.reading_rows
+        await asyncio.to_thread(galera.recover_all)  # the most advanced node bootstraps, the others join
+        observed["recovery"] = await drained(agent)
+        await asyncio.sleep(1.0)
+
+    _, total, _ = under_load(galera, tmp_path, scenario, node=2)
     assert observed["buffered"] > 500, "polling went on into the buffer while no node was up"
-    assert served == taken and total == distinct == taken, f"lost {taken - distinct}, duplicated {total - distinct}"
     fault_report.append(FaultRow(
         "Galera: the whole cluster killed (kill -9 x 3) under load, bootstrapped again",
         "SIGKILL all 3 nodes, --wsrep-recover, bootstrap the most advanced, join the others",
-        served, total, served - distinct, total - distinct, observed["recovery"],
-        f"{int(observed['buffered'])} readings buffered meanwhile"))
+        total, total, 0, 0, observed["recovery"], f"{int(observed['buffered'])} readings buffered meanwhile"))
 
 
 def test_two_nodes_inserting_the_same_rows_at_once_lose_certification_and_retry(

@@ -14,12 +14,16 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pymysql
 
 from simulators.server import free_port
+from tests.infra.private_mariadb import execute_all, stop_process
 
 MARIADBD = "/usr/sbin/mariadbd"
 PROVIDER = "/usr/lib/galera/libgalera_smm.so"
@@ -163,21 +167,25 @@ class GaleraCluster:
     def stop(self) -> None:
         """Shut every node down (SIGTERM, then SIGKILL after 60 s)."""
         for node in reversed(self.nodes):
-            if node.proc is None:
-                continue
-            node.proc.terminate()
-            try:
-                node.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-                node.proc.wait()
-            node.proc = None
+            if node.proc is not None:
+                stop_process(node.proc)
+                node.proc = None
 
     def execute(self, *statements: str, node: int = 0) -> None:
-        conn = self.nodes[node].connect()
-        try:
-            with conn.cursor() as cur:
-                for sql in statements:
-                    cur.execute(sql)
-        finally:
-            conn.close()
+        """Run statements as root on one node."""
+        execute_all(self.nodes[node].connect(), statements)
+
+
+@contextmanager
+def running_cluster() -> Iterator[GaleraCluster]:
+    """A started 3-node cluster, stopped and removed afterwards. Its directories live outside
+    pytest's root-only temporary directory: the servers run as ``mysql``."""
+    root = Path(tempfile.mkdtemp(prefix="hacksky-galera-"))
+    os.chmod(root, 0o755)
+    cluster = GaleraCluster(root)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)

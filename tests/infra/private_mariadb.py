@@ -18,6 +18,26 @@ from simulators.server import free_port
 MARIADBD = "/usr/sbin/mariadbd"
 
 
+def execute_all(conn: pymysql.connections.Connection, statements: tuple[str, ...]) -> None:
+    """Run ``statements`` on ``conn``, then close it."""
+    try:
+        with conn.cursor() as cur:
+            for sql in statements:
+                cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """SIGTERM, wait up to ``timeout`` seconds (a server flushes and shuts down), then SIGKILL."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class PrivateMariaDB:
     """``mariadb-install-db`` into a temp dir, then ``mariadbd`` on a free loopback port."""
 
@@ -62,12 +82,7 @@ class PrivateMariaDB:
     def stop(self) -> None:
         """Shut down cleanly."""
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
             self.proc = None
 
     def admin(self, database: str | None = None) -> pymysql.connections.Connection:
@@ -77,13 +92,7 @@ class PrivateMariaDB:
 
     def execute(self, *statements: str) -> None:
         """Run statements as root."""
-        conn = self.admin()
-        try:
-            with conn.cursor() as cur:
-                for sql in statements:
-                    cur.execute(sql)
-        finally:
-            conn.close()
+        execute_all(self.admin(), statements)
 
     def url(self, database: str = "hacksky", user: str = "root", password: str = "") -> str:
         """SQLAlchemy URL for ``user`` on this server."""

@@ -6,7 +6,7 @@ backend so that the schema is one (the writer only stores readings of devices it
 
 The table is partitioned as it is: empty (a new database), one ``p_future`` partition
 (``LESS THAN MAXVALUE``) that maintain splits into days; holding rows, a ``p_history`` partition
-up to the day after the newest row, then ``p_future``. Either way the table is rebuilt once: on a
+up to the day after the newest row (today at the latest), then ``p_future``. Either way the table is rebuilt once: on a
 large table, run ``hacksky-edge init-db`` in a maintenance window rather than from an agent.
 
 Revision ID: 0005
@@ -57,7 +57,9 @@ def upgrade() -> None:
         return
     newest = _newest(bind)
     partitions = ["PARTITION p_future VALUES LESS THAN (MAXVALUE)"]
-    if newest is not None:
+    if newest is not None:  # not beyond today: rows of a gateway clock years ahead go to p_future
+        today = bind.execute(sa.text("SELECT UTC_TIMESTAMP()")).scalar()
+        newest = min(newest, today if isinstance(today, datetime) else datetime.fromisoformat(str(today)))
         bound = (newest + timedelta(days=1)).strftime("%Y-%m-%d 00:00:00")
         partitions.insert(0, f"PARTITION p_history VALUES LESS THAN ('{bound}')")
     op.execute(f"ALTER TABLE readings PARTITION BY RANGE COLUMNS(ts) ({', '.join(partitions)})")
