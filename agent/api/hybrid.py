@@ -96,13 +96,21 @@ def parts(conn: Connection, source: Source, raw_columns: Sequence[Any], rollup_c
         ids = list(conn.execute(every).scalars())
         ranges += [and_(raw.c.device_id == device, *_within(ts, a, b)) for device in ids for a, b in w.edges]
     if w.whole:
-        marked = exists().where(pending.c.device_id == rollup.c.device_id, pending.c.hour == rollup.c.bucket)
-        queries.append(select(literal("rollup").label("part"), rollup.c.device_id, *rollup_columns)
-                       .where(*_within(rollup.c.bucket, w.lo, w.hi), ~marked, *_of(rollup.c.device_id, devices))
-                       .group_by(rollup.c.device_id))
         marks = conn.execute(select(pending.c.device_id, pending.c.hour).where(
             *_within(pending.c.hour, w.lo, w.hi), *_of(pending.c.device_id, devices))).fetchall()
-        ranges += [and_(raw.c.device_id == device, ts >= start, ts < end) for device, start, end in device_runs(marks)]
+        runs = device_runs(marks)
+        # the marked hours' rollups left out: by the runs just read (compared in memory) while they are
+        # few, else row by row against rollup_pending; the same snapshot either way
+        skip: list[Any] = []
+        if len(runs) > RANGES_PER_QUERY:
+            skip.append(~exists().where(pending.c.device_id == rollup.c.device_id, pending.c.hour == rollup.c.bucket))
+        elif runs:
+            skip.append(~or_(*(and_(rollup.c.device_id == device, rollup.c.bucket >= start, rollup.c.bucket < end)
+                               for device, start, end in runs)))
+        queries.append(select(literal("rollup").label("part"), rollup.c.device_id, *rollup_columns)
+                       .where(*_within(rollup.c.bucket, w.lo, w.hi), *skip, *_of(rollup.c.device_id, devices))
+                       .group_by(rollup.c.device_id))
+        ranges += [and_(raw.c.device_id == device, ts >= start, ts < end) for device, start, end in runs]
     for i in range(0, len(ranges), RANGES_PER_QUERY):  # an index range each: no scan of a whole day
         queries.append(select(literal("raw").label("part"), raw.c.device_id, *raw_columns)
                        .where(or_(*ranges[i:i + RANGES_PER_QUERY])).group_by(raw.c.device_id))

@@ -90,3 +90,31 @@ def test_a_reading_of_another_device_or_point_never_leaks_in(migrated_engine: En
         answer = series(conn, migrated_engine, SeriesQuery(pk, "power", to_datetime(T0),
                                                            to_datetime(T0 + 86_400_000_000), 3600))
     assert [(p["count"], p["min"], p["max"]) for p in answer["points"]] == [(1, 1.0, 1.0)]
+
+
+def test_raw_and_bucket_answers_are_the_same_text_on_every_backend(migrated_engine: Engine) -> None:
+    """MariaDB builds the points as JSON itself: times written as Python writes them (microseconds
+    only when there are), doubles exact, texts and qualities as stored."""
+    writer = writer_for(migrated_engine)
+    readings = [Reading("m1", "power", T0, 0.1 + 0.2), Reading("m1", "power", T0 + 1_500_000, 1e-300),
+                Reading("m1", "power", T0 + 2_000_007, None, 'Störung "x"', "bad:timeout"),
+                Reading("m1", "power", T0 + 61_000_000, 123456789.123456789)]
+    writer.write(Pack(readings=readings))
+    pk = writer.sync_devices([])["m1"]
+    with migrated_engine.connect() as conn:
+        raw = series(conn, migrated_engine, SeriesQuery(pk, "power", to_datetime(T0), to_datetime(T0 + 3_600_000_000),
+                                                        None))
+        minutes = series(conn, migrated_engine, SeriesQuery(pk, "power", to_datetime(T0),
+                                                            to_datetime(T0 + 3_600_000_000), 60))
+    start = to_datetime(T0).isoformat()
+    assert raw["points"] == [
+        {"ts": start + "Z", "value": 0.1 + 0.2, "text": None, "quality": "good"},
+        {"ts": to_datetime(T0 + 1_500_000).isoformat() + "Z", "value": 1e-300, "text": None, "quality": "good"},
+        {"ts": to_datetime(T0 + 2_000_007).isoformat() + "Z", "value": None, "text": 'Störung "x"',
+         "quality": "bad:timeout"},
+        {"ts": to_datetime(T0 + 61_000_000).isoformat() + "Z", "value": 123456789.123456789, "text": None,
+         "quality": "good"}]
+    first, second = minutes["points"]
+    assert first == {"bucket": start + "Z", "count": 3, "good_count": 2, "min": 1e-300, "max": 0.1 + 0.2,
+                     "sum": 0.1 + 0.2 + 1e-300, "first": 0.1 + 0.2, "last": 1e-300, "mean": (0.1 + 0.2 + 1e-300) / 2}
+    assert second["bucket"] == to_datetime(T0 + 60_000_000).isoformat() + "Z" and second["count"] == 1
