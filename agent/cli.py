@@ -96,12 +96,35 @@ def cmd_run(args: argparse.Namespace, cfg: AgentConfig) -> int:
 
 def cmd_check(args: argparse.Namespace, cfg: AgentConfig) -> int:
     """Validate a device map, its password files and variables; exit 1 listing every error.
-    With ``--connect``, also log in to the central database and compare its schema revision."""
+    With ``--connect``, also log in to the central database and compare its schema revision, and to
+    each MQTT output's broker."""
     points = sum(len(d.points) for d in cfg.devices)
     devices = len(cfg.devices)
     counted = f"{devices} device{'s' * (devices != 1)}, {points} point{'s' * (points != 1)}"
     sys.stdout.write(f"{args.config}: OK ({counted})\n")
-    return check_central(cfg) if args.connect else 0
+    return max(check_central(cfg), check_outputs(cfg)) if args.connect else 0
+
+
+def check_outputs(cfg: AgentConfig) -> int:
+    """One line per MQTT output: its broker accepted the gateway's settings (TLS, user, password), or why
+    not; exit 1 if one did not. The check logs in under its own client id (``...-check``): the
+    running agent's session is never taken over."""
+    from agent.sinks.mqtt.session import BrokerRefused, BrokerUnavailable, Session
+
+    failed = 0
+    for out in cfg.outputs:
+        client_id = out.client_id_for(cfg.gateway.id)[:58] + "-check"
+        session = Session(out, client_id, None, lambda _topic, _payload: None, [])
+        try:
+            session.open()
+        except (BrokerRefused, BrokerUnavailable) as exc:
+            kind = "refused the gateway's settings" if isinstance(exc, BrokerRefused) else "unreachable"
+            sys.stderr.write(f"mqtt output {out.name} {out.url} {kind}: {exc}\n")
+            failed = 1
+            continue
+        session.close()
+        sys.stdout.write(f"mqtt output {out.name} {out.url}: connected (as {client_id})\n")
+    return failed
 
 
 def check_central(cfg: AgentConfig) -> int:

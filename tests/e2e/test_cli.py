@@ -187,3 +187,32 @@ def test_json_log_format_writes_one_object_per_line(tmp_path: Path) -> None:
     assert {"ts", "level", "logger", "message"} <= set(records[0])
     assert any(r["level"] == "ERROR" and "gone" in r["message"] for r in records), "the down device, once"
     assert any("agent stopped" in r["message"] for r in records)
+
+
+def test_check_connect_logs_in_to_each_mqtt_broker_without_taking_over_the_agents_session(
+        tmp_path: Path) -> None:
+    from tests.infra.private_mosquitto import PrivateMosquitto
+
+    broker = PrivateMosquitto(tmp_path / "broker", users={"edge": "right-horse"})
+    broker.start()
+    try:
+        (tmp_path / "mqtt.pass").write_text("right-horse\n")
+        (tmp_path / "wrong.pass").write_text("wrong\n")
+        doc = yaml.safe_load(device_map("gw-check", f"sqlite:///{tmp_path / 'c.db'}", str(tmp_path / "buf"), [
+            {"id": "m", "host": "127.0.0.1", "points": [{"name": "v", "address": 0}]}]))
+        doc["outputs"] = [
+            {"type": "mqtt", "url": broker.url, "username": "edge", "password_file": str(tmp_path / "mqtt.pass"),
+             "allow_plaintext_password": True},  # loopback
+            {"type": "mqtt", "name": "wrong", "url": broker.url, "username": "edge",
+             "password_file": str(tmp_path / "wrong.pass"), "allow_plaintext_password": True, "connect_timeout": "2s"},
+            {"type": "mqtt", "name": "away", "url": f"mqtt://127.0.0.1:{free_port()}", "connect_timeout": "2s"}]
+        config = tmp_path / "edge.yaml"
+        config.write_text(yaml.safe_dump(doc))
+        result = cli("check", "--connect", "-c", str(config))
+    finally:
+        broker.stop()
+    assert result.returncode == 1, "two outputs cannot connect"
+    assert f"mqtt output mqtt {broker.url}: connected (as hacksky-edge-gw-check-check)" in result.stdout
+    assert f"mqtt output wrong {broker.url} refused the gateway's settings: " in result.stderr
+    assert "mqtt output away mqtt://127.0.0.1:" in result.stderr and " unreachable: " in result.stderr
+    assert "right-horse" not in result.stdout + result.stderr
