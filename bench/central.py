@@ -38,6 +38,7 @@ from bench.load import connect, database_of, scratch_database
 from drivers.base import Reading
 from tests.infra.api_server import TOKEN, serve
 from tests.infra.galera import available, running_cluster
+from tests.infra.private_mariadb import execute_all
 
 TITLE = "Central database at fleet scale (MariaDB, one month of a plant)"
 COLUMNS = ["what", "figure", "unit", "baseline", "vs baseline", "max", "note"]
@@ -245,7 +246,7 @@ def _retention(engine: Engine, db: str, now: datetime, results: list[dict[str, A
         days = [p for p in partitions.listed(conn) if p.bound is not None]
     oldest, second = days[1], days[2]  # days[0] holds only the month's first reading
     rows = _count(db, oldest.name)
-    dropped = _timed(lambda: _execute(db, f"ALTER TABLE readings DROP PARTITION {oldest.name}"))
+    dropped = _timed(lambda: execute_all(connect(db), (f"ALTER TABLE readings DROP PARTITION {oldest.name}",)))
     deleted_rows = _count(db, second.name)
     assert second.bound is not None
     start = second.bound - timedelta(days=1)
@@ -272,13 +273,6 @@ def _count(db: str, partition: str) -> int:
         (n,) = cur.fetchone()
     conn.close()
     return int(n)
-
-
-def _execute(db: str, sql: str) -> None:
-    conn = connect(db)
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
 
 
 def writer_rate(url: str, seconds: float, failover: list[str] | None = None) -> float:

@@ -22,7 +22,7 @@ from agent.api.guard import MAX_BODY, RequestGuard, Tokens, parse_allowed_hosts
 from agent.api.series import SeriesQuery
 from agent.api.series import series as series_of
 from agent.central import migrate, schema
-from agent.central.writer import error_code
+from agent.central.writer import GRANT_REFUSED, error_code
 from agent.units import parse_duration
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def create_app(engine: Engine, token: str | None, *, read_token: str | None = No
     @app.exception_handler(SQLAlchemyError)
     async def database_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
         log.error("central database error on %s: %s", request.url.path, exc)
-        if error_code(exc) in (1142, 1143):  # the API's own database user may not do this (its grants)
+        if error_code(exc) in GRANT_REFUSED:  # the API's own database user may not do this
             return JSONResponse({"error": "the API's database user is not allowed to do this: "
                                           "grant it the hacksky_api role (hacksky-edge central grants)"},
                                 status_code=403)

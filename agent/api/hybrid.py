@@ -58,7 +58,8 @@ def cut(since: datetime | None, until: datetime | None) -> Cut:
     return Cut(True, lo, hi, tuple(edges))
 
 
-def _within(column: Any, start: datetime | None, end: datetime | None) -> list[Any]:
+def within(column: Any, start: datetime | None, end: datetime | None) -> list[Any]:
+    """``start <= column < end`` as conditions (a None bound: none)."""
     return [*([column >= start] if start is not None else []), *([column < end] if end is not None else [])]
 
 
@@ -94,10 +95,10 @@ def parts(conn: Connection, source: Source, raw_columns: Sequence[Any], rollup_c
     if w.edges:
         every: Select[Any] = devices if devices is not None else select(schema.devices.c.id)
         ids = list(conn.execute(every).scalars())
-        ranges += [and_(raw.c.device_id == device, *_within(ts, a, b)) for device in ids for a, b in w.edges]
+        ranges += [and_(raw.c.device_id == device, *within(ts, a, b)) for device in ids for a, b in w.edges]
     if w.whole:
         marks = conn.execute(select(pending.c.device_id, pending.c.hour).where(
-            *_within(pending.c.hour, w.lo, w.hi), *_of(pending.c.device_id, devices))).fetchall()
+            *within(pending.c.hour, w.lo, w.hi), *_of(pending.c.device_id, devices))).fetchall()
         runs = device_runs(marks)
         # the marked hours' rollups left out: by the runs just read (compared in memory) while they are
         # few, else row by row against rollup_pending; the same snapshot either way
@@ -108,7 +109,7 @@ def parts(conn: Connection, source: Source, raw_columns: Sequence[Any], rollup_c
             skip.append(~or_(*(and_(rollup.c.device_id == device, rollup.c.bucket >= start, rollup.c.bucket < end)
                                for device, start, end in runs)))
         queries.append(select(literal("rollup").label("part"), rollup.c.device_id, *rollup_columns)
-                       .where(*_within(rollup.c.bucket, w.lo, w.hi), *skip, *_of(rollup.c.device_id, devices))
+                       .where(*within(rollup.c.bucket, w.lo, w.hi), *skip, *_of(rollup.c.device_id, devices))
                        .group_by(rollup.c.device_id))
         ranges += [and_(raw.c.device_id == device, ts >= start, ts < end) for device, start, end in runs]
     for i in range(0, len(ranges), RANGES_PER_QUERY):  # an index range each: no scan of a whole day
@@ -160,7 +161,7 @@ def _edge(conn: Connection, pick: Any, hour: datetime, devices: Any) -> datetime
     """The earliest or latest raw reading time within ``hour`` (per device through the (device_id, ts) index)."""
     r = schema.readings
     per_device = (select(pick(r.c.ts).label("t"))
-                  .where(*_within(r.c.ts, hour, hour + HOUR), *_of(r.c.device_id, devices))
+                  .where(*within(r.c.ts, hour, hour + HOUR), *_of(r.c.device_id, devices))
                   .group_by(r.c.device_id).subquery())
     value = conn.execute(select(pick(per_device.c.t))).scalar()
     return None if value is None else as_datetime(value)

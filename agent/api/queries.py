@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,7 +35,12 @@ class Window:
 
 def as_dict(row: Row[Any] | Any) -> dict[str, Any]:
     """A row as JSON-ready values (datetimes in ISO 8601, UTC)."""
-    return {k: (v.isoformat() + "Z" if isinstance(v, datetime) else v) for k, v in row._mapping.items()}
+    return json_ready(row._mapping)
+
+
+def json_ready(values: Mapping[Any, Any]) -> dict[str, Any]:
+    """``values`` with datetimes in ISO 8601, UTC."""
+    return {k: (v.isoformat() + "Z" if isinstance(v, datetime) else v) for k, v in values.items()}
 
 
 def count_where(condition: Any) -> Any:
@@ -54,10 +60,9 @@ def _filtered(q: Any, w: Window, ts: Any, gateway_col: Any) -> Any:
     return q
 
 
-def page(conn: Connection, q: Any, w: Window, order: Any, total: int | None = None) -> dict[str, Any]:
-    """Items of one page plus the total count of the filtered set (counted here unless given)."""
-    if total is None:
-        total = conn.execute(select(func.count()).select_from(q.order_by(None).subquery())).scalar_one()
+def page(conn: Connection, q: Any, w: Window, order: Any) -> dict[str, Any]:
+    """Items of one page plus the total count of the filtered set."""
+    total = conn.execute(select(func.count()).select_from(q.order_by(None).subquery())).scalar_one()
     rows = conn.execute(q.order_by(order).limit(w.limit).offset(w.offset)).fetchall()
     return {"items": [as_dict(r) for r in rows], "total": total, "limit": w.limit, "offset": w.offset}
 
@@ -66,8 +71,7 @@ def power_data(conn: Connection, w: Window, anomalies_only: bool) -> dict[str, A
     """A page of ``power_readings``, newest first: the page's ids from the table alone (backwards along
     its time index), then their devices; the total from ``power_1h`` (:mod:`agent.api.hybrid`)."""
     ids = device_ids(w)
-    where = [*([p.c.timestamp >= w.since] if w.since else []), *([p.c.timestamp < w.until] if w.until else []),
-             *([p.c.device_id.in_(ids)] if ids is not None else []),
+    where = [*hybrid.within(p.c.timestamp, w.since, w.until), *([p.c.device_id.in_(ids)] if ids is not None else []),
              *([p.c.is_anomaly.is_(True)] if anomalies_only else [])]
     newest = p.c.timestamp.desc(), p.c.id.desc()
     chosen = select(p.c.id).where(*where).order_by(*newest).limit(w.limit).offset(w.offset).subquery("page")
@@ -161,7 +165,7 @@ def statistics(conn: Connection, w: Window) -> dict[str, Any]:
     attack_q = _filtered(select(x.c.attack_type, func.count().label("total"))
                          .outerjoin(d, d.c.id == x.c.device_id), w, x.c.detected_at, x.c.gateway_id)
     return {
-        "readings": {k: v.isoformat() + "Z" if isinstance(v, datetime) else v for k, v in readings.items()},
+        "readings": json_ready(readings),
         "power": power,
         "alerts": {row.severity: {"total": row.total, "open": row.open}
                    for row in conn.execute(alert_q.group_by(a.c.severity))},

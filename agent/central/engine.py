@@ -112,7 +112,7 @@ def make_engine(cfg: CentralConfig) -> Engine:
     # a connection per parallel pack, plus device registration and the odd overflow
     kwargs.update(pool_pre_ping=True, pool_recycle=3600, pool_size=cfg.parallel_writes() + 1, max_overflow=2)
     engine = create_engine(parsed, **kwargs)
-    if parsed.get_backend_name() in ("mysql", "mariadb"):
+    if is_mysql(engine):
         Failover(nodes_of(cfg)).install(engine)
     return engine
 

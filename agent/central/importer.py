@@ -21,7 +21,7 @@ from sqlalchemy.sql.dml import Insert
 from tqdm import tqdm
 
 from agent.central import schema
-from agent.central.engine import adjust_connect_params
+from agent.central.engine import adjust_connect_params, is_mysql
 from agent.central.writer import CentralWriter, hour_of, insert_ignoring_duplicates, to_datetime
 from agent.records import DeviceInfo
 from agent.units import parse_time
@@ -151,7 +151,7 @@ def count_inserted_rows(engine: Engine) -> None:
     ``ON DUPLICATE KEY UPDATE`` left unchanged as 1, like an insert, when the client sets
     CLIENT_FOUND_ROWS (SQLAlchemy always does), 0 without it: so connections drop the flag.
     """
-    if engine.dialect.name not in ("mysql", "mariadb") or engine in _COUNTING:
+    if not is_mysql(engine) or engine in _COUNTING:
         return
     _COUNTING.add(engine)
     adjust_connect_params(engine, _no_found_rows)

@@ -59,7 +59,7 @@ class MaintainReport:
     partitions: partitions.PartitionReport = field(default_factory=partitions.PartitionReport)
 
 
-def _truncate(engine: Engine | Connection, ts: Any, unit: str) -> Any:
+def _truncate(engine: Engine, ts: Any, unit: str) -> Any:
     """The start of ``ts``'s minute or hour, in the form the dialect stores times."""
     if is_mysql(engine):
         return func.cast(func.date_format(ts, "%Y-%m-%d %H:%i:00" if unit == "minute" else "%Y-%m-%d %H:00:00"),
@@ -103,20 +103,15 @@ def hour_rows(engine: Engine, minutes: Any, device: int, start: datetime, end: d
     return _with_ends(groups, minutes, "bucket", "first", "last")
 
 
-def power_hour_rows(engine: Engine | Connection, start: datetime, end: datetime, devices: Any = None) -> Select[Any]:
-    """``power_1h`` rows (POWER_COLUMNS) over ``[start, end)`` from ``power_readings``, of one device
-    (an id), of several (a subquery of ids) or of all (None)."""
+def power_hour_rows(engine: Engine, device: int, start: datetime, end: datetime) -> Select[Any]:
+    """One meter's ``power_1h`` rows (POWER_COLUMNS) over ``[start, end)`` from ``power_readings``."""
     bucket = _truncate(engine, pw.c.timestamp, "hour").label("bucket")
     kw = pw.c.power_consumption
-    where = [pw.c.timestamp >= start, pw.c.timestamp < end]
-    if isinstance(devices, int):
-        where.append(pw.c.device_id == devices)
-    elif devices is not None:
-        where.append(pw.c.device_id.in_(devices))
     return (select(pw.c.device_id, bucket, func.count().label("samples"), func.count(kw).label("kw_count"),
                    func.sum(kw).label("kw_sum"), func.min(kw).label("kw_min"), func.max(kw).label("kw_max"),
                    func.count(case((pw.c.is_anomaly.is_(True), 1))).label("anomalies"))
-            .where(*where).group_by(pw.c.device_id, bucket))
+            .where(pw.c.device_id == device, pw.c.timestamp >= start, pw.c.timestamp < end)
+            .group_by(pw.c.device_id, bucket))
 
 
 def _with_ends(groups: Any, source: Any, key: str, first_value: str, last_value: str) -> Select[Any]:
@@ -151,8 +146,8 @@ def _rebuild(conn: Connection, engine: Engine, device: int, hour: datetime, powe
 def _rebuild_power(conn: Connection, engine: Engine, device: int, hour: datetime) -> None:
     """``power_1h`` of one device-hour from ``power_readings``."""
     conn.execute(delete(pw1h).where(pw1h.c.device_id == device, pw1h.c.bucket == hour))
-    conn.execute(insert(pw1h).from_select(POWER_COLUMNS, power_hour_rows(engine, hour, hour + timedelta(hours=1),
-                                                                         device)))
+    conn.execute(insert(pw1h).from_select(POWER_COLUMNS, power_hour_rows(engine, device, hour,
+                                                                         hour + timedelta(hours=1))))
 
 
 def rollup(engine: Engine, report: MaintainReport, raw_from: datetime | None = None,
@@ -286,9 +281,10 @@ def maintain(engine: Engine, cfg: RetentionConfig, now: datetime | None = None,
             now = as_datetime(conn.execute(select(db_now(engine))).scalar_one())
         if backfill_marks:
             report.marks_backfilled = backfill(engine)
+        raw_from = raw_cutoff(cfg, now)
         power_from = None if cfg.power_readings is None else now - timedelta(seconds=cfg.power_readings)
-        rollup(engine, report, raw_cutoff(cfg, now), power_from)
-        report.partitions = partitions.manage(engine, now, raw_cutoff(cfg, now))
+        rollup(engine, report, raw_from, power_from)
+        report.partitions = partitions.manage(engine, now, raw_from)
         retention(engine, cfg, now, report)
     report.seconds = time.perf_counter() - started
     return report

@@ -51,9 +51,11 @@ LOCK_CONFLICTS, LOCK_ATTEMPTS = (1205, 1213), 3
 #: How often a write also reads the database's clock (``UTC_TIMESTAMP(6)``) to measure the gateway's offset.
 CLOCK_CHECK_EVERY = 10.0
 
+#: A statement the user's grants do not allow (table, column).
+GRANT_REFUSED = {1142, 1143}
 #: Server errors saying the gateway's central settings are wrong, not that the server is away:
-#: access denied (1044, 1045, 1698), unknown database (1049), a statement the grants do not allow (1142, 1143).
-CONFIG_CODES = {1044, 1045, 1049, 1142, 1143, 1698}
+#: access denied (1044, 1045, 1698), unknown database (1049), a statement the grants do not allow.
+CONFIG_CODES = {1044, 1045, 1049, 1698} | GRANT_REFUSED
 
 
 def error_code(exc: BaseException) -> object:
@@ -261,7 +263,7 @@ class CentralWriter:
                          [self._device_row(DeviceInfo(device, protocol="unknown"))])
             pk = conn.execute(select(t.c.id).where(t.c.gateway_id == self.gateway_id,
                                                    t.c.device_id_str == device)).scalar_one()
-            self._new_pk[device] = pk  # cached only once the transaction commits (see write)
+            self._new_pk[device] = pk  # cached only once the transaction commits (see _registering)
         return pk
 
     def write(self, pack: Pack) -> None:
@@ -272,12 +274,18 @@ class CentralWriter:
                      for sample in (cast(PowerSample, ev.payload),))  # power_1h is rebuilt with the readings
         if hours:
             self.mark_hours(hours)
+        # a deadlock, or a Galera certification conflict (reported as one): the pack again, at once
+        self._registering(lambda: self._write(pack), self._conflict)
+
+    def _registering(self, transaction: Callable[[], None], on_retry: Callable[[], None] | None = None) -> None:
+        """``transaction()`` (retried on lock conflicts); the device ids it registered are cached
+        only once it committed."""
         def attempt() -> None:
             self._new_pk = {}
-            self._write(pack)
+            transaction()
 
-        try:  # a deadlock, or a Galera certification conflict (reported as one): the pack again, at once
-            retrying_lock_conflicts(attempt, self._conflict)
+        try:
+            retrying_lock_conflicts(attempt, on_retry)
             self._device_pk.update(self._new_pk)
         finally:
             self._new_pk = {}
@@ -337,13 +345,11 @@ class CentralWriter:
             return
 
         def mark() -> None:
-            self._new_pk = {}
             with self.engine.begin() as conn:
                 conn.execute(self._mark_pending, [{"device_id": self._pk(conn, device), "hour": to_datetime(hour)}
                                                   for device, hour in todo])
-            self._device_pk.update(self._new_pk)  # devices it had to register, committed now
 
-        retrying_lock_conflicts(mark)
+        self._registering(mark)
         if len(self._marked) > 4 * len(todo) + 10_000:
             self._marked = {h: t for h, t in self._marked.items() if now - t < MARK_TTL}
         self._marked.update(dict.fromkeys(todo, now))

@@ -99,6 +99,9 @@ class Agent:
         self.scheduler = PollScheduler(self._poll, self._missed)
         self.fleet = GatewayReporter(cfg.map_hash(), self.stats.started, cfg.central.metrics_interval)
         self._clock_off = False  # the clock differs from central's past central.max_clock_offset
+        #: ``host:port`` of the central url's node and its failover nodes (central settings need a restart)
+        self._central_nodes = ([f"{host}:{port}" for host, port in nodes_of(cfg.central)]
+                               if cfg.central.failover else [])
         self._pending_readings: list[Reading] = []
         self._pending_events: list[Event] = []
         self._state_dirty = False
@@ -610,9 +613,8 @@ class Agent:
 
     def _central_node(self) -> str | None:
         """``host:port`` of the database node the writer uses (``central.failover`` given), else None."""
-        index = self.stats.central_node
-        nodes = nodes_of(self.cfg.central) if self.cfg.central.failover else []
-        return f"{nodes[index][0]}:{nodes[index][1]}" if index is not None and index < len(nodes) else None
+        index, nodes = self.stats.central_node, self._central_nodes
+        return nodes[index] if index is not None and index < len(nodes) else None
 
     def _outputs_snapshot(self) -> dict[str, OutputSnapshot]:
         """Each output's figures and what it has not acknowledged yet."""
