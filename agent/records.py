@@ -155,6 +155,7 @@ class PointInfo:
     name: str
     kind: ValueKind = "number"
     unit: str | None = None
+    role: str | None = None  # a power meter's reading it feeds (power, voltage, ...), as the map declares
 
 
 @dataclass(frozen=True)

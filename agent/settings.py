@@ -16,7 +16,7 @@ PointType = Literal[
     "float32", "float64", "bool", "string",
 ]
 ByteOrder = Literal["big", "little"]
-Role = Literal["power", "voltage", "current", "frequency", "temperature", "humidity", "energy"]
+Role = Literal["power", "voltage", "current", "frequency", "temperature", "humidity", "energy", "power_factor"]
 DeviceType = Literal["power_meter", "plc", "sensor", "rtu", "meter", "other"]
 Severity = Literal["low", "medium", "high", "critical"]
 

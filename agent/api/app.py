@@ -18,6 +18,7 @@ from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from agent.api import queries as q
+from agent.api.dashboard import mount_dashboard
 from agent.api.guard import MAX_BODY, RequestGuard, Tokens, parse_allowed_hosts
 from agent.api.series import SeriesQuery
 from agent.api.series import series as series_of
@@ -133,7 +134,8 @@ def create_app(engine: Engine, token: str | None, *, read_token: str | None = No
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
             return JSONResponse({"status": "degraded", "database": f"down: {type(exc).__name__}"}, status_code=503)
-        return JSONResponse({"status": "ok", "database": "up"})
+        # the API's clock: the dashboard's "last hour" is the API's, whatever the browser's clock says
+        return JSONResponse({"status": "ok", "database": "up", "now": clock().isoformat() + "Z"})
 
     @app.get("/api/power-data", dependencies=reads, summary="Power meter rows, newest first")
     def power_data(w: Win, anomalies_only: bool = False) -> dict[str, Any]:
@@ -145,6 +147,12 @@ def create_app(engine: Engine, token: str | None, *, read_token: str | None = No
                 type: str | None = None) -> dict[str, Any]:
         with engine.connect() as conn:
             return q.devices(conn, gateway, status, type)
+
+    @app.get("/api/points", dependencies=reads, summary="Devices' points: kind, unit and role as each map declares")
+    def points(gateway: str | None = None, device: str | None = None, role: str | None = None,
+               removed: bool = False) -> dict[str, Any]:
+        with engine.connect() as conn:
+            return q.points(conn, gateway, device, role, removed)
 
     @app.get("/api/alerts", dependencies=reads, summary="Alerts, newest first")
     def alerts(w: Win, severity: Severity | None = None, resolved: bool | None = None,
@@ -238,4 +246,5 @@ def create_app(engine: Engine, token: str | None, *, read_token: str | None = No
         return {"backend": engine.dialect.name, "revision": migrate.current_revision(engine),
                 "expected_revision": migrate.head_revision(), "tables": counts}
 
+    mount_dashboard(app)
     return app

@@ -28,8 +28,10 @@ DRAIN_LIMIT = 1024 * 1024
 #: names a browser on this machine uses for the API; a DNS-rebound name is none of them
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
 READ_METHODS = frozenset({"GET", "HEAD"})
-#: readable without the read token (liveness probes)
-PUBLIC_PATHS = frozenset({"/api/health"})
+#: readable without the read token (liveness probes; the dashboard's page and assets, which hold no
+#: data: the page asks for the token and sends it with each data request)
+PUBLIC_PATHS = frozenset({"/api/health", "/"})
+PUBLIC_PREFIX = "/dashboard/"
 
 
 class AccessConfigError(Exception):
@@ -147,7 +149,7 @@ class RequestGuard:
 
     def _auth_refusal(self, scope: Scope, headers: Headers) -> JSONResponse | None:
         if scope["method"] in READ_METHODS:
-            if self.tokens.read is None or scope["path"] in PUBLIC_PATHS:
+            if self.tokens.read is None or scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIX):
                 return None
             accepted = [t for t in (self.tokens.read, self.tokens.write) if t is not None]
         elif self.tokens.write is None:

@@ -95,6 +95,22 @@ def devices(conn: Connection, gateway: str | None, status: str | None, type_: st
     return {"items": [as_dict(r) for r in rows], "total": len(rows)}
 
 
+def points(conn: Connection, gateway: str | None, device: str | None, role: str | None,
+           removed: bool) -> dict[str, Any]:
+    """Devices' points as their maps declare them (``device_points``), with their device's type and name."""
+    t = schema.device_points
+    q = select(d.c.gateway_id, d.c.device_id_str.label("device"), d.c.name.label("device_name"),
+               d.c.type.label("device_type"), t.c.point, t.c.kind, t.c.unit, t.c.role, t.c.removed_at,
+               t.c.updated_at).join(d, d.c.id == t.c.device_id)
+    for col, value in ((d.c.gateway_id, gateway), (d.c.device_id_str, device), (t.c.role, role)):
+        if value:
+            q = q.where(col == value)
+    if not removed:
+        q = q.where(t.c.removed_at.is_(None))
+    rows = conn.execute(q.order_by(d.c.gateway_id, d.c.device_id_str, t.c.point)).fetchall()
+    return {"items": [as_dict(r) for r in rows], "total": len(rows)}
+
+
 ALERT_COLUMNS = (a.c.id, a.c.alert_type, a.c.severity, a.c.title, a.c.message, a.c.system, a.c.gateway_id,
                  d.c.device_id_str.label("device"), a.c.point, a.c.last_value, a.c.acknowledged, a.c.acknowledged_by,
                  a.c.acknowledged_at, a.c.resolved, a.c.resolved_at, a.c.created_at, a.c.updated_at)

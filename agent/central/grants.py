@@ -19,7 +19,7 @@ ROLES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     "hacksky_gateway": [
         # INSERT ... ON DUPLICATE KEY UPDATE (replays are no-ops) needs UPDATE as well as INSERT
         ("SELECT, INSERT, UPDATE", ("devices", "readings", "power_readings", "alerts", "attack_detections",
-                                    "system_metrics", "gateways", "rollup_pending")),
+                                    "system_metrics", "gateways", "rollup_pending", "device_points")),
         ("SELECT", ("alembic_version",)),
     ],
     "hacksky_maintain": [

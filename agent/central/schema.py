@@ -222,3 +222,16 @@ power_1h = Table(
     Column("anomalies", Integer, nullable=False),
     Index("ix_power_1h_bucket", "bucket"),
 )
+
+#: Each device's points as its gateway's device map declares them (migration 0007), kept in step by
+#: the writer at every start and reload; a point gone from the map keeps its row with ``removed_at``.
+device_points = Table(
+    "device_points", metadata,
+    Column("device_id", Integer, primary_key=True),
+    Column("point", String(64), primary_key=True),
+    Column("kind", String(8), nullable=False, server_default="number"),  # number, boolean or text
+    Column("unit", String(32)),
+    Column("role", String(16)),  # power, voltage, current, frequency, energy, ... (a meter's power row)
+    Column("removed_at", Timestamp),
+    Column("updated_at", Timestamp, nullable=False),
+)

@@ -19,6 +19,7 @@ from sqlalchemy.sql.dml import Insert
 from agent.buffer.disk import Pack
 from agent.central import schema
 from agent.central.engine import NODE_GONE, is_mysql
+from agent.central.points import sync_points
 from agent.records import (
     AlertPayload,
     AttackPayload,
@@ -247,6 +248,7 @@ class CentralWriter:
                     conn.execute(update(t).where(t.c.id == row.id).values(**wanted))
             self._device_pk = {row.device_id_str: row.id for row in conn.execute(
                 select(t.c.id, t.c.device_id_str).where(t.c.gateway_id == self.gateway_id))}
+            sync_points(conn, db_now(self.engine), self._device_pk, devices)
         return dict(self._device_pk)
 
     def _device_row(self, d: DeviceInfo) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def no_passwords(device: DeviceBase) -> list[PasswordSource]:
 
 def numeric_points(device: DeviceBase) -> tuple[PointInfo, ...]:
     """For protocols whose points are all numbers: name and unit of each."""
-    return tuple(PointInfo(p.name, "number", p.unit) for p in getattr(device, "points", ()))
+    return tuple(PointInfo(p.name, "number", p.unit, p.role) for p in getattr(device, "points", ()))
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ KIND_OF_TYPE: dict[str, ValueKind] = {"bool": "boolean", "string": "text"}
 def points(device: ModbusDevice) -> tuple[PointInfo, ...]:
     """The device's points as outputs announce them: coils and discrete inputs are booleans too."""
     return tuple(PointInfo(p.name, "boolean" if p.table in ("coil", "discrete") else KIND_OF_TYPE.get(p.type, "number"),
-                           p.unit) for p in device.points)
+                           p.unit, p.role) for p in device.points)
 
 
 def driver(device: ModbusDevice, resolved: ResolvedDevice, context: SourceContext) -> Driver:

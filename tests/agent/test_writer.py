@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from agent.buffer.disk import Pack
 from agent.central import migrate, schema
 from agent.central.writer import CentralWriter, to_datetime
-from agent.records import DeviceInfo, Event
+from agent.records import DeviceInfo, Event, PointInfo
 from drivers.base import Reading
 
 T0 = 1_764_000_000_000_000
@@ -106,3 +106,33 @@ def test_text_numbers_and_timestamps_round_trip_exactly(migrated_engine: Engine)
     got = sorted((p, ts, v, t, q) for p, ts, v, t, q in rows)
     want = sorted((x.point, to_datetime(x.ts_us), x.value, x.text, x.quality) for x in readings)
     assert got == want
+
+
+def test_device_points_follow_the_map_and_keep_removed_ones(migrated_engine: Engine) -> None:
+    """Each start and reload puts the map's points in device_points: new ones added, a changed unit or
+    role updated, a point gone from the map kept with removed_at (its readings stay), and back again."""
+    t = schema.device_points
+    writer = CentralWriter(migrated_engine, "gw-1")
+    power, volts = PointInfo("p", unit="kW", role="power"), PointInfo("v", unit="V", role="voltage")
+    state = PointInfo("on", kind="boolean")
+
+    def rows() -> dict[str, tuple[object, ...]]:
+        with migrated_engine.connect() as conn:
+            return {r.point: (r.kind, r.unit, r.role, r.removed_at is not None)
+                    for r in conn.execute(select(t).order_by(t.c.point))}
+
+    meter = DeviceInfo("m1", type="power_meter", points=(power, volts, state))
+    writer.sync_devices([meter])
+    assert rows() == {"on": ("boolean", None, None, False), "p": ("number", "kW", "power", False),
+                      "v": ("number", "V", "voltage", False)}
+    writer.sync_devices([DeviceInfo("m1", type="power_meter", points=(PointInfo("p", unit="W", role="power"), state))])
+    assert rows() == {"on": ("boolean", None, None, False), "p": ("number", "W", "power", False),
+                      "v": ("number", "V", "voltage", True)}
+    writer.sync_devices([meter])  # back in the map
+    assert rows()["v"] == ("number", "V", "voltage", False)
+    # a device announced without points (the CSV importer's) leaves its points alone
+    writer.sync_devices([DeviceInfo("m1", type="power_meter")])
+    assert len([r for r in rows().values() if not r[3]]) == 3
+    # a unit longer than the column is cut, not refused
+    writer.sync_devices([DeviceInfo("m1", points=(PointInfo("p", unit="x" * 80),))])
+    assert rows()["p"][1] == "x" * 32

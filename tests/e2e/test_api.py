@@ -80,7 +80,9 @@ def api(populated: str) -> Iterator[Api]:
 
 
 def test_health_devices_and_database_status(api: Api) -> None:
-    assert api.get("/api/health") == {"status": "ok", "database": "up"}
+    health = api.get("/api/health")
+    assert (health["status"], health["database"]) == ("ok", "up")
+    assert datetime.fromisoformat(health["now"].replace("Z", "")) > datetime(2026, 1, 1)  # the API's clock
     devices = {d["device"]: d for d in api.get("/api/devices")["items"]}
     assert set(devices) == {"meter-01", "meter-02", "plc-01", "gone"}
     # the agent that filled the database stopped cleanly: every device says so, and when it was last seen
@@ -133,6 +135,17 @@ def test_alert_workflow_needs_the_token_and_is_idempotent(api: Api) -> None:
                                                      "title": "pump 1 service"}, token=TOKEN)
     assert code == 201 and created["id"] and created["system"] == "central"
     assert api.get("/api/alerts?severity=low&limit=1")["items"][0]["title"] == "pump 1 service"
+
+
+def test_points_say_what_the_agent_declared(api: Api) -> None:
+    """The agent registered its map's points: kind, unit and role, filterable by device and role."""
+    meter = {p["point"]: p for p in api.get("/api/points?device=meter-01")["items"]}
+    assert {k: (p["kind"], p["role"], p["device_type"]) for k, p in meter.items()} == {
+        "power": ("number", "power", "power_meter"), "voltage": ("number", "voltage", "power_meter")}
+    plc = {p["point"]: p["kind"] for p in api.get("/api/points?device=plc-01")["items"]}
+    assert plc["pump1_running"] == "boolean" and plc["tank1_level"] == "number"
+    assert {(p["device"], p["point"]) for p in api.get("/api/points?role=power")["items"]} == {
+        ("meter-01", "power"), ("meter-02", "power")}
 
 
 def test_attack_analysis_statistics_and_system_status(api: Api) -> None:

@@ -196,8 +196,14 @@ def test_read_token_guards_every_get(guarded: Api, path: str) -> None:
     assert guarded.call("GET", path, token=TOKEN)[0] == 200, "the write token grants reads"
 
 
-def test_health_needs_no_token(guarded: Api) -> None:
-    assert guarded.call("GET", "/api/health") == (200, {"status": "ok", "database": "up"})
+def test_health_and_the_dashboard_page_need_no_token(guarded: Api) -> None:
+    code, health = guarded.call("GET", "/api/health")
+    assert (code, health["status"], health["database"]) == (200, "ok", "up")
+    # the page and its assets hold no data (the page asks for the token); the data behind it needs the token
+    for path in ("/dashboard/", "/dashboard/app.js", "/dashboard/vendor/uplot/uPlot.iife.min.js"):
+        assert guarded.call("GET", path)[0] == 200, path
+    assert guarded.call("GET", "/api/points")[0] == 401
+    assert guarded.call("GET", "/api/points", token=READ_TOKEN)[0] == 200
 
 
 def test_without_read_token_reads_stay_open(engine: Engine) -> None:
