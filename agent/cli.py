@@ -346,7 +346,7 @@ def cmd_demo(args: argparse.Namespace, cfg: AgentConfig) -> int:
     """Simulators + agent on config/demo.yaml into a local SQLite file, with a live summary."""
     from agent.demo import run_demo
 
-    return run_demo(cfg, args.duration, args.attack_after)
+    return run_demo(cfg, args.duration, args.attack_after, args.dashboard_port)
 
 
 def cmd_import_csv(args: argparse.Namespace, cfg: AgentConfig) -> int:
@@ -498,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
     p.add_argument("--attack-after", type=float, default=20.0,
                    help="seconds before the water plant attack scenario starts (default: 20)")
+    p.add_argument("--dashboard-port", type=int, default=8080,
+                   help="serve the API and dashboard on 127.0.0.1:PORT while the demo runs; 0: none "
+                        "(default: %(default)s)")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("import-csv", help="bulk-load historical readings of one device from a CSV")
     p.add_argument("file")

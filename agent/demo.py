@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from urllib.parse import urlparse
 
 from agent.pipeline.service import Agent
 from agent.pipeline.status import Snapshot
 from agent.settings import AgentConfig, ModbusDevice, OpcUaDevice
 from simulators import run as simrun
+
+log = logging.getLogger(__name__)
 
 SUMMARY_EVERY = 2.0
 #: how long the demo's attack lasts before the plant goes back to normal
@@ -55,7 +60,33 @@ def _detection(snap: Snapshot) -> str:
     return f" | DETECTED {inc['attack_type']} {inc['confidence']:.0f}% on {', '.join(inc['signals'][:3])}"
 
 
-async def _demo(cfg: AgentConfig, duration: float | None, attack_after: float) -> Agent:
+def _dashboard(cfg: AgentConfig, port: int, stack: ExitStack) -> str | None:
+    """The API and its dashboard over the demo's database on 127.0.0.1:``port`` (0: none), for the
+    demo's life; its URL, or None when it cannot listen (the demo runs on without it)."""
+    if not port:
+        return None
+    from agent.api.app import create_app
+    from agent.api.background import serving
+    from agent.api.guard import load_tokens
+    from agent.central.engine import make_engine
+
+    engine = make_engine(cfg.central)
+    stack.callback(engine.dispose)
+    if cfg.central.auto_migrate:  # before the agent starts: the first page finds the schema
+        from agent.central import migrate
+
+        migrate.upgrade(engine)
+    tokens = load_tokens(None, None, os.environ)  # HACKSKY_API_TOKEN enables acknowledging alerts
+    try:
+        stack.enter_context(serving(create_app(engine, tokens.write, read_token=tokens.read), "127.0.0.1", port))
+    except OSError as exc:
+        log.warning("no dashboard: %s (--dashboard-port 0 runs the demo without one)", exc)
+        return None
+    return f"http://127.0.0.1:{port}/dashboard/"
+
+
+async def _demo(cfg: AgentConfig, duration: float | None, attack_after: float, dashboard_port: int = 0,
+                stack: ExitStack | None = None) -> Agent:
     meters, meter_port, plant_port = _ports(cfg)
     schedule = [(attack_after, "pump_forced_frozen_level"), (attack_after + ATTACK_SECONDS, "normal")]
     sims = simrun.build(meters, meter_port, plant_port, schedule=schedule)
@@ -71,12 +102,16 @@ async def _demo(cfg: AgentConfig, duration: float | None, attack_after: float) -
     sim_stop = asyncio.Event()
     sim_task = asyncio.create_task(simrun.serve(sims, sim_stop))
     await asyncio.sleep(0.3)
+    url = _dashboard(cfg, dashboard_port, stack) if stack is not None else None
     agent = Agent(cfg)
     agent_task = asyncio.create_task(agent.run(stop))
     started = time.time()
     out = sys.stdout
     out.write(f"HackSky Edge demo: {len(cfg.devices)} simulated devices -> {agent.central_url}\n"
               f"attack scenario 'pump_forced_frozen_level' starts after {attack_after:g}s; Ctrl-C to stop\n")
+    if url:
+        out.write(f"dashboard: {url}  (Attacks: the detection; Signals: plc-01 tank1_level flattens)\n")
+    out.flush()
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), SUMMARY_EVERY)
@@ -97,10 +132,11 @@ def _detections(agent: Agent) -> str:
     return f"detection: {d.rows_scored} rows scored, {d.alarms} in alarm, {d.incidents.opened} incident(s) opened\n"
 
 
-def run_demo(cfg: AgentConfig, duration: float | None, attack_after: float) -> int:
+def run_demo(cfg: AgentConfig, duration: float | None, attack_after: float, dashboard_port: int = 0) -> int:
     """Run the demo; prints where the data went and how to look at it."""
     try:
-        agent = asyncio.run(_demo(cfg, duration, attack_after))
+        with ExitStack() as stack:
+            agent = asyncio.run(_demo(cfg, duration, attack_after, dashboard_port, stack))
     except OSError as exc:
         sys.stderr.write(f"demo could not start: {exc} (is another demo or simulator running?)\n")
         return 1
@@ -110,5 +146,6 @@ def run_demo(cfg: AgentConfig, duration: float | None, attack_after: float) -> i
         f"{agent.delivery.buffer.reading_rows if agent.delivery.buffer else 0} left buffered, "
         f"{st.readings_dropped} dropped\n"
         f"{_detections(agent)}"
-        f"look at the data: {agent.central_url}  (tables readings, power_readings, alerts, attack_detections)\n")
+        f"look at the data: {agent.central_url}  (tables readings, power_readings, alerts, attack_detections)\n"
+        "the dashboard after the demo: hacksky-edge api -c config/demo.yaml, then http://127.0.0.1:8080/\n")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -13,6 +14,8 @@ from sqlalchemy import create_engine, text
 from agent.configload import load_config_text
 from agent.pipeline.service import Agent
 from simulators.patterns import PatternPoint
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_agent(yaml_text: str, scenario: Callable[[Agent], Awaitable[None]]) -> Agent:
@@ -146,3 +149,21 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+def demo_config(tmp_path: Path) -> Path:
+    """config/demo.yaml on free loopback ports, its database and buffer under ``tmp_path``."""
+    from simulators.server import free_port
+
+    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    meter_port, plant_port = free_port(), free_port()
+    for device in demo["devices"]:
+        if device.get("protocol") == "opcua":
+            device["endpoint"] = f"opc.tcp://127.0.0.1:{free_port()}/hacksky/plant"
+        else:
+            device["port"] = plant_port if device["type"] == "plc" else meter_port
+    demo["central"]["url"] = f"sqlite:///{tmp_path / 'demo.db'}"
+    demo["buffer"]["path"] = str(tmp_path / "buffer")
+    config = tmp_path / "demo.yaml"
+    config.write_text(yaml.safe_dump(demo))
+    return config

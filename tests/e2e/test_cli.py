@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 from agent.central import migrate
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread, free_port
-from tests.helpers import device_map, wait_until
+from tests.helpers import demo_config, device_map, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,19 +84,10 @@ def test_run_flushes_on_sigterm_and_status_reports(tmp_path: Path) -> None:
 
 
 def test_demo_runs_simulators_agent_and_sqlite(tmp_path: Path) -> None:
-    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    meter_port, plant_port = free_port(), free_port()
-    for device in demo["devices"]:
-        if device.get("protocol") == "opcua":
-            device["endpoint"] = f"opc.tcp://127.0.0.1:{free_port()}/hacksky/plant"
-        else:
-            device["port"] = plant_port if device["type"] == "plc" else meter_port
-    demo["central"]["url"] = f"sqlite:///{tmp_path / 'demo.db'}"
-    demo["buffer"]["path"] = str(tmp_path / "buffer")
-    config = tmp_path / "demo.yaml"
-    config.write_text(yaml.safe_dump(demo))
+    config = demo_config(tmp_path)
     started = time.monotonic()
-    result = cli("demo", "-c", str(config), "--duration", "12", "--attack-after", "1", timeout=60)
+    result = cli("demo", "-c", str(config), "--duration", "12", "--attack-after", "1", "--dashboard-port", "0",
+                 timeout=60)
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 40
     assert "devices up 6/6" in result.stdout and "done:" in result.stdout

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
@@ -13,9 +11,9 @@ from contextlib import contextmanager
 from email.message import Message
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 
+from agent.api.background import serving
 from simulators.server import free_port
 
 TOKEN = "s3cret-token"
@@ -55,15 +53,5 @@ class Api:
 def serve(app: FastAPI, statements: list[str] | None = None) -> Iterator[Api]:
     """``app`` served by uvicorn on a free loopback port, in a thread, for the block."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        assert server.started, "uvicorn did not start"
+    with serving(app, "127.0.0.1", port):
         yield Api(port, statements)
-    finally:
-        server.should_exit = True
-        thread.join(10)

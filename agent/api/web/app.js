@@ -80,6 +80,16 @@ function closeToken(saved) {
   if (tokenResolve) { tokenResolve(saved); tokenResolve = null; }
 }
 
+/* lists that change rarely (devices, points): fetched again after a minute, or at once while empty */
+const lists = {};
+async function cachedItems(path, maxAgeMs = 60000) {
+  const hit = lists[path];
+  if (hit && hit.items.length && performance.now() - hit.at < maxAgeMs) return hit.items;
+  const items = (await api(path)).items;
+  lists[path] = {items, at: performance.now()};
+  return items;
+}
+
 /* ---- time ---- */
 const utc = () => $("#tz").value === "utc";
 const pad = n => String(n).padStart(2, "0");
@@ -107,7 +117,7 @@ async function serverNow() {  /* the API's clock, not the browser's: a range is 
 const badge = (status, text) => el("span", {class: `badge s-${status}`, text: text || status});
 
 function table(columns, rows, {empty = "nothing here", caption} = {}) {
-  const t = el("table", {}, caption ? el("caption", {class: "note", text: caption}) : null,
+  const t = el("table", {class: "data"}, caption ? el("caption", {class: "note", text: caption}) : null,
     el("thead", {}, el("tr", {}, columns.map(c => el("th", {scope: "col", class: c.num ? "num" : null, text: c.title})))));
   const body = el("tbody");
   if (!rows.length) body.append(el("tr", {}, el("td", {colspan: columns.length, class: "empty", text: empty})));
@@ -266,12 +276,8 @@ pages.fleet = {
 
 pages.power = {
   title: "Power",
-  meters: null,
   async load(main, params) {
-    if (!this.meters) {
-      const all = await api("/api/devices");
-      this.meters = all.items.filter(d => d.type === "power_meter" || d.type === "meter");
-    }
+    this.meters = (await cachedItems("/api/devices")).filter(d => d.type === "power_meter");
     const now = await serverNow();
     const range = params.get("range") || "24h";
     const meter = this.meters.find(m => `${m.gateway_id}/${m.device}` === params.get("meter")) || this.meters[0];
@@ -334,9 +340,8 @@ pages.power = {
 
 pages.signals = {
   title: "Signals",
-  points: null,
   async load(main, params) {
-    if (!this.points) this.points = (await api("/api/points")).items.filter(p => p.kind !== "text");
+    this.points = (await cachedItems("/api/points")).filter(p => p.kind !== "text");
     const now = await serverNow();
     const selected = (params.get("sel") || "").split(",").filter(Boolean);
     const range = params.get("range") || "1h";
@@ -451,9 +456,8 @@ async function workflow(id, action) {
 
 pages.attacks = {
   title: "Attacks",
-  points: null,
   async load(main, params) {
-    if (!this.points) this.points = (await api("/api/points")).items;
+    this.points = await cachedItems("/api/points");
     const now = await serverNow();
     const range = params.get("range") || "7d";
     const since = iso(now - rangeSeconds(range) * 1e3);
@@ -578,6 +582,9 @@ function start() {
     if (token) session.token = token;
     closeToken(Boolean(session.token));
   });
+  for (const input of ["#token-input", "#user-input"]) {
+    $(input).addEventListener("keydown", e => { if (e.key === "Enter") { e.preventDefault(); $("#token-save").click(); } });
+  }
   $("#token-forget").addEventListener("click", () => { session.token = null; closeToken(false); });
   $("#token-cancel").addEventListener("click", () => closeToken(false));
   $("#token-dialog").addEventListener("cancel", () => closeToken(false));

@@ -1,0 +1,57 @@
+"""``hacksky-edge demo`` as a newcomer sees it: the URL it prints opens the dashboard, where the
+attack appears on the Attacks page and the tank level flattens on the Signals page."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from selenium.webdriver.common.by import By
+
+from simulators.server import free_port
+from tests.helpers import ROOT, demo_config
+from tests.infra.browser import chromium, console_errors, open_page, wait_for
+
+
+def test_the_demo_prints_its_dashboard_where_the_attack_shows(tmp_path: Path) -> None:
+    config, port = demo_config(tmp_path), free_port()
+    demo = subprocess.Popen([sys.executable, "-m", "agent", "demo", "-c", str(config), "--duration", "90",
+                             "--attack-after", "6", "--dashboard-port", str(port)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert demo.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            lines.append(line)
+            if line.startswith("dashboard: ") or not line:
+                break
+        assert lines[-1].startswith(f"dashboard: http://127.0.0.1:{port}/dashboard/"), "".join(lines)
+        with chromium() as driver:
+            base = f"http://127.0.0.1:{port}"
+            open_page(driver, base, "attacks?range=1h")
+            wait_for(driver, lambda d: d.find_elements(By.PARTIAL_LINK_TEXT, "around it"), timeout=60,
+                     what="the demo's attack on the Attacks page")
+            row = driver.find_element(By.CSS_SELECTOR, "main table.data tbody tr").text
+            assert "Water plant (tank 1)" in row and "%" in row
+            driver.find_element(By.PARTIAL_LINK_TEXT, "around it").click()
+            wait_for(driver, lambda d: d.execute_script("return dash.page === 'signals' && !!dash.charts.signals"),
+                     what="the detection's signals charted")
+            labels = driver.execute_script("return dash.charts.signals.series.map(s => s.label)")
+            assert "plc-01·tank1_level (m)" in labels, labels
+            # the level flattens: the attack freezes what the PLC reports while the pump runs
+            open_page(driver, base, "signals?sel=demo-gw01/plc-01/tank1_level&range=1h")
+            level = [v for v in driver.execute_script("return dash.charts.signals.data[1]") if v is not None]
+            tail = level[-5:]
+            assert len(tail) == 5 and len(set(tail)) == 1, level[-20:]
+            assert console_errors(driver) == []
+    finally:
+        demo.send_signal(signal.SIGINT)
+        out, err = demo.communicate(timeout=30)
+    assert demo.returncode == 0, err
+    assert "done:" in out
