@@ -72,7 +72,8 @@ def _dashboard(cfg: AgentConfig, port: int, stack: ExitStack) -> str | None:
 
     engine = make_engine(cfg.central)
     stack.callback(engine.dispose)
-    if cfg.central.auto_migrate:  # before the agent starts: the first page finds the schema
+    if cfg.central.auto_migrate:  # before the agent starts: the first page finds the schema (the agent's
+        # own migration then finds nothing to do)
         from agent.central import migrate
 
         migrate.upgrade(engine)
@@ -85,8 +86,7 @@ def _dashboard(cfg: AgentConfig, port: int, stack: ExitStack) -> str | None:
     return f"http://127.0.0.1:{port}/dashboard/"
 
 
-async def _demo(cfg: AgentConfig, duration: float | None, attack_after: float, dashboard_port: int = 0,
-                stack: ExitStack | None = None) -> Agent:
+async def _demo(cfg: AgentConfig, duration: float | None, attack_after: float, dashboard: str | None = None) -> Agent:
     meters, meter_port, plant_port = _ports(cfg)
     schedule = [(attack_after, "pump_forced_frozen_level"), (attack_after + ATTACK_SECONDS, "normal")]
     sims = simrun.build(meters, meter_port, plant_port, schedule=schedule)
@@ -102,15 +102,14 @@ async def _demo(cfg: AgentConfig, duration: float | None, attack_after: float, d
     sim_stop = asyncio.Event()
     sim_task = asyncio.create_task(simrun.serve(sims, sim_stop))
     await asyncio.sleep(0.3)
-    url = _dashboard(cfg, dashboard_port, stack) if stack is not None else None
     agent = Agent(cfg)
     agent_task = asyncio.create_task(agent.run(stop))
     started = time.time()
     out = sys.stdout
     out.write(f"HackSky Edge demo: {len(cfg.devices)} simulated devices -> {agent.central_url}\n"
               f"attack scenario 'pump_forced_frozen_level' starts after {attack_after:g}s; Ctrl-C to stop\n")
-    if url:
-        out.write(f"dashboard: {url}  (Attacks: the detection; Signals: plc-01 tank1_level flattens)\n")
+    if dashboard:
+        out.write(f"dashboard: {dashboard}  (Attacks: the detection; Signals: plc-01 tank1_level flattens)\n")
     out.flush()
     while not stop.is_set():
         try:
@@ -135,8 +134,9 @@ def _detections(agent: Agent) -> str:
 def run_demo(cfg: AgentConfig, duration: float | None, attack_after: float, dashboard_port: int = 0) -> int:
     """Run the demo; prints where the data went and how to look at it."""
     try:
-        with ExitStack() as stack:
-            agent = asyncio.run(_demo(cfg, duration, attack_after, dashboard_port, stack))
+        with ExitStack() as stack:  # the dashboard first: its start and the schema are ready when the agent is
+            dashboard = _dashboard(cfg, dashboard_port, stack)
+            agent = asyncio.run(_demo(cfg, duration, attack_after, dashboard))
     except OSError as exc:
         sys.stderr.write(f"demo could not start: {exc} (is another demo or simulator running?)\n")
         return 1

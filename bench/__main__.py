@@ -10,7 +10,8 @@ from pathlib import Path
 
 from bench.report import save, table
 
-BENCHMARKS = ["modbus", "ingest", "detect", "sched", "opcua", "scale", "backfill", "peer", "mqtt", "central"]
+BENCHMARKS = ["modbus", "ingest", "detect", "sched", "opcua", "scale", "backfill", "peer", "mqtt", "central",
+              "dashboard"]
 
 
 def parse_step(text: str) -> tuple[int, int]:

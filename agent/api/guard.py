@@ -30,7 +30,7 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
 READ_METHODS = frozenset({"GET", "HEAD"})
 #: readable without the read token (liveness probes; the dashboard's page and assets, which hold no
 #: data: the page asks for the token and sends it with each data request)
-PUBLIC_PATHS = frozenset({"/api/health", "/"})
+PUBLIC_PATHS = frozenset({"/api/health", "/", "/dashboard"})
 PUBLIC_PREFIX = "/dashboard/"
 
 

@@ -136,7 +136,7 @@ def alert(conn: Connection, alert_id: int) -> dict[str, Any] | None:
 def attack_analysis(conn: Connection, w: Window, attack_type: str | None) -> dict[str, Any]:
     base = select(x.c.id, x.c.attack_type, x.c.confidence, x.c.threat_level, x.c.source_ip, x.c.target_system,
                   x.c.description, x.c.indicators, x.c.mitigated, x.c.mitigation_action, x.c.detected_at,
-                  x.c.ended_at, x.c.gateway_id, x.c.updated_at)
+                  x.c.ended_at, x.c.gateway_id, d.c.device_id_str.label("device"), x.c.updated_at)
     base = _filtered(base.outerjoin(d, d.c.id == x.c.device_id), w, x.c.detected_at, x.c.gateway_id)
     if attack_type:
         base = base.where(x.c.attack_type == attack_type)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from agent.central import schema
 from agent.central.engine import adjust_connect_params, is_mysql
 from agent.central.writer import CentralWriter, hour_of, insert_ignoring_duplicates, to_datetime
-from agent.records import DeviceInfo
+from agent.records import DeviceInfo, PointInfo
 from agent.units import parse_time
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,13 @@ def import_csv(engine: Engine, gateway: str, device: DeviceInfo, path: str | Pat
         total_lines = sum(1 for _ in f) - 1
     batch: list[dict[str, object]] = []
     hours: set[tuple[str, int]] = set()  # marked for the rollups once their batch committed
+    columns: list[str] = []
     bar = tqdm(total=total_lines, unit=" rows", desc=f"import {path.name}", disable=not progress or None,
                mininterval=0.5)
     try:
         for line, header, time_at, row in _rows(path, time_column):
+            if not columns:  # the points this file holds, registered once it is in
+                columns = [mapping.get(c, c) for c in header if c != time_column and (c not in skip or c in mapping)]
             if len(row) != len(header):
                 raise CsvImportError(f"{path}:{line}: {len(row)} fields, header has {len(header)}")
             try:
@@ -136,6 +139,7 @@ def import_csv(engine: Engine, gateway: str, device: DeviceInfo, path: str | Pat
                 bar.update(batch_rows)
         _flush(engine, stmt, batch, summary)
         writer.mark_hours(hours)
+        writer.add_points(device.device_id, [PointInfo(name) for name in columns])
         bar.update(summary.rows % batch_rows)
     finally:
         bar.close()

@@ -28,6 +28,7 @@ from agent.records import (
     Event,
     GatewayBeat,
     Metric,
+    PointInfo,
     PowerSample,
     Record,
 )
@@ -248,8 +249,21 @@ class CentralWriter:
                     conn.execute(update(t).where(t.c.id == row.id).values(**wanted))
             self._device_pk = {row.device_id_str: row.id for row in conn.execute(
                 select(t.c.id, t.c.device_id_str).where(t.c.gateway_id == self.gateway_id))}
-            sync_points(conn, db_now(self.engine), self._device_pk, devices)
+            try:
+                sync_points(conn, db_now(self.engine), self._device_pk, devices)
+            except SQLAlchemyError as exc:  # MySQL: the refused statement alone is undone, the devices stay
+                if error_code(exc) not in GRANT_REFUSED:
+                    raise
+                log.warning("device points not registered: this database user may not write device_points "
+                            "(grant it the hacksky_gateway role again: hacksky-edge central grants); %s",
+                            error_text(exc))
         return dict(self._device_pk)
+
+    def add_points(self, device: str, points: Sequence[PointInfo]) -> None:
+        """Register ``points`` of a registered ``device``, leaving its other points alone (an import's columns)."""
+        with self.engine.begin() as conn:
+            sync_points(conn, db_now(self.engine), self._device_pk, [DeviceInfo(device, points=tuple(points))],
+                        complete=False)
 
     def _device_row(self, d: DeviceInfo) -> dict[str, Any]:
         return {"gateway_id": self.gateway_id, "device_id_str": d.device_id, "name": d.name,

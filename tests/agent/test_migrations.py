@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -44,3 +46,21 @@ def test_gateways_migrating_one_empty_database_at_once_all_succeed(mariadb_url: 
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_device_points_start_from_the_points_readings_hold(migrated_engine: Engine) -> None:
+    """A database upgraded to 0007 with readings already in it: their points are listed (as numbers)."""
+    cfg = migrate.alembic_config()
+    with migrated_engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006")
+    assert migrate.current_revision(migrated_engine) == "0006"
+    at = datetime(2026, 1, 5, 12)
+    with migrated_engine.begin() as conn:
+        conn.execute(schema.readings.insert(), [
+            {"device_id": device, "point": point, "ts": at + timedelta(seconds=s), "value": 1.0, "quality": "good"}
+            for device, point in ((1, "flow"), (1, "level"), (2, "flow")) for s in range(3)])
+    migrate.upgrade(migrated_engine)
+    with migrated_engine.connect() as conn:
+        rows = conn.execute(text("SELECT device_id, point, kind FROM device_points ORDER BY device_id, point")).all()
+    assert [tuple(r) for r in rows] == [(1, "flow", "number"), (1, "level", "number"), (2, "flow", "number")]

@@ -136,3 +136,9 @@ def test_device_points_follow_the_map_and_keep_removed_ones(migrated_engine: Eng
     # a unit longer than the column is cut, not refused
     writer.sync_devices([DeviceInfo("m1", points=(PointInfo("p", unit="x" * 80),))])
     assert rows()["p"][1] == "x" * 32
+    # renamed only in case: the same row renamed (MySQL's collation ignores case, a new row would clash)
+    writer.sync_devices([DeviceInfo("m1", points=(PointInfo("P", unit="kW", role="power"),))])
+    assert {k: v[3] for k, v in rows().items()} == {"P": False, "on": True, "v": True}
+    # an import's columns are added, the map's points left as they are
+    writer.add_points("m1", [PointInfo("imported"), PointInfo("p")])
+    assert {k: v[3] for k, v in rows().items()} == {"P": False, "imported": False, "on": True, "v": True}

@@ -89,3 +89,16 @@ def test_central_benchmark_loads_maintains_serves_drops_and_compares_galera(mari
     assert rows["retention"]["figure"] > 0 and rows["retention"]["baseline"] > 0
     galera = doc["results"][-1]
     assert galera["figure"] > 0 and galera["baseline"] > 0, galera
+
+
+@pytest.mark.browser
+def test_dashboard_benchmark_times_each_page_in_chromium(mariadb_server: str) -> None:
+    """A day of a meter and the raw series through ``bench dashboard`` (the real run seeds 30 days)."""
+    from bench import dashboard
+
+    doc = dashboard.run(days=1, repeats=1)
+    pages = doc["results"][:3]
+    assert [p["what"] for p in pages] == [what for what, _ in dashboard.PAGES]
+    for page in pages:
+        assert 0 < page["figure"] <= page["interactive_ms"] and page["baseline"] > 0, page
+    assert pages[2]["payload_bytes"] > 100_000 * 40, "the 100,000 raw points were fetched"

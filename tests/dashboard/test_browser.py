@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from sqlalchemy import Engine, create_engine, insert, select
 from agent.api.app import create_app
 from agent.central import schema
 from tests.infra.api_server import TOKEN, Api, serve
-from tests.infra.browser import chromium, console_errors, open_page, wait_for
+from tests.infra.browser import chromium, click, console_errors, open_page, wait_for
 from tests.infra.dashboard_data import NOW, Seeded, seed
 
 READ_TOKEN = "read-only-token"
@@ -64,6 +64,11 @@ def chart(driver: WebDriver, name: str) -> dict[str, Any]:
         "return c ? {labels: c.series.map(s => s.label), data: c.data} : null", name)
     assert result is not None, f"no chart {name}; charts: {driver.execute_script('return Object.keys(dash.charts)')}"
     return result
+
+
+def chart_span(driver: WebDriver, name: str) -> float:
+    """Seconds the chart's time axis spans."""
+    return float(driver.execute_script("const x = dash.charts[arguments[0]].scales.x; return x.max - x.min", name))
 
 
 def screenshot(driver: WebDriver, name: str) -> None:
@@ -120,7 +125,7 @@ def test_signals_page_shows_the_tank_level_flatten_and_bad_quality(api: Api, bro
     level = chart(browser, "signals")
     assert level["labels"] == ["time", "plc-01·tank1_level (m)", "plc-01·pump1_flow (m3/h)"]
     times, tank, flow = level["data"]
-    frozen_from = (NOW - timedelta(minutes=40)).timestamp()
+    frozen_from = (NOW - timedelta(minutes=40)).replace(tzinfo=UTC).timestamp()
     after = [v for t, v in zip(times, tank, strict=True) if t >= frozen_from and v is not None]
     assert len(after) > 200 and set(after) == {2.5}, "the attack's flat level"
     assert tank.count(None) == 3, "three bad-quality samples are gaps, not values"
@@ -130,8 +135,9 @@ def test_signals_page_shows_the_tank_level_flatten_and_bad_quality(api: Api, bro
     assert table[1].startswith("plc-01 · pump1_flow m3/h raw 360 0 40 good")
     screenshot(browser, "signals")
     # a point removed from the chart by its button, by keyboard
-    remove = browser.find_element(By.CSS_SELECTOR, "button[aria-label='remove plc-01 pump1_flow']")
-    remove.send_keys(Keys.ENTER)
+    wait_for(browser, lambda d: d.find_element(
+        By.CSS_SELECTOR, "button[aria-label='remove plc-01 pump1_flow']").send_keys(Keys.ENTER) or True,
+             what="the remove button pressed by keyboard")
     wait_for(browser, lambda d: chart(d, "signals")["labels"] == ["time", "plc-01·tank1_level (m)"],
              what="one series left")
     assert "pump1_flow" not in browser.current_url.split("sel=")[1]
@@ -140,14 +146,17 @@ def test_signals_page_shows_the_tank_level_flatten_and_bad_quality(api: Api, bro
 
 def test_attacks_page_explains_a_detection_and_links_to_its_signals(api: Api, browser: WebDriver) -> None:
     open_page(browser, api.base, "attacks")
-    (row,) = rows(browser)
+    (row,) = [r for r in rows(browser) if "sensor_tampering" in r]
     assert row.startswith("2026-03-02 11:22:00 ongoing sensor_tampering 92.5% critical Water plant (tank 1)")
     assert "residual level_balance on tank1_level, pump1_flow (score 9.3)" in row
     timeline = chart(browser, "attacks")
     assert timeline["labels"] == ["time", "low (%)", "medium (%)", "high (%)", "critical (%)"]
-    assert timeline["data"][4] == [92.5]
+    assert 92.5 in timeline["data"][4]
+    assert chart_span(browser, "attacks") == 7 * 86400, "the whole range on the axis"
     screenshot(browser, "attacks")
-    browser.find_element(By.LINK_TEXT, "2 signal(s) around it").click()
+    open_page(browser, api.base, "attacks?range=24h")
+    assert chart_span(browser, "attacks") == 86400, "a new range moves the axis"
+    click(browser, By.LINK_TEXT, "2 signal(s) around it")
     wait_for(browser, lambda d: d.execute_script("return dash.page") == "signals" and "signals" in d.execute_script(
         "return Object.keys(dash.charts)"), what="signals of the detection")
     labels = chart(browser, "signals")["labels"]
@@ -158,6 +167,7 @@ def test_attacks_page_explains_a_detection_and_links_to_its_signals(api: Api, br
 def test_a_new_detection_appears_at_the_next_refresh(api: Api, browser: WebDriver,
                                                      seeded: tuple[Engine, Seeded]) -> None:
     open_page(browser, api.base, "attacks")
+    before = len(rows(browser))
     loads = browser.execute_script("return dash.loads")
     with seeded[0].begin() as conn:
         conn.execute(insert(schema.attack_detections).values(
@@ -165,7 +175,7 @@ def test_a_new_detection_appears_at_the_next_refresh(api: Api, browser: WebDrive
             description="replay suspected", indicators={"signals": ["active_power"], "findings": []},
             detected_at=NOW - timedelta(minutes=2), gateway_id="gw-north", event_key="test/replay",
             created_at=NOW, updated_at=NOW))
-    wait_for(browser, lambda d: len(rows(d)) == 2, timeout=15, what="the new detection listed")
+    wait_for(browser, lambda d: len(rows(d)) == before + 1, timeout=15, what="the new detection listed")
     assert browser.execute_script("return dash.loads") - loads <= 2, "shown by the next refresh, not a later one"
     assert rows(browser)[0].startswith("2026-03-02 11:58:00 ongoing replay 71% medium Feeder 1")
     assert sorted(v for v in chart(browser, "attacks")["data"][2] if v is not None) == [71.0]
@@ -174,12 +184,13 @@ def test_a_new_detection_appears_at_the_next_refresh(api: Api, browser: WebDrive
 def test_alert_workflow_asks_for_the_token_and_is_refused_without_it(api: Api, browser: WebDriver,
                                                                        seeded: tuple[Engine, Seeded]) -> None:
     open_page(browser, api.base, "alerts")
-    assert len(rows(browser)) == seeded[1].open_alerts
+    open_before = len(rows(browser))
+    assert open_before == seeded[1].open_alerts
     screenshot(browser, "alerts")
     browser.execute_script("sessionStorage.clear()")
-    first = browser.find_element(By.CSS_SELECTOR, "button[data-action='acknowledge']")
-    alert_id = int(first.get_attribute("data-alert") or 0)
-    first.click()
+    alert_id = int(browser.find_element(By.CSS_SELECTOR, "button[data-action='acknowledge']").get_attribute(
+        "data-alert") or 0)
+    click(browser, By.CSS_SELECTOR, f"button[data-alert='{alert_id}'][data-action='acknowledge']")
     dialog = wait_for(browser, lambda d: d.find_element(By.ID, "token-dialog").get_attribute("open") is not None
                       and d.find_element(By.ID, "token-dialog"), what="the token dialog")
     assert "token" in dialog.text.lower()
@@ -194,7 +205,7 @@ def test_alert_workflow_asks_for_the_token_and_is_refused_without_it(api: Api, b
             return conn.execute(select(a.c.acknowledged_by).where(a.c.id == alert_id)).scalar_one()
 
     assert acknowledged_by() is None
-    browser.find_element(By.CSS_SELECTOR, f"button[data-alert='{alert_id}'][data-action='acknowledge']").click()
+    click(browser, By.CSS_SELECTOR, f"button[data-alert='{alert_id}'][data-action='acknowledge']")
     wait_for(browser, lambda d: d.find_element(By.ID, "token-dialog").get_attribute("open") is not None,
              what="asked again")
     browser.find_element(By.ID, "token-input").send_keys(TOKEN)
@@ -206,8 +217,8 @@ def test_alert_workflow_asks_for_the_token_and_is_refused_without_it(api: Api, b
     resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert resources and not any(TOKEN in r for r in resources), "the token never travels in a URL"
     # resolve: asked for nothing more (the tab keeps the token); it leaves the open list
-    browser.find_element(By.CSS_SELECTOR, f"button[data-alert='{alert_id}'][data-action='resolve']").click()
-    wait_for(browser, lambda d: len(rows(d)) == seeded[1].open_alerts - 1, what="resolved")
+    click(browser, By.CSS_SELECTOR, f"button[data-alert='{alert_id}'][data-action='resolve']")
+    wait_for(browser, lambda d: len(rows(d)) == open_before - 1, what="resolved")
     assert console_errors(browser) == [] or all("401" in e for e in console_errors(browser))
 
 

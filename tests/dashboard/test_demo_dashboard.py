@@ -7,31 +7,25 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from selenium.webdriver.common.by import By
 
 from simulators.server import free_port
-from tests.helpers import ROOT, demo_config
-from tests.infra.browser import chromium, console_errors, open_page, wait_for
+from tests.helpers import ROOT, demo_config, wait_until
+from tests.infra.browser import chromium, click, console_errors, open_page, wait_for
 
 
 def test_the_demo_prints_its_dashboard_where_the_attack_shows(tmp_path: Path) -> None:
     config, port = demo_config(tmp_path), free_port()
-    demo = subprocess.Popen([sys.executable, "-m", "agent", "demo", "-c", str(config), "--duration", "90",
-                             "--attack-after", "6", "--dashboard-port", str(port)], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    log = tmp_path / "demo.out"
+    with open(log, "w") as out:
+        demo = subprocess.Popen([sys.executable, "-m", "agent", "demo", "-c", str(config), "--duration", "300",
+                                 "--attack-after", "6", "--dashboard-port", str(port)], cwd=ROOT, text=True,
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        assert demo.stdout is not None
-        lines = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = demo.stdout.readline()
-            lines.append(line)
-            if line.startswith("dashboard: ") or not line:
-                break
-        assert lines[-1].startswith(f"dashboard: http://127.0.0.1:{port}/dashboard/"), "".join(lines)
+        wait_until(lambda: "\ndashboard: " in log.read_text() or demo.poll() is not None, timeout=30)
+        assert f"\ndashboard: http://127.0.0.1:{port}/dashboard/" in log.read_text(), log.read_text()
         with chromium() as driver:
             base = f"http://127.0.0.1:{port}"
             open_page(driver, base, "attacks?range=1h")
@@ -39,7 +33,7 @@ def test_the_demo_prints_its_dashboard_where_the_attack_shows(tmp_path: Path) ->
                      what="the demo's attack on the Attacks page")
             row = driver.find_element(By.CSS_SELECTOR, "main table.data tbody tr").text
             assert "Water plant (tank 1)" in row and "%" in row
-            driver.find_element(By.PARTIAL_LINK_TEXT, "around it").click()
+            click(driver, By.PARTIAL_LINK_TEXT, "around it")
             wait_for(driver, lambda d: d.execute_script("return dash.page === 'signals' && !!dash.charts.signals"),
                      what="the detection's signals charted")
             labels = driver.execute_script("return dash.charts.signals.series.map(s => s.label)")
@@ -52,6 +46,6 @@ def test_the_demo_prints_its_dashboard_where_the_attack_shows(tmp_path: Path) ->
             assert console_errors(driver) == []
     finally:
         demo.send_signal(signal.SIGINT)
-        out, err = demo.communicate(timeout=30)
-    assert demo.returncode == 0, err
-    assert "done:" in out
+        demo.wait(timeout=30)
+    assert demo.returncode == 0, log.read_text()[-3000:]
+    assert "done:" in log.read_text()

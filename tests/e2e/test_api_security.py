@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -204,6 +205,11 @@ def test_health_and_the_dashboard_page_need_no_token(guarded: Api) -> None:
         assert guarded.call("GET", path)[0] == 200, path
     assert guarded.call("GET", "/api/points")[0] == 401
     assert guarded.call("GET", "/api/points", token=READ_TOKEN)[0] == 200
+    with urllib.request.urlopen(guarded.base + "/dashboard/", timeout=10) as page:
+        policy = page.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert page.headers["X-Content-Type-Options"] == "nosniff"
+        assert "<title>HackSky Edge</title>" in page.read().decode()
 
 
 def test_without_read_token_reads_stay_open(engine: Engine) -> None:

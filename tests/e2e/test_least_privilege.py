@@ -20,7 +20,9 @@ from agent.api.app import create_app
 from agent.central import migrate, schema
 from agent.central.grants import ROLES
 from agent.central.maintain import maintain
+from agent.central.writer import CentralWriter
 from agent.pipeline.service import Agent
+from agent.records import DeviceInfo, PointInfo
 from agent.settings import RetentionConfig
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread
@@ -95,6 +97,7 @@ def test_each_role_does_its_job_and_no_more(roles: dict[str, str], tmp_path: Pat
         assert conn.execute(text("SELECT stopped_at IS NOT NULL FROM gateways")).scalar_one() == 1
         with pytest.raises((OperationalError, ProgrammingError), match="1142"):
             conn.execute(text("DELETE FROM readings"))
+        assert conn.execute(text("SELECT point, role FROM device_points")).all() == [("power", "power")]
     gateway.dispose()
 
     engine = create_engine(roles["maintain"])
@@ -139,3 +142,23 @@ def test_each_role_does_its_job_and_no_more(roles: dict[str, str], tmp_path: Pat
     report = maintain(engine, RetentionConfig(), now=today + timedelta(days=40))
     engine.dispose()
     assert len(report.partitions.dropped) > 3 and report.deleted["readings"] == 0
+
+
+def test_a_gateway_role_granted_before_device_points_still_registers_its_devices(
+        roles: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    """Grants printed by an older version (no device_points): the devices register, the points are
+    left out with a warning that says what to grant, and readings keep landing."""
+    root = admin()
+    root.cursor().execute("REVOKE SELECT, INSERT, UPDATE ON "
+                          f"`{roles['gateway'].rsplit('/', 1)[1]}`.`device_points` FROM hacksky_gateway")
+    root.close()
+    engine = create_engine(roles["gateway"])
+    try:
+        pks = CentralWriter(engine, "gw-old").sync_devices(
+            [DeviceInfo("m1", type="power_meter", points=(PointInfo("power", role="power"),))])
+        with engine.connect() as conn:
+            assert conn.execute(select(schema.devices.c.id).where(schema.devices.c.gateway_id == "gw-old")
+                                ).scalar_one() == pks["m1"]
+    finally:
+        engine.dispose()
+    assert "hacksky-edge central grants" in caplog.text and "device points not registered" in caplog.text

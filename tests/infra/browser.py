@@ -58,14 +58,25 @@ def wait_for(driver: webdriver.Chrome, condition: Callable[[webdriver.Chrome], T
 
 
 def open_page(driver: webdriver.Chrome, base: str, page: str, timeout: float = 10) -> None:
-    """Show ``#/page`` (with its query) and wait until the dashboard has loaded it once more."""
-    before = driver.execute_script("return window.dash ? window.dash.loads : -1")
+    """Show ``#/page`` (with its query) and wait until the dashboard has finished a load of that very
+    page (not a refresh of the previous one that was under way)."""
+    before = driver.execute_script("return window.dash ? window.dash.loads : 0")
     url = f"{base}/dashboard/#/{page}"
-    if before < 0:
+    if driver.current_url.split("#")[0] != f"{base}/dashboard/":
         driver.get(url)
+        before = 0
     else:
         driver.execute_script("location.hash = arguments[0]", f"#/{page}")
-    name = page.split("?")[0]
     wait_for(driver, lambda d: d.execute_script(
-        "return window.dash && window.dash.page === arguments[0] && window.dash.loads > arguments[1]",
-        name, before), timeout, f"page {page} loaded")
+        "return window.dash && window.dash.loaded === location.hash && window.dash.loads > arguments[0]",
+        before), timeout, f"page {page} loaded")
+
+
+def click(driver: webdriver.Chrome, by: str, value: str, timeout: float = 10) -> None:
+    """Click the element, found afresh until the click lands: a live refresh may replace the page's
+    elements between finding one and clicking it (a stale element)."""
+    def attempt(d: webdriver.Chrome) -> bool:
+        d.find_element(by, value).click()
+        return True
+
+    wait_for(driver, attempt, timeout, f"click on {value}")

@@ -152,6 +152,7 @@ def seed(engine: Engine, now: datetime = NOW, days: float = 2, step_s: float = 6
             event_key="seed/attack", created_at=now, updated_at=now))
         attack_id = conn.execute(select(schema.attack_detections.c.id)).scalar_one()
     assert south
-    maintain(engine, RetentionConfig(raw=None, minutes=None, hours=None, power_readings=None, system_metrics=None,
-                                     incidents=None), now=now, backfill_marks=True)
+    keep_all = RetentionConfig.model_validate({"raw": None, "1m": None, "1h": None, "power_readings": None,
+                                               "system_metrics": None, "incidents": None})
+    maintain(engine, keep_all, now=now, backfill_marks=True)
     return Seeded(now, meter_rows, anomalies, open_alerts=3, attack_id=attack_id)

@@ -11,7 +11,8 @@ const COLORS = ["#0b5cad", "#cf6a00", "#1a7f37", "#8250df", "#bf3989", "#0a7e8c"
 const LEVEL_COLOR = {low: "#1a7f37", medium: "#9a6700", high: "#cf222e", critical: "#8b0000"};
 
 /* state the tests read (window.dash): charts by name, loads done, time of the first chart */
-const dash = {charts: {}, loads: 0, firstChartMs: null, page: null, now: null, errors: 0};
+const dash = {charts: {}, drawn: new Set(), loads: 0, loaded: null, firstChartMs: null, interactiveMs: null,
+  page: null, now: null, errors: 0, paused: ""};
 window.dash = dash;
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -103,8 +104,13 @@ function fmtTime(iso) {
 }
 const fmtAge = s => s === null || s === undefined ? "" : s < 90 ? `${s.toFixed(0)} s ago` :
   s < 5400 ? `${(s / 60).toFixed(0)} min ago` : s < 172800 ? `${(s / 3600).toFixed(1)} h ago` : `${(s / 86400).toFixed(0)} d ago`;
-const fmtNum = (v, digits = 3) => v === null || v === undefined ? "" :
-  typeof v === "number" ? (Math.abs(v) >= 1e5 || Number.isInteger(v) ? String(v) : v.toPrecision(digits + 2).replace(/\.?0+$/, "")) : String(v);
+function fmtNum(v, digits = 5) {
+  /* a number with up to ``digits`` significant digits (integers and large values as they are) */
+  if (v === null || v === undefined) return "";
+  if (typeof v !== "number" || Number.isInteger(v) || Math.abs(v) >= 10 ** digits) return String(v);
+  const text = v.toPrecision(digits);
+  return text.includes(".") && !text.includes("e") ? text.replace(/\.?0+$/, "") : text;
+}
 const iso = ms => new Date(ms).toISOString().replace(".000Z", "Z");
 
 async function serverNow() {  /* the API's clock, not the browser's: a range is the API's last hour */
@@ -158,8 +164,10 @@ function drawChart(name, box, series, data, {height = 220, points = false, xRang
    * Each unit has its own y scale: the first on the left axis, the second on the right. */
   const key = JSON.stringify(series.map(s => [s.label, s.unit]));
   const old = dash.charts[name];
+  dash.drawn.add(name);
   if (old && old.key === key) {  /* a refresh: the same chart moves into the page's new box */
     box.replaceChildren(old.root);
+    old.xRange = xRange;
     old.setData(data);
     return old;
   }
@@ -172,7 +180,7 @@ function drawChart(name, box, series, data, {height = 220, points = false, xRang
   const opts = {
     width: chartWidth(box), height,
     tzDate: ts => utc() ? uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC") : new Date(ts * 1e3),
-    scales: {x: {time: true, ...(xRange ? {range: () => xRange} : {})},
+    scales: {x: {time: true, range: (u, min, max) => u.xRange || [min, max]},
       ...Object.fromEntries(units.map(u => [`u:${u}`, yRange[u] ? {range: () => yRange[u]} : {}]))},
     axes,
     series: [{label: "time", value: (u, v) => v === null ? "" : fmtTime(new Date(v * 1e3).toISOString())},
@@ -182,10 +190,10 @@ function drawChart(name, box, series, data, {height = 220, points = false, xRang
         value: (u, v) => v === null || v === undefined ? "–" : fmtNum(v)}))],
     legend: {live: true},
   };
-  const chart = new uPlot(opts, data, box);
+  const chart = new uPlot({...opts, hooks: {init: [u => { u.xRange = xRange; }]}}, data, box);
   chart.key = key;
-  chart.root.setAttribute("role", "img");
-  chart.root.setAttribute("aria-label", `${name} chart: ${series.map(s => s.label).join(", ")}`);
+  box.setAttribute("role", "group");
+  box.setAttribute("aria-label", `chart of ${series.map(s => s.label).join(", ")}; values in the legend below it`);
   dash.charts[name] = chart;
   if (dash.firstChartMs === null) {
     dash.firstChartMs = performance.now();
@@ -278,7 +286,7 @@ pages.power = {
   title: "Power",
   async load(main, params) {
     this.meters = (await cachedItems("/api/devices")).filter(d => d.type === "power_meter");
-    const now = await serverNow();
+    const now = dash.now;
     const range = params.get("range") || "24h";
     const meter = this.meters.find(m => `${m.gateway_id}/${m.device}` === params.get("meter")) || this.meters[0];
     if (!meter) {
@@ -299,7 +307,7 @@ pages.power = {
       return api(path).then(answer => ({point: p, path, answer}));
     }))));
 
-    const select = el("select", {id: "meter", "aria-label": "Meter", onchange: e => go("power", {meter: e.target.value, range})},
+    const select = el("select", {id: "meter", onchange: e => go("power", {meter: e.target.value, range})},
       this.meters.map(m => el("option", {value: `${m.gateway_id}/${m.device}`, selected: m === meter,
         text: `${m.name || m.device} (${m.gateway_id}/${m.device})`})));
     const summary = stats.power[0];
@@ -309,7 +317,9 @@ pages.power = {
         el("div", {}, el("b", {text: summary ? fmtNum(summary.avg_kw) : "–"}), "average kW"),
         el("div", {}, el("b", {text: summary ? fmtNum(summary.max_kw) : "–"}), "peak kW"),
         el("div", {}, el("b", {text: summary ? String(summary.samples) : "0"}), "power rows"),
-        el("div", {}, el("b", {text: String(anomalies.total)}), "anomalies")),
+        el("div", {}, el("b", {text: String(anomalies.total)}), "anomalies"),
+        anomalies.total > anomalies.items.length ?
+          el("div", {class: "note", text: `the newest ${anomalies.items.length} anomalies are marked`}) : null),
       queryNote(statsPath, anomaliesPath, pointsPath)];
     const grid = el("div", {class: "charts"});
     const boxes = roles.map((role, i) => {
@@ -342,7 +352,7 @@ pages.signals = {
   title: "Signals",
   async load(main, params) {
     this.points = (await cachedItems("/api/points")).filter(p => p.kind !== "text");
-    const now = await serverNow();
+    const now = dash.now;
     const selected = (params.get("sel") || "").split(",").filter(Boolean);
     const range = params.get("range") || "1h";
     const until = params.get("until") || iso(now);
@@ -354,7 +364,7 @@ pages.signals = {
       return api(path).then(answer => ({point: p, path, answer}));
     }));
     const keep = extra => ({sel: selected.join(","), range, ...(params.get("since") ? {since, until} : {}), ...extra});
-    const picker = el("select", {id: "point-picker", "aria-label": "Point to add"},
+    const picker = el("select", {id: "point-picker"},
       el("option", {value: "", text: "add a point…"}),
       this.points.map(p => {
         const k = `${p.gateway_id}/${p.device}/${p.point}`;
@@ -430,9 +440,9 @@ pages.alerts = {
         a.acknowledged ? badge("acknowledged", `acknowledged by ${a.acknowledged_by}`) : badge("open")},
       {title: "Actions", cell: a => el("span", {class: "actions"},
         a.acknowledged || a.resolved ? null : el("button", {type: "button", "data-alert": a.id, "data-action": "acknowledge",
-          text: "Acknowledge", onclick: () => workflow(a.id, "acknowledge")}),
+          "aria-label": `Acknowledge: ${a.title}`, text: "Acknowledge", onclick: () => workflow(a.id, "acknowledge")}),
         a.resolved ? null : el("button", {type: "button", "data-alert": a.id, "data-action": "resolve",
-          text: "Resolve", onclick: () => workflow(a.id, "resolve")}))},
+          "aria-label": `Resolve: ${a.title}`, text: "Resolve", onclick: () => workflow(a.id, "resolve")}))},
     ], alerts.items, {empty: `no ${state === "all" ? "" : state + " "}alerts`}), queryNote(path));
   },
 };
@@ -458,7 +468,7 @@ pages.attacks = {
   title: "Attacks",
   async load(main, params) {
     this.points = await cachedItems("/api/points");
-    const now = await serverNow();
+    const now = dash.now;
     const range = params.get("range") || "7d";
     const since = iso(now - rangeSeconds(range) * 1e3);
     const path = query("/api/attack-analysis", {since, limit: 500});
@@ -511,7 +521,8 @@ function indicatorList(x) {
 function signalsOf(x, points) {
   /* the detection's signals as device points of its gateway: by point name or device.point */
   const names = (x.indicators && x.indicators.signals) || [];
-  const mine = points.filter(p => !x.gateway_id || p.gateway_id === x.gateway_id);
+  const mine = points.filter(p => !x.gateway_id || p.gateway_id === x.gateway_id)
+    .sort((a, b) => (b.device === x.device) - (a.device === x.device));  /* the detection's own device first */
   const found = [];
   for (const name of names) {
     const p = mine.find(q => q.point === name || `${q.device}.${q.point}` === name || `${q.device}/${q.point}` === name);
@@ -555,16 +566,29 @@ async function refresh() {
     document.title = `${pages[name].title} · HackSky Edge`;
     for (const a of document.querySelectorAll("nav a")) a.setAttribute("aria-current", a.dataset.page === name ? "page" : "false");
   }
+  const hash = location.hash;
+  dash.drawn = new Set();
   try {
+    await serverNow();  /* the API's clock: ranges and the "updated" time are the API's */
     await pages[name].load(main, params);
+    for (const [chartName, chart] of Object.entries(dash.charts)) {
+      if (!dash.drawn.has(chartName)) { chart.destroy(); delete dash.charts[chartName]; }
+    }
+    dash.loaded = hash;
     dash.loads++;
-    $("#updated").textContent = `updated ${fmtTime(new Date().toISOString())}`;
+    if (dash.interactiveMs === null) dash.interactiveMs = performance.now();  /* the first page, all drawn */
+    $("#updated").textContent = `updated ${fmtTime(iso(dash.now))}`;
+    $("#updated").title = "the page refreshes every 5 s while nothing in it has the focus";
     if (!$("#message").textContent.includes("refused")) showMessage("");
   } catch (e) {
     dash.errors++;
     if (e.status === 401) {
+      session.token = null;
+      dash.paused = "paused: a token is needed";  /* no dialog every 5 s: the Token button asks again */
       showMessage("This API asks for a token to read: give it with the Token button.");
-      if (!$("#token-dialog").open) askToken("This API asks for a read token.").then(ok => ok && refresh());
+      if (!$("#token-dialog").open) askToken("This API asks for a read token.").then(ok => {
+        if (ok) { dash.paused = ""; refresh(); }
+      });
     } else showMessage(`could not load ${pages[name].title}: ${e.message}`);
   } finally {
     loading = false;
@@ -572,10 +596,22 @@ async function refresh() {
   }
 }
 
+function busyWith() {
+  /* why the live refresh waits: a token to give, or the user at work in the page (a control with
+   * the keyboard focus, an open Query panel): rebuilding the page would take it away */
+  if (dash.paused) return dash.paused;
+  const active = document.activeElement;
+  if (active && active !== $("#main") && $("#main").contains(active)) return "paused while you use the page";
+  if ($("#main details[open]")) return "paused while a query is open";
+  return "";
+}
+
 function start() {
   $("#tz").value = localStorage.getItem("hacksky.tz") || "local";
   $("#tz").addEventListener("change", e => { localStorage.setItem("hacksky.tz", e.target.value); dropCharts(); dash.page = null; refresh(); });
-  $("#token-button").addEventListener("click", () => askToken("").then(ok => ok && refresh()));
+  $("#token-button").addEventListener("click", () => askToken("").then(ok => {
+    if (ok) { dash.paused = ""; refresh(); }
+  }));
   $("#token-save").addEventListener("click", () => {
     const token = $("#token-input").value.trim(), user = $("#user-input").value.trim();
     if (user) session.user = user;
@@ -597,7 +633,9 @@ function start() {
     for (const c of Object.values(dash.charts)) c.setSize({width: chartWidth(c.root.parentElement), height: c.height});
   });
   setInterval(() => {
-    if ($("#live").checked && document.visibilityState === "visible" && !$("#token-dialog").open) refresh();
+    const busy = busyWith();
+    if (busy && $("#live").checked) $("#updated").textContent = `live refresh ${busy}`;
+    if ($("#live").checked && document.visibilityState === "visible" && !$("#token-dialog").open && !busy) refresh();
   }, REFRESH_MS);
   refresh();
 }

@@ -6,6 +6,8 @@ Revises: 0006
 Create Date: 2026-11-30
 """
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
@@ -31,6 +33,11 @@ def upgrade() -> None:
         sa.Column("removed_at", TS),
         sa.Column("updated_at", TS, nullable=False),
     )
+    # the points readings already hold, as numbers (the next start of each gateway says what they are);
+    # DISTINCT over the primary key's prefix: MySQL reads one index entry per (device, point)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    op.execute(sa.text("INSERT INTO device_points (device_id, point, kind, updated_at) "
+                       "SELECT DISTINCT device_id, point, 'number', :now FROM readings").bindparams(now=now))
 
 
 def downgrade() -> None:
