@@ -210,7 +210,8 @@ def create_app(engine: Engine, token: str | None, *, read_token: str | None = No
     @app.get("/api/series", dependencies=reads,
              summary="One point of one device over time: raw readings, or 1-minute / 1-hour buckets by range and step")
     def series(device: str, point: str, gateway: str | None = None, since: datetime | None = None,
-               until: datetime | None = None, step: str | None = None) -> JSONResponse:
+               until: datetime | None = None, step: str | None = None,
+               format: Literal["points", "columns"] = "points") -> JSONResponse:
         until = naive_utc(until) or clock()
         since = naive_utc(since) or until - timedelta(hours=1)
         if since >= until:
@@ -229,7 +230,8 @@ def create_app(engine: Engine, token: str | None, *, read_token: str | None = No
                 raise HTTPException(400, f"device {device!r} exists on gateways "
                                          f"{', '.join(sorted(g for _, g in found))}: give gateway=")
             try:  # JSON-ready already (ISO times, floats): up to 100,000 points skip FastAPI's encoder
-                return JSONResponse(series_of(conn, engine, SeriesQuery(found[0][0], point, since, until, seconds)))
+                return JSONResponse(series_of(conn, engine, SeriesQuery(found[0][0], point, since, until, seconds),
+                                              columns=format == "columns"))
             except ValueError as exc:
                 raise HTTPException(400, str(exc)) from None
 

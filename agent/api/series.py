@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy import Select, and_, case, func, or_, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from agent.api.hybrid import hour_runs
@@ -167,9 +167,63 @@ def _regroup(buckets: list[dict[str, Any]], step: float) -> list[dict[str, Any]]
     return out
 
 
-def series(conn: Connection, engine: Engine, q: SeriesQuery) -> dict[str, Any]:
-    """The answer: ``resolution`` and its points (raw readings, or buckets with count, min, max, mean ...)."""
+#: the columns of a bucket answer in ``format=columns``, beside ``t``
+BUCKET_COLUMNS = ("count", "good_count", "min", "max", "mean", "first", "last")
+
+
+def _epoch(iso: str) -> float:
+    """Seconds since the epoch of an answer's ISO time (``...Z``)."""
+    return (datetime.fromisoformat(iso[:-1]) - EPOCH).total_seconds()
+
+
+def as_columns(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer with its points as columns: ``t`` (epoch seconds) and, for raw readings, ``value``,
+    ``text`` (only when some reading has text) and ``not_good`` ([index, quality] of the readings
+    whose quality is not good); for buckets, :data:`BUCKET_COLUMNS`. A chart's data as it is drawn,
+    a third of the bytes."""
+    points = answer["points"]
+    answer = {k: v for k, v in answer.items() if k != "points"}
+    if answer["resolution"] == "raw":
+        answer["t"] = [_epoch(p["ts"]) for p in points]
+        answer["value"] = [p["value"] for p in points]
+        if any(p["text"] is not None for p in points):
+            answer["text"] = [p["text"] for p in points]
+        answer["not_good"] = [[i, p["quality"]] for i, p in enumerate(points) if p["quality"] != "good"]
+    else:
+        answer["t"] = [_epoch(p["bucket"]) for p in points]
+        for key in BUCKET_COLUMNS:
+            answer[key] = [p[key] for p in points]
+    return answer
+
+
+def _raw_columns(conn: Connection, q: SeriesQuery) -> dict[str, Any]:
+    """MySQL/MariaDB, raw readings as columns: each row a short JSON array built by the server
+    (microseconds since the epoch, value, text, quality unless good), turned into columns by ``zip``."""
+    r = schema.readings
+    micros = func.timestampdiff(text("MICROSECOND"), EPOCH, r.c.ts)
+    rows = _json_rows(conn, select(func.json_array(micros, r.c.value, r.c.value_text,
+                                                   case((r.c.quality == "good", None), else_=r.c.quality)))
+                      .where(r.c.device_id == q.device_pk, r.c.point == q.point, r.c.ts >= q.since, r.c.ts < q.until)
+                      .order_by(r.c.ts.desc()).limit(MAX_RAW + 1))
+    truncated = len(rows) > MAX_RAW
+    rows = rows[:MAX_RAW][::-1]
+    stamps, values, texts, qualities = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [])
+    answer: dict[str, Any] = {"t": [us / 1e6 for us in stamps], "value": values}
+    if any(t is not None for t in texts):
+        answer["text"] = texts
+    answer["not_good"] = [[i, quality] for i, quality in enumerate(qualities) if quality is not None]
+    answer["truncated"] = truncated
+    return answer
+
+
+def series(conn: Connection, engine: Engine, q: SeriesQuery, columns: bool = False) -> dict[str, Any]:
+    """The answer: ``resolution`` and its points (raw readings, or buckets with count, min, max, mean ...);
+    with ``columns``, the same as columns (:func:`as_columns`)."""
     level = resolution(q.since, q.until, q.step)
+    if columns:
+        if level == "raw" and is_mysql(conn):
+            return {"resolution": level, "since": _iso(q.since), "until": _iso(q.until)} | _raw_columns(conn, q)
+        return as_columns(series(conn, engine, q))
     native = 60 if level == "1m" else 3600
     if level != "raw" and q.step is not None and q.step % native:
         raise ValueError(f"step: {q.step:g} s is not a whole number of the {level} buckets it is made of")

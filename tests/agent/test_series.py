@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from agent.api.series import SeriesQuery, resolution, series
+from agent.api.series import SeriesQuery, as_columns, resolution, series
 from agent.buffer.disk import Pack
 from agent.central.maintain import maintain
 from agent.central.writer import to_datetime
@@ -118,3 +118,16 @@ def test_raw_and_bucket_answers_are_the_same_text_on_every_backend(migrated_engi
     assert first == {"bucket": start + "Z", "count": 3, "good_count": 2, "min": 1e-300, "max": 0.1 + 0.2,
                      "sum": 0.1 + 0.2 + 1e-300, "first": 0.1 + 0.2, "last": 1e-300, "mean": (0.1 + 0.2 + 1e-300) / 2}
     assert second["bucket"] == to_datetime(T0 + 60_000_000).isoformat() + "Z" and second["count"] == 1
+    # as columns (the dashboard's format): the same figures, times in epoch seconds, exact to the µs
+    with migrated_engine.connect() as conn:
+        raw_columns = series(conn, migrated_engine, SeriesQuery(
+            pk, "power", to_datetime(T0), to_datetime(T0 + 3_600_000_000), None), columns=True)
+        minute_columns = series(conn, migrated_engine, SeriesQuery(
+            pk, "power", to_datetime(T0), to_datetime(T0 + 3_600_000_000), 60), columns=True)
+    assert raw_columns == as_columns(raw) and "points" not in raw_columns
+    assert [round(t * 1e6) for t in raw_columns["t"]] == [T0, T0 + 1_500_000, T0 + 2_000_007, T0 + 61_000_000]
+    assert raw_columns["value"] == [0.1 + 0.2, 1e-300, None, 123456789.123456789]
+    assert raw_columns["text"] == [None, None, 'Störung "x"', None]
+    assert raw_columns["not_good"] == [[2, "bad:timeout"]]
+    assert minute_columns == as_columns(minutes)
+    assert minute_columns["t"] == [T0 / 1e6, T0 / 1e6 + 60] and minute_columns["good_count"] == [2, 1]

@@ -207,29 +207,30 @@ function dropCharts() {
   dash.charts = {};
 }
 
-/* one point's answer from /api/series as [times (s), values]: raw values, or bucket means */
+/* one point's answer from /api/series?format=columns as [times (s), values]: raw values (those whose
+ * quality is not good as gaps), or bucket means */
 function seriesColumns(answer) {
-  const xs = [], ys = [];
-  for (const p of answer.points) {
-    if (answer.resolution === "raw") {
-      xs.push(Date.parse(p.ts) / 1e3);
-      ys.push(p.quality === "good" && p.value !== null ? p.value : null);
-    } else {
-      xs.push(Date.parse(p.bucket) / 1e3);
-      ys.push(p.mean);
-    }
-  }
-  return [xs, ys];
+  if (answer.resolution !== "raw") return [answer.t, answer.mean];
+  const ys = answer.value.slice();
+  for (const [i] of answer.not_good) ys[i] = null;
+  return [answer.t, ys];
 }
 
-/* points the quality column counts: good and not good, from raw rows or bucket counts */
+/* samples of good and of other quality, from raw readings or bucket counts */
 function qualityCounts(answer) {
-  let good = 0, bad = 0;
-  for (const p of answer.points) {
-    if (answer.resolution === "raw") p.quality === "good" ? good++ : bad++;
-    else { good += p.good_count; bad += p.count - p.good_count; }
-  }
-  return {good, bad};
+  if (answer.resolution === "raw") return {good: answer.t.length - answer.not_good.length, bad: answer.not_good.length};
+  const sum = xs => xs.reduce((a, b) => a + b, 0);
+  const good = sum(answer.good_count);
+  return {good, bad: sum(answer.count) - good};
+}
+
+/* the newest value and its quality ("good" unless the API says otherwise) */
+function latest(answer) {
+  const n = answer.t.length;
+  if (!n) return null;
+  if (answer.resolution !== "raw") return {value: answer.mean[n - 1], quality: null};
+  const bad = answer.not_good.length && answer.not_good[answer.not_good.length - 1][0] === n - 1;
+  return {value: answer.value[n - 1], quality: bad ? answer.not_good[answer.not_good.length - 1][1] : "good"};
 }
 
 /* several [xs, ys] on one time axis (uPlot.join): the missing samples of one are spanned, its nulls are gaps */
@@ -303,7 +304,7 @@ pages.power = {
     for (const p of points.items) if (p.role && p.kind === "number") (byRole[p.role] = byRole[p.role] || []).push(p);
     const roles = [...ROLE_ORDER.filter(r => byRole[r]), ...Object.keys(byRole).filter(r => !ROLE_ORDER.includes(r))];
     const answers = await Promise.all(roles.map(role => Promise.all(byRole[role].map(p => {
-      const path = query("/api/series", {...base, point: p.point, since, until});
+      const path = query("/api/series", {...base, point: p.point, since, until, format: "columns"});
       return api(path).then(answer => ({point: p, path, answer}));
     }))));
 
@@ -360,7 +361,8 @@ pages.signals = {
     const known = new Map(this.points.map(p => [`${p.gateway_id}/${p.device}/${p.point}`, p]));
     const chosen = selected.filter(s => known.has(s)).map(s => known.get(s));
     const answers = await Promise.all(chosen.map(p => {
-      const path = query("/api/series", {gateway: p.gateway_id, device: p.device, point: p.point, since, until});
+      const path = query("/api/series", {gateway: p.gateway_id, device: p.device, point: p.point, since, until,
+        format: "columns"});
       return api(path).then(answer => ({point: p, path, answer}));
     }));
     const keep = extra => ({sel: selected.join(","), range, ...(params.get("since") ? {since, until} : {}), ...extra});
@@ -379,7 +381,7 @@ pages.signals = {
     }));
     const fixed = params.get("since") ? el("span", {class: "note", text: `${fmtTime(since)} – ${fmtTime(until)}`}) : null;
     const box = el("div", {class: "chart", id: "chart-signals"});
-    const rows = answers.map(a => ({...a, q: qualityCounts(a.answer), last: a.answer.points[a.answer.points.length - 1]}));
+    const rows = answers.map(a => ({...a, q: qualityCounts(a.answer), last: latest(a.answer)}));
     main.replaceChildren(
       el("div", {class: "controls"}, el("label", {}, "Points", picker), chips),
       el("div", {class: "controls"}, rangeButtons(params.get("since") ? "" : range,
@@ -392,8 +394,8 @@ pages.signals = {
           {title: "Resolution", cell: r => r.answer.resolution},
           {title: "Samples good", num: true, cell: r => r.q.good},
           {title: "Not good", num: true, cell: r => r.q.bad ? badge("bad", String(r.q.bad)) : "0"},
-          {title: "Latest", num: true, cell: r => r.last ? fmtNum(r.answer.resolution === "raw" ? r.last.value : r.last.mean) : ""},
-          {title: "Latest quality", cell: r => r.last && r.answer.resolution === "raw" ? badge(r.last.quality === "good" ? "good" : "bad", r.last.quality) : ""},
+          {title: "Latest", num: true, cell: r => r.last ? fmtNum(r.last.value) : ""},
+          {title: "Latest quality", cell: r => r.last && r.last.quality ? badge(r.last.quality === "good" ? "good" : "bad", r.last.quality) : ""},
         ], rows, {empty: "no points chosen"}),
         queryNote(...answers.map(a => a.path))));
     if (chosen.length) drawChart("signals", box, chosen.map(p => ({label: `${p.device}·${p.point}`, unit: p.unit})),
