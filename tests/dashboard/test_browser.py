@@ -96,9 +96,12 @@ def test_fleet_shows_gateways_and_devices_with_text_statuses(api: Api, browser: 
 def test_power_page_charts_a_meter_from_rollups_with_anomalies_marked(api: Api, browser: WebDriver,
                                                                       seeded: tuple[Engine, Seeded]) -> None:
     open_page(browser, api.base, "power?meter=gw-north/meter-01&range=24h")
-    names = browser.execute_script("return Object.keys(dash.charts)")
-    assert names == ["power:power", "power:voltage", "power:current", "power:energy", "power:frequency",
-                     "power:power_factor"]
+    names = browser.execute_script("return [...document.querySelectorAll('main section.panel')].map(s => s.id ||"
+                                   " s.querySelector('.chart').id)")
+    assert names == ["chart-power", "chart-voltage", "chart-current", "chart-energy", "chart-frequency",
+                     "chart-power_factor"], "a chart per role, in the roles' order"
+    assert sorted(browser.execute_script("return Object.keys(dash.charts)")) == sorted(
+        f"power:{n.removeprefix('chart-')}" for n in names)
     power = chart(browser, "power:power")
     assert power["labels"] == ["time", "active_power (kW)", "anomaly (kW)"]
     times, kw, anomalies = power["data"]

@@ -283,6 +283,14 @@ pages.fleet = {
   },
 };
 
+/* the resolution /api/series answers a range with (as agent/api/series.py decides) */
+const resolutionOf = seconds => seconds <= 6 * 3600 ? "raw" : seconds <= 14 * 86400 ? "1m" : "1h";
+const resolutionText = level => level === "raw" ? "raw readings" : `${level} means`;
+
+/* On the first load of a view, each chart is drawn as soon as its data is in (the page's frame
+ * first); a live refresh of the same view swaps the whole page at once, so nothing flickers. */
+const firstLoad = () => dash.loaded !== location.hash;
+
 pages.power = {
   title: "Power",
   async load(main, params) {
@@ -299,53 +307,70 @@ pages.power = {
     const pointsPath = query("/api/points", base);
     const statsPath = query("/api/statistics", {...base, since, until});
     const anomaliesPath = query("/api/power-data", {...base, since, until, anomalies_only: true, limit: 1000});
-    const [points, stats, anomalies] = await Promise.all([api(pointsPath), api(statsPath), api(anomaliesPath)]);
+    const statsP = api(statsPath), anomaliesP = api(anomaliesPath);
+    const points = await cachedItems(pointsPath);
     const byRole = {};
-    for (const p of points.items) if (p.role && p.kind === "number") (byRole[p.role] = byRole[p.role] || []).push(p);
+    for (const p of points) if (p.role && p.kind === "number") (byRole[p.role] = byRole[p.role] || []).push(p);
     const roles = [...ROLE_ORDER.filter(r => byRole[r]), ...Object.keys(byRole).filter(r => !ROLE_ORDER.includes(r))];
-    const answers = await Promise.all(roles.map(role => Promise.all(byRole[role].map(p => {
-      const path = query("/api/series", {...base, point: p.point, since, until, format: "columns"});
-      return api(path).then(answer => ({point: p, path, answer}));
-    }))));
+    const paths = roles.map(role => byRole[role].map(p =>
+      query("/api/series", {...base, point: p.point, since, until, format: "columns"})));
+    const answersP = roles.map((role, i) => Promise.all(paths[i].map(path => api(path))));
 
     const select = el("select", {id: "meter", onchange: e => go("power", {meter: e.target.value, range})},
       this.meters.map(m => el("option", {value: `${m.gateway_id}/${m.device}`, selected: m === meter,
         text: `${m.name || m.device} (${m.gateway_id}/${m.device})`})));
-    const summary = stats.power[0];
+    const figure = (label) => { const b = el("b", {text: "…"}); return [b, el("div", {}, b, label)]; };
+    const [avg, avgBox] = figure("average kW"), [peak, peakBox] = figure("peak kW");
+    const [rowsN, rowsBox] = figure("power rows"), [anomaliesN, anomaliesBox] = figure("anomalies");
+    const capped = el("div", {class: "note"});
     const head = [
-      el("div", {class: "controls"}, el("label", {}, "Meter", select), rangeButtons(range, r => go("power", {meter: `${meter.gateway_id}/${meter.device}`, range: r}))),
-      el("div", {class: "summary"},
-        el("div", {}, el("b", {text: summary ? fmtNum(summary.avg_kw) : "–"}), "average kW"),
-        el("div", {}, el("b", {text: summary ? fmtNum(summary.max_kw) : "–"}), "peak kW"),
-        el("div", {}, el("b", {text: summary ? String(summary.samples) : "0"}), "power rows"),
-        el("div", {}, el("b", {text: String(anomalies.total)}), "anomalies"),
-        anomalies.total > anomalies.items.length ?
-          el("div", {class: "note", text: `the newest ${anomalies.items.length} anomalies are marked`}) : null),
+      el("div", {class: "controls"}, el("label", {}, "Meter", select),
+        rangeButtons(range, r => go("power", {meter: `${meter.gateway_id}/${meter.device}`, range: r}))),
+      el("div", {class: "summary"}, avgBox, peakBox, rowsBox, anomaliesBox, capped),
       queryNote(statsPath, anomaliesPath, pointsPath)];
     const grid = el("div", {class: "charts"});
+    const level = resolutionOf(rangeSeconds(range));
     const boxes = roles.map((role, i) => {
       const box = el("div", {class: "chart", id: `chart-${role}`});
-      const first = answers[i][0];
-      const unit = first.point.unit || "";
+      const unit = byRole[role][0].unit || "";
       grid.append(el("section", {class: "panel" + (role === "power" ? " wide" : ""), "aria-label": ROLE_TITLE[role] || role},
-        el("h3", {text: `${ROLE_TITLE[role] || role}${unit ? " (" + unit + ")" : ""} · ${first.answer.resolution === "raw" ? "raw readings" : first.answer.resolution + " means"}`}),
-        box, queryNote(...answers[i].map(a => a.path))));
+        el("h3", {text: `${ROLE_TITLE[role] || role}${unit ? " (" + unit + ")" : ""} · ${resolutionText(level)}`}),
+        box, queryNote(...paths[i])));
       return box;
     });
     if (!roles.length) grid.append(el("p", {class: "empty", text: "this meter's points declare no role (role: power, voltage, ... in the device map)"}));
-    main.replaceChildren(...head, grid);
-    roles.forEach((role, i) => {
-      const columns = answers[i].map(a => seriesColumns(a.answer));
-      const series = answers[i].map(a => ({label: a.point.point, unit: a.point.unit}));
-      if (role === "power" && anomalies.items.length) {  /* anomalies: red points on the power curve */
-        const xs = anomalies.items.map(r => Date.parse(r.timestamp) / 1e3).reverse();
-        const ys = anomalies.items.map(r => r.power_consumption).reverse();
-        columns.push([xs, ys]);
-        series.push({label: "anomaly", unit: answers[i][0].point.unit, color: "#cf222e",
+    const draw = (i, answers, anomalies) => {
+      const role = roles[i];
+      const columns = answers.map(seriesColumns);
+      const series = byRole[role].map(p => ({label: p.point, unit: p.unit}));
+      if (anomalies && anomalies.items.length) {  /* anomalies: red points on the power curve */
+        columns.push([anomalies.items.map(r => Date.parse(r.timestamp) / 1e3).reverse(),
+          anomalies.items.map(r => r.power_consumption).reverse()]);
+        series.push({label: "anomaly", unit: byRole[role][0].unit, color: "#cf222e",
           points: {show: true, size: 8, fill: "#cf222e"}, paths: () => null});
       }
       drawChart(`power:${role}`, boxes[i], series, joined(columns), {xRange: [Date.parse(since) / 1e3, now / 1e3]});
-    });
+    };
+    const fill = (stats, anomalies) => {
+      const summary = stats.power[0];
+      avg.textContent = summary ? fmtNum(summary.avg_kw) : "–";
+      peak.textContent = summary ? fmtNum(summary.max_kw) : "–";
+      rowsN.textContent = summary ? String(summary.samples) : "0";
+      anomaliesN.textContent = String(anomalies.total);
+      capped.textContent = anomalies.total > anomalies.items.length ?
+        `the newest ${anomalies.items.length} anomalies are marked` : "";
+    };
+    if (firstLoad()) {
+      main.replaceChildren(...head, grid);
+      await Promise.all([
+        ...roles.map(async (role, i) => draw(i, await answersP[i], role === "power" ? await anomaliesP : null)),
+        Promise.all([statsP, anomaliesP]).then(([stats, anomalies]) => fill(stats, anomalies))]);
+      return;
+    }
+    const [stats, anomalies, ...answers] = await Promise.all([statsP, anomaliesP, ...answersP]);
+    main.replaceChildren(...head, grid);
+    fill(stats, anomalies);
+    roles.forEach((role, i) => draw(i, answers[i], role === "power" ? anomalies : null));
   },
 };
 
@@ -360,11 +385,14 @@ pages.signals = {
     const since = params.get("since") || iso(Date.parse(until) - rangeSeconds(range) * 1e3);
     const known = new Map(this.points.map(p => [`${p.gateway_id}/${p.device}/${p.point}`, p]));
     const chosen = selected.filter(s => known.has(s)).map(s => known.get(s));
-    const answers = await Promise.all(chosen.map(p => {
-      const path = query("/api/series", {gateway: p.gateway_id, device: p.device, point: p.point, since, until,
-        format: "columns"});
-      return api(path).then(answer => ({point: p, path, answer}));
-    }));
+    const pathOf = (p, extra = {}) => query("/api/series", {gateway: p.gateway_id, device: p.device, point: p.point,
+      since, until, format: "columns", ...extra});
+    const paths = chosen.map(p => pathOf(p));
+    const answersP = Promise.all(paths.map(path => api(path)));
+    /* a long raw range: its 1-minute means drawn first, while the raw readings come */
+    const span = (Date.parse(until) - Date.parse(since)) / 1e3;
+    const preview = firstLoad() && chosen.length && resolutionOf(span) === "raw" && span > 1800 ?
+      Promise.all(chosen.map(p => api(pathOf(p, {step: "1m"})))) : null;
     const keep = extra => ({sel: selected.join(","), range, ...(params.get("since") ? {since, until} : {}), ...extra});
     const picker = el("select", {id: "point-picker"},
       el("option", {value: "", text: "add a point…"}),
@@ -381,25 +409,33 @@ pages.signals = {
     }));
     const fixed = params.get("since") ? el("span", {class: "note", text: `${fmtTime(since)} – ${fmtTime(until)}`}) : null;
     const box = el("div", {class: "chart", id: "chart-signals"});
-    const rows = answers.map(a => ({...a, q: qualityCounts(a.answer), last: latest(a.answer)}));
-    main.replaceChildren(
+    const status = el("div", {class: "quality"}, chosen.length ? el("p", {class: "note", text: "loading…"}) :
+      el("p", {class: "empty", text: "choose points to chart"}));
+    const draw = answers => drawChart("signals", box, chosen.map(p => ({label: `${p.device}·${p.point}`, unit: p.unit})),
+      joined(answers.map(seriesColumns)), {height: 320, xRange: [Date.parse(since) / 1e3, Date.parse(until) / 1e3]});
+    const frame = [
       el("div", {class: "controls"}, el("label", {}, "Points", picker), chips),
       el("div", {class: "controls"}, rangeButtons(params.get("since") ? "" : range,
         r => go("signals", {sel: selected.join(","), range: r})), fixed),
-      el("section", {class: "panel"}, box,
-        chosen.length ? null : el("p", {class: "empty", text: "choose points to chart"}),
-        table([
-          {title: "Point", cell: r => `${r.point.device} · ${r.point.point}`},
-          {title: "Unit", cell: r => r.point.unit},
-          {title: "Resolution", cell: r => r.answer.resolution},
-          {title: "Samples good", num: true, cell: r => r.q.good},
-          {title: "Not good", num: true, cell: r => r.q.bad ? badge("bad", String(r.q.bad)) : "0"},
-          {title: "Latest", num: true, cell: r => r.last ? fmtNum(r.last.value) : ""},
-          {title: "Latest quality", cell: r => r.last && r.last.quality ? badge(r.last.quality === "good" ? "good" : "bad", r.last.quality) : ""},
-        ], rows, {empty: "no points chosen"}),
-        queryNote(...answers.map(a => a.path))));
-    if (chosen.length) drawChart("signals", box, chosen.map(p => ({label: `${p.device}·${p.point}`, unit: p.unit})),
-      joined(answers.map(a => seriesColumns(a.answer))), {height: 320, xRange: [Date.parse(since) / 1e3, Date.parse(until) / 1e3]});
+      el("section", {class: "panel"}, box, status, queryNote(...paths))];
+    if (preview) {
+      main.replaceChildren(...frame);
+      const first = await Promise.race([preview, answersP.then(() => null)]);
+      if (first) draw(first);
+    }
+    const answers = await answersP;
+    if (!preview) main.replaceChildren(...frame);
+    if (chosen.length) draw(answers);
+    const rows = answers.map((answer, i) => ({point: chosen[i], answer, q: qualityCounts(answer), last: latest(answer)}));
+    status.replaceChildren(table([
+      {title: "Point", cell: r => `${r.point.device} · ${r.point.point}`},
+      {title: "Unit", cell: r => r.point.unit},
+      {title: "Resolution", cell: r => r.answer.resolution + (r.answer.truncated ? " (the newest 100,000)" : "")},
+      {title: "Samples good", num: true, cell: r => r.q.good},
+      {title: "Not good", num: true, cell: r => r.q.bad ? badge("bad", String(r.q.bad)) : "0"},
+      {title: "Latest", num: true, cell: r => r.last ? fmtNum(r.last.value) : ""},
+      {title: "Latest quality", cell: r => r.last && r.last.quality ? badge(r.last.quality === "good" ? "good" : "bad", r.last.quality) : ""},
+    ], rows, {empty: "no points chosen"}));
   },
 };
 
