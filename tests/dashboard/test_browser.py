@@ -17,30 +17,17 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
-from sqlalchemy import Engine, create_engine, insert, select
+from sqlalchemy import Engine, insert, select
 
 from agent.api.app import create_app
 from agent.central import schema
 from tests.infra.api_server import TOKEN, Api, serve
 from tests.infra.browser import chromium, click, console_errors, open_page, wait_for
-from tests.infra.dashboard_data import NOW, Seeded, seed
+from tests.infra.dashboard_data import NOW, Seeded
 
 READ_TOKEN = "read-only-token"
 TANK = "gw-north/plc-01/tank1_level"
 FLOW = "gw-north/plc-01/pump1_flow"
-
-
-@pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Seeded]]:
-    engine = create_engine(f"sqlite:///{tmp_path_factory.mktemp('dash') / 'central.db'}")
-    yield engine, seed(engine)
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def api(seeded: tuple[Engine, Seeded]) -> Iterator[Api]:
-    with serve(create_app(seeded[0], TOKEN, clock=lambda: NOW)) as api:
-        yield api
 
 
 @pytest.fixture(scope="module")
