@@ -177,6 +177,14 @@ def test_alert_workflow_asks_for_the_token_and_is_refused_without_it(api: Api, b
     open_before = len(rows(browser))
     assert open_before == seeded[1].open_alerts
     screenshot(browser, "alerts")
+    # filters: by severity, by gateway (gw-south raised none), every state
+    open_page(browser, api.base, "alerts?severity=critical")
+    assert [r.split(" ")[2] for r in rows(browser)] == ["critical"]
+    open_page(browser, api.base, "alerts?gateway=gw-south")
+    assert rows(browser) == ["no open alerts"]
+    open_page(browser, api.base, "alerts?state=all")
+    assert len(rows(browser)) == open_before + 1, "the resolved one too"
+    open_page(browser, api.base, "alerts")
     browser.execute_script("sessionStorage.clear()")
     alert_id = int(browser.find_element(By.CSS_SELECTOR, "button[data-action='acknowledge']").get_attribute(
         "data-alert") or 0)

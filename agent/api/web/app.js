@@ -444,20 +444,24 @@ pages.alerts = {
   async load(main, params) {
     const state = params.get("state") || "open";
     const severity = params.get("severity") || "";
+    const gateway = params.get("gateway") || "";
     const offset = Number(params.get("offset") || 0);
-    const filters = {severity, offset, limit: 50,
+    const gateways = [...new Set((await cachedItems("/api/devices")).map(d => d.gateway_id))].sort();
+    const filters = {gateway, severity, offset, limit: 50,
       resolved: state === "open" ? false : state === "resolved" ? true : undefined,
       acknowledged: state === "unacknowledged" ? false : undefined};
     if (state === "unacknowledged") filters.resolved = false;
     const path = query("/api/alerts", filters);
     const alerts = await api(path);
-    const keep = extra => go("alerts", {state, severity, ...extra});
+    const keep = extra => go("alerts", {state, severity, gateway, ...extra});
     const controls = el("div", {class: "controls"},
       el("label", {}, "Show", el("select", {id: "alert-state", onchange: e => keep({state: e.target.value})},
         [["open", "open"], ["unacknowledged", "open, not acknowledged"], ["resolved", "resolved"], ["all", "all"]].map(([v, t]) =>
           el("option", {value: v, selected: v === state, text: t})))),
       el("label", {}, "Severity", el("select", {id: "alert-severity", onchange: e => keep({severity: e.target.value})},
         ["", "critical", "high", "medium", "low"].map(v => el("option", {value: v, selected: v === severity, text: v || "any"})))),
+      el("label", {}, "Gateway", el("select", {id: "alert-gateway", onchange: e => keep({gateway: e.target.value, offset: 0})},
+        ["", ...gateways].map(v => el("option", {value: v, selected: v === gateway, text: v || "every gateway"})))),
       el("span", {class: "note", text: `${alerts.total} alert(s)`}),
       el("button", {type: "button", disabled: offset === 0, text: "Newer", onclick: () => keep({offset: Math.max(0, offset - 50)})}),
       el("button", {type: "button", disabled: offset + 50 >= alerts.total, text: "Older", onclick: () => keep({offset: offset + 50})}));
