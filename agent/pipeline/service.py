@@ -332,6 +332,10 @@ class Agent:
             await self._commit()
 
     def _ingest(self, device_id: str, readings: list[Reading], driver: Driver) -> None:
+        if device_id not in self.devices:  # removed by a reload while this poll was in flight: its readings
+            # are kept, but no status or alert may bring the device back after its "removed" status
+            self._pending_readings.extend(clock_uncertain(readings) if self._clock_off else readings)
+            return
         ts = now_us()
         health = driver.health
         conditions = self.checks.evaluate(device_id, readings) + self._degraded_conditions(device_id, health)

@@ -101,4 +101,4 @@ def test_dashboard_benchmark_times_each_page_in_chromium(mariadb_server: str) ->
     assert [p["what"] for p in pages] == [what for what, _ in dashboard.PAGES]
     for page in pages:
         assert 0 < page["figure"] <= page["interactive_ms"] and page["baseline"] > 0, page
-    assert pages[2]["payload_bytes"] > 100_000 * 40, "the 100,000 raw points were fetched"
+    assert pages[2]["payload_bytes"] > 100_000 * 15, "the 100,000 raw points were fetched (as columns)"
