@@ -33,7 +33,8 @@ from tests.infra.dashboard_data import seed
 
 TITLE = "Dashboard in headless Chromium (MariaDB, API on loopback)"
 COLUMNS = ["what", "figure", "unit", "baseline", "vs baseline", "max", "note"]
-RAW_POINTS = 100_000
+#: a 5 Hz point's 6 hours: 108,000 readings, of which the page gets the API's newest 100,000
+RAW_READINGS = 6 * 3600 * 5
 #: the browser's connections per host (HTTP/1.1): the baseline fetches as many at once
 PARALLEL = 6
 
@@ -48,17 +49,18 @@ RESOURCES = """return performance.getEntriesByType('resource').filter(e => e.nam
   .map(e => ({url: e.name, bytes: e.decodedBodySize, transfer: e.transferSize}))"""
 
 
-def run(seconds: float = 3.0, days: int = 30, repeats: int = 5) -> dict[str, Any]:
-    """``days`` of a meter every 10 s and the raw series, then each page ``repeats`` times
-    (``seconds`` is unused: the figures are page loads, not windows)."""
+def run(seconds: float = 3.0, days: int = 30, repeats: int = 5, step_s: float = 10,
+        raw_points: int = RAW_READINGS) -> dict[str, Any]:
+    """``days`` of a meter every ``step_s`` and a raw series of ``raw_points``, then each page
+    ``repeats`` times (``seconds`` is unused: the figures are page loads, not windows)."""
     results: list[dict[str, Any]] = []
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0, tzinfo=None)  # naive UTC, as stored
     with scratch_database() as url:
         engine = make_engine(CentralConfig(url=url))
         try:
             started = time.perf_counter()
-            seeded = seed(engine, now, days=days, step_s=10)
-            _raw_series(engine, now)
+            seeded = seed(engine, now, days=days, step_s=step_s)
+            _raw_series(engine, now, raw_points)
             load_s = time.perf_counter() - started
             with serve(create_app(engine, TOKEN, clock=lambda: now)) as api, chromium() as driver:
                 for what, page in PAGES:
@@ -66,17 +68,17 @@ def run(seconds: float = 3.0, days: int = 30, repeats: int = 5) -> dict[str, Any
         finally:
             engine.dispose()
     results.append({"what": "seeding (readings, rollups)", "figure": load_s, "unit": "s",
-                    "note": f"{seeded.meter_rows * 11 + RAW_POINTS:,} readings"})
+                    "note": f"{seeded.meter_rows * 11 + raw_points:,} readings"})
     return {"days": days, "repeats": repeats, "results": results}
 
 
-def _raw_series(engine: Engine, now: datetime) -> None:
-    """A 5 Hz point's last 6 hours (108,000 readings: the page gets the API's newest 100,000)."""
+def _raw_series(engine: Engine, now: datetime, count: int = RAW_READINGS) -> None:
+    """``count`` readings of a point over the last 6 hours, evenly spaced."""
     pk = CentralWriter(engine, "gw-north").sync_devices(
         [DeviceInfo("fast-01", "Vibration probe", "sensor", points=(PointInfo("vibration", unit="mm/s"),))])["fast-01"]
-    start = now - timedelta(hours=6)
-    rows = [{"device_id": pk, "point": "vibration", "ts": start + timedelta(seconds=i / 5),
-             "value": 2.0 + (i % 97) / 50, "quality": "good"} for i in range(6 * 3600 * 5)]
+    every = 6 * 3600 / count
+    rows = [{"device_id": pk, "point": "vibration", "ts": now - timedelta(seconds=(count - i) * every),
+             "value": 2.0 + (i % 97) / 50, "quality": "good"} for i in range(count)]
     with engine.begin() as conn:
         for i in range(0, len(rows), 20_000):
             conn.execute(insert(schema.readings), rows[i:i + 20_000])
