@@ -1,10 +1,12 @@
-"""``hacksky-edge demo`` as a newcomer sees it: the URL it prints opens the dashboard, where the
-attack appears on the Attacks page and the tank level flattens on the Signals page."""
+"""``hacksky-edge demo`` as a newcomer sees it: simulators, agent and SQLite with a live summary,
+and the URL it prints opens the dashboard, where the attack appears on the Attacks page and the
+tank level flattens on the Signals page."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -47,5 +49,19 @@ def test_the_demo_prints_its_dashboard_where_the_attack_shows(tmp_path: Path) ->
     finally:
         demo.send_signal(signal.SIGINT)
         demo.wait(timeout=30)
-    assert demo.returncode == 0, log.read_text()[-3000:]
-    assert "done:" in log.read_text()
+    out = log.read_text()
+    assert demo.returncode == 0, out[-3000:]
+    assert "devices up 6/6" in out and "done:" in out and "rows scored" in out
+    assert "| DETECTED " in out, "the summary line shows the detection"
+    status = subprocess.run([sys.executable, "-m", "agent", "status", "-c", str(config)], cwd=ROOT, text=True,
+                            capture_output=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert status.returncode == 3 and "\ndetection " in status.stdout, "the stopped agent's last state, exit 3"
+    with sqlite3.connect(tmp_path / "demo.db") as conn:
+        (readings,) = conn.execute("SELECT count(*) FROM readings WHERE quality = 'good'").fetchone()
+        (power,) = conn.execute("SELECT count(*) FROM power_readings").fetchone()
+        (ua_rows,) = conn.execute("SELECT count(*) FROM readings r JOIN devices d ON d.id = r.device_id "
+                                  "WHERE d.device_id_str = 'plc-02' AND r.quality = 'good'").fetchone()
+        alerts = conn.execute("SELECT alert_type FROM alerts").fetchall()
+    assert readings > 200 and power > 20
+    assert ua_rows > 10, "the demo reads the plant over OPC UA too"
+    assert ("stuck_value",) in alerts, "the demo's frozen-level attack is caught"

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 from agent.central import migrate
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread, free_port
-from tests.helpers import demo_config, device_map, wait_until
+from tests.helpers import device_map, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,30 +81,6 @@ def test_run_flushes_on_sigterm_and_status_reports(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         (rows,) = conn.execute("SELECT count(*) FROM readings").fetchone()
     assert rows == final["readings_taken"] >= 10
-
-
-def test_demo_runs_simulators_agent_and_sqlite(tmp_path: Path) -> None:
-    config = demo_config(tmp_path)
-    started = time.monotonic()
-    result = cli("demo", "-c", str(config), "--duration", "12", "--attack-after", "1", "--dashboard-port", "0",
-                 timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert time.monotonic() - started < 40
-    assert "devices up 6/6" in result.stdout and "done:" in result.stdout
-    assert "| detection " in result.stdout or "| DETECTED " in result.stdout, "detectors run in the demo"
-    assert "rows scored" in result.stdout
-    status = cli("status", "-c", str(config))  # the demo's agent has exited: its last state, exit 3
-    assert status.returncode == 3 and "\ndetection " in status.stdout and "rows scored" in status.stdout
-    with sqlite3.connect(tmp_path / "demo.db") as conn:
-        (readings,) = conn.execute("SELECT count(*) FROM readings WHERE quality = 'good'").fetchone()
-        (power,) = conn.execute("SELECT count(*) FROM power_readings").fetchone()
-        alerts = conn.execute("SELECT alert_type FROM alerts").fetchall()
-    assert readings > 200 and power > 20
-    with sqlite3.connect(tmp_path / "demo.db") as conn:
-        (ua_rows,) = conn.execute("SELECT count(*) FROM readings r JOIN devices d ON d.id = r.device_id "
-                                  "WHERE d.device_id_str = 'plc-02' AND r.quality = 'good'").fetchone()
-    assert ua_rows > 10, "the demo reads the plant over OPC UA too"
-    assert ("stuck_value",) in alerts, "the demo's frozen-level attack is caught"
 
 
 def test_check_connect_tells_a_wrong_database_from_a_reachable_one(mariadb_url: str, tmp_path: Path,
