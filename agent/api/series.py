@@ -9,6 +9,7 @@ uses, so a chart is never stale for the hour the data is still arriving in, nor 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,20 +69,29 @@ def _iso_sql(column: Any, fraction: bool) -> Any:
         if fraction else whole
 
 
-def _raw(conn: Connection, q: SeriesQuery) -> dict[str, Any]:
-    """The newest MAX_RAW readings of the range, oldest first (a long range loses its start, not its end)."""
+def _newest(q: SeriesQuery, *columns: Any) -> Select[Any]:
+    """``columns`` of the range's newest MAX_RAW readings and one more (it tells a truncated range), newest first."""
     r = schema.readings
-    where = (r.c.device_id == q.device_pk, r.c.point == q.point, r.c.ts >= q.since, r.c.ts < q.until)
+    return (select(*columns).where(r.c.device_id == q.device_pk, r.c.point == q.point, r.c.ts >= q.since,
+                                   r.c.ts < q.until).order_by(r.c.ts.desc()).limit(MAX_RAW + 1))
+
+
+def _oldest_first(rows: Sequence[Any]) -> tuple[list[Any], bool]:
+    """:func:`_newest`'s rows oldest first, at most MAX_RAW, and whether the range had more
+    (a long range loses its start, not its end)."""
+    return list(rows[:MAX_RAW][::-1]), len(rows) > MAX_RAW
+
+
+def _raw(conn: Connection, q: SeriesQuery) -> dict[str, Any]:
+    """The newest MAX_RAW readings of the range, oldest first."""
+    r = schema.readings
     if is_mysql(conn):
-        points = _json_rows(conn, select(func.json_object("ts", _iso_sql(r.c.ts, True), "value", r.c.value,
-                                                          "text", r.c.value_text, "quality", r.c.quality))
-                            .where(*where).order_by(r.c.ts.desc()).limit(MAX_RAW + 1))
-        return {"points": points[:MAX_RAW][::-1], "truncated": len(points) > MAX_RAW}
-    rows = conn.execute(select(r.c.ts, r.c.value, r.c.value_text, r.c.quality).where(*where)
-                        .order_by(r.c.ts.desc()).limit(MAX_RAW + 1)).fetchall()
+        points, truncated = _oldest_first(_json_rows(conn, _newest(q, func.json_object(
+            "ts", _iso_sql(r.c.ts, True), "value", r.c.value, "text", r.c.value_text, "quality", r.c.quality))))
+        return {"points": points, "truncated": truncated}
+    rows, truncated = _oldest_first(conn.execute(_newest(q, r.c.ts, r.c.value, r.c.value_text, r.c.quality)).all())
     return {"points": [{"ts": _iso(ts), "value": value, "text": text, "quality": quality}
-                       for ts, value, text, quality in reversed(rows[:MAX_RAW])],
-            "truncated": len(rows) > MAX_RAW}
+                       for ts, value, text, quality in rows], "truncated": truncated}
 
 
 def _stale_hours(conn: Connection, q: SeriesQuery) -> set[datetime]:
@@ -201,12 +211,8 @@ def _raw_columns(conn: Connection, q: SeriesQuery) -> dict[str, Any]:
     (microseconds since the epoch, value, text, quality unless good), turned into columns by ``zip``."""
     r = schema.readings
     micros = func.timestampdiff(text("MICROSECOND"), EPOCH, r.c.ts)
-    rows = _json_rows(conn, select(func.json_array(micros, r.c.value, r.c.value_text,
-                                                   case((r.c.quality == "good", None), else_=r.c.quality)))
-                      .where(r.c.device_id == q.device_pk, r.c.point == q.point, r.c.ts >= q.since, r.c.ts < q.until)
-                      .order_by(r.c.ts.desc()).limit(MAX_RAW + 1))
-    truncated = len(rows) > MAX_RAW
-    rows = rows[:MAX_RAW][::-1]
+    rows, truncated = _oldest_first(_json_rows(conn, _newest(q, func.json_array(
+        micros, r.c.value, r.c.value_text, case((r.c.quality == "good", None), else_=r.c.quality)))))
     stamps, values, texts, qualities = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [])
     answer: dict[str, Any] = {"t": [us / 1e6 for us in stamps], "value": values}
     if any(t is not None for t in texts):
@@ -220,14 +226,14 @@ def series(conn: Connection, engine: Engine, q: SeriesQuery, columns: bool = Fal
     """The answer: ``resolution`` and its points (raw readings, or buckets with count, min, max, mean ...);
     with ``columns``, the same as columns (:func:`as_columns`)."""
     level = resolution(q.since, q.until, q.step)
+    answer: dict[str, Any] = {"resolution": level, "since": _iso(q.since), "until": _iso(q.until)}
     if columns:
         if level == "raw" and is_mysql(conn):
-            return {"resolution": level, "since": _iso(q.since), "until": _iso(q.until)} | _raw_columns(conn, q)
+            return answer | _raw_columns(conn, q)
         return as_columns(series(conn, engine, q))
     native = 60 if level == "1m" else 3600
     if level != "raw" and q.step is not None and q.step % native:
         raise ValueError(f"step: {q.step:g} s is not a whole number of the {level} buckets it is made of")
-    answer: dict[str, Any] = {"resolution": level, "since": _iso(q.since), "until": _iso(q.until)}
     if level == "raw":
         return answer | _raw(conn, q)
     if q.step is not None and q.step > native:

@@ -332,10 +332,16 @@ class Agent:
             await self._commit()
 
     def _ingest(self, device_id: str, readings: list[Reading], driver: Driver) -> None:
-        if device_id not in self.devices:  # removed by a reload while this poll was in flight: its readings
-            # are kept, but no status or alert may bring the device back after its "removed" status
-            self._pending_readings.extend(clock_uncertain(readings) if self._clock_off else readings)
-            return
+        # a device a reload removed while this poll was in flight: its readings are kept, but no status
+        # or alert may bring the device back after its "removed" status
+        if device_id in self.devices:
+            events = self._events_of(device_id, readings, driver)
+            self._state_dirty |= any(e.kind in ("alert", "attack") for e in events)
+            self._pending_events.extend(events)
+        self._pending_readings.extend(clock_uncertain(readings) if self._clock_off else readings)
+
+    def _events_of(self, device_id: str, readings: list[Reading], driver: Driver) -> list[Event]:
+        """What one poll's readings raise: alerts, the power row, a status change, detections."""
         ts = now_us()
         health = driver.health
         conditions = self.checks.evaluate(device_id, readings) + self._degraded_conditions(device_id, health)
@@ -350,9 +356,7 @@ class Agent:
             tick = self.detection.observe(device_id, readings)
             if tick is not None:
                 events.extend(self.detection.score(ts, tick))
-        self._state_dirty |= any(e.kind in ("alert", "attack") for e in events)
-        self._pending_readings.extend(clock_uncertain(readings) if self._clock_off else readings)
-        self._pending_events.extend(events)
+        return events
 
     def incident(self, alert_type: str, severity: str, title: str, message: str) -> None:
         """An alert for a one-off event (no condition to clear it): an operator resolves it."""

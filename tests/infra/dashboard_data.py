@@ -73,7 +73,7 @@ def seed(engine: Engine, now: datetime = NOW, days: float = 2, step_s: float = 6
         DeviceInfo("meter-02", "Feeder 1", "power_meter", "Substation A", "modbus", "10.0.0.22:502", METER_POINTS),
         DeviceInfo("plc-01", "Water plant PLC", "plc", "Pump house", "modbus", "10.0.0.30:502", PLANT_POINTS),
     ])
-    south = CentralWriter(engine, "gw-south").sync_devices([
+    CentralWriter(engine, "gw-south").sync_devices([
         DeviceInfo("meter-09", "Workshop", "power_meter", "Building C", "modbus", "10.1.0.9:502", METER_POINTS)])
     start = now - timedelta(days=days)
     step = timedelta(seconds=step_s)
@@ -151,7 +151,6 @@ def seed(engine: Engine, now: datetime = NOW, days: float = 2, step_s: float = 6
             detected_at=now - timedelta(minutes=38), gateway_id="gw-north", device_id=None,
             event_key="seed/attack", created_at=now, updated_at=now))
         attack_id = conn.execute(select(schema.attack_detections.c.id)).scalar_one()
-    assert south
     keep_all = RetentionConfig.model_validate({"raw": None, "1m": None, "1h": None, "power_readings": None,
                                                "system_metrics": None, "incidents": None})
     maintain(engine, keep_all, now=now, backfill_marks=True)

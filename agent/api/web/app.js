@@ -473,7 +473,7 @@ pages.alerts = {
         const where = [a.gateway_id, a.device, a.point].filter(Boolean).join(" · ");
         if (!a.device || !a.point || !a.gateway_id) return where;
         const t = Date.parse(a.created_at);
-        const href = "#/signals?" + new URLSearchParams({sel: `${a.gateway_id}/${a.device}/${a.point}`,
+        const href = query("#/signals", {sel: `${a.gateway_id}/${a.device}/${a.point}`,
           since: iso(t - 3600e3), until: iso(t + 900e3)});
         return el("a", {href, title: "the point's chart around the alert", text: where});
       }},
@@ -578,7 +578,7 @@ function signalsLink(x, points) {
   if (!sel.length) return "";
   const start = Date.parse(x.detected_at), end = x.ended_at ? Date.parse(x.ended_at) : dash.now;
   const pad = Math.max(15 * 60e3, (end - start) / 2);
-  const href = "#/signals?" + new URLSearchParams({sel: sel.join(","), since: iso(start - pad), until: iso(end + pad)});
+  const href = query("#/signals", {sel: sel.join(","), since: iso(start - pad), until: iso(end + pad)});
   return el("a", {href, text: `${sel.length} signal(s) around it`});
 }
 
@@ -589,10 +589,7 @@ function route() {
 }
 
 function go(name, params) {
-  const q = new URLSearchParams();
-  for (const [k, v] of Object.entries(params || {})) if (v !== undefined && v !== null && v !== "") q.set(k, v);
-  const s = q.toString();
-  location.hash = `#/${name}${s ? "?" + s : ""}`;
+  location.hash = query(`#/${name}`, params || {});
 }
 
 let loading = false, again = false;
