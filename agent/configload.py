@@ -271,6 +271,11 @@ def semantic_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
         issues.extend(_duplicate_names(device.points, here))
         issues.extend(_event_key_issues(cfg.gateway.id, device.id, device.points, here))
         issues.extend(source_for(device.protocol).map_issues(device, here))
+    by_protocol: dict[str, list[tuple[ConfigPath, Any]]] = {}
+    for index, device in enumerate(cfg.devices):
+        by_protocol.setdefault(device.protocol, []).append((("devices", index), device))
+    for protocol, devices in by_protocol.items():
+        issues.extend(source_for(protocol).across(devices))
     return issues + _output_issues(cfg)
 
 

@@ -35,8 +35,8 @@ def _ports(cfg: AgentConfig) -> tuple[int, int, int]:
     modbus = [d for d in cfg.devices if isinstance(d, ModbusDevice)]
     meters = [d for d in modbus if d.type == "power_meter"]
     plants = [d for d in modbus if d.type == "plc"]
-    meter_port = meters[0].port if meters else 15020
-    plant_port = plants[0].port if plants else 15021
+    meter_port = meters[0].tcp_port if meters else 15020
+    plant_port = plants[0].tcp_port if plants else 15021
     return len({d.unit_id for d in meters}) or 1, meter_port, plant_port
 
 

@@ -120,23 +120,68 @@ class DeviceBase(StrictModel):
         return {}
 
 
+Transport = Literal["tcp", "rtu_over_tcp", "serial"]
+Parity = Literal["none", "even", "odd"]
+#: the central address's prefix of each transport (Modbus TCP has none: ``host:port/unit``)
+TRANSPORT_PREFIX: dict[str, str] = {"tcp": "", "rtu_over_tcp": "rtu://", "serial": "serial:"}
+
+
 class ModbusDevice(DeviceBase):
-    """A Modbus TCP device and the points read from it."""
+    """A Modbus device and the points read from it: Modbus TCP, RTU over TCP (a serial-to-Ethernet
+    converter) or RTU on a serial line. Devices on one link (host:port, or serial port) form one bus."""
 
     protocol: Literal["modbus"] = "modbus"
-    #: the device's address ``host:port/unit`` is stored in devices.address (255): 10 kept for ``:port/unit``
-    host: str = stored_in("devices.address", 245, min_length=1, pattern=HOST_PATTERN)
-    port: int = Field(default=502, ge=1, le=65535)
+    transport: Transport = "tcp"
+    #: the device's address ``[rtu://]host:port/unit`` is stored in devices.address (255): 16 kept for the rest
+    host: str | None = stored_in("devices.address", 239, default=None, min_length=1, pattern=HOST_PATTERN)
+    #: the TCP port (tcp, rtu_over_tcp; default 502), or the serial device (serial: ``/dev/ttyUSB0``)
+    port: int | str | None = None
     unit_id: int = Field(default=1, ge=0, le=255)
+    #: serial line settings (serial transport; every device on one port must agree)
+    baudrate: int = Field(default=19200, ge=300, le=1_000_000)
+    parity: Parity = "even"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    #: the pause between a reply and the next request on the link; default: 3.5 characters on a
+    #: serial line (at least 1.75 ms, as the Modbus serial line specification asks), none on TCP
+    turnaround: DurationOrZero | None = Field(default=None, le=10.0)
     byte_order: ByteOrder | None = None
     word_order: ByteOrder | None = None
     max_gap: int | None = Field(default=None, ge=0, le=124)
     points: list[PointConfig] = Field(min_length=1)
 
     @property
+    def tcp_port(self) -> int:
+        """The TCP port (502 unless set; a serial device has none: 0)."""
+        if self.transport == "serial":
+            return 0
+        return self.port if isinstance(self.port, int) else 502
+
+    @property
+    def target(self) -> str:
+        """The host (TCP transports) or the serial device's path."""
+        return str(self.port) if self.transport == "serial" else str(self.host)
+
+    @property
+    def link(self) -> str:
+        """The bus the device is on: ``host:port`` (with the transport's prefix) or ``serial:/dev/...``."""
+        where = self.target if self.transport == "serial" else f"{self.host}:{self.tcp_port}"
+        return TRANSPORT_PREFIX[self.transport] + where
+
+    @property
     def address(self) -> str:
         """Where the device is, as registered centrally."""
-        return f"{self.host}:{self.port}/{self.unit_id}"
+        return f"{self.link}/{self.unit_id}"
+
+    @property
+    def line_turnaround(self) -> float:
+        """The pause between a reply and the next request: ``turnaround``, or its transport's default."""
+        if self.turnaround is not None:
+            return self.turnaround
+        if self.transport != "serial":
+            return 0.0
+        bits_per_char = 1 + self.bytesize + (self.parity != "none") + self.stopbits
+        return max(0.00175, 3.5 * bits_per_char / self.baudrate)
 
     def own_defaults(self) -> dict[str, Any]:
         """The register layout this device sets instead of inheriting it."""

@@ -1,4 +1,5 @@
-"""Run simulated units behind a pymodbus Modbus TCP server, recording every request."""
+"""Run simulated units behind a pymodbus server (Modbus TCP, RTU over TCP or RTU on a serial line),
+recording every request; units can be made silent or to garble their replies (a bus's faults)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
+from pymodbus import FramerType
 from pymodbus.pdu import ModbusPDU
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server.base import ModbusBaseServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from simulators.store import RequestLog, RequestRecord, SimulatorContext, UnitModel
@@ -27,14 +30,25 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ModbusSimulator:
-    """One listening port serving ``units`` (unit id -> model)."""
+    """One listening port serving ``units`` (unit id -> model).
 
-    def __init__(self, units: dict[int, UnitModel], host: str = "127.0.0.1", port: int = 0) -> None:
+    ``transport``: ``tcp`` (Modbus TCP), ``rtu_over_tcp`` (RTU frames over TCP, as a serial-to-Ethernet
+    converter forwards them) or ``serial`` (RTU on the serial device ``host``, e.g. one end of a pty pair).
+    On the RTU transports a unit not served stays silent, as on a bus. Units in :attr:`silent` never
+    answer; replies of units in :attr:`garbled` arrive with a wrong CRC.
+    """
+
+    def __init__(self, units: dict[int, UnitModel], host: str = "127.0.0.1", port: int = 0,
+                 transport: str = "tcp", baudrate: int = 19200, parity: str = "E") -> None:
         self.units = units
         self.host = host
-        self.port = port or free_port(host)
+        self.transport = transport
+        self.port = port or (0 if transport == "serial" else free_port(host))
+        self.baudrate, self.parity = baudrate, parity
         self.requests = RequestLog()
-        self._server: ModbusTcpServer | None = None
+        self.silent: set[int] = set()
+        self.garbled: set[int] = set()
+        self._server: ModbusBaseServer | None = None
 
     def _trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         if not sending:
@@ -42,14 +56,30 @@ class ModbusSimulator:
                                             getattr(pdu, "address", None), getattr(pdu, "count", None)))
         return pdu
 
+    def _garble(self, sending: bool, packet: bytes) -> bytes:
+        """A reply of a unit in :attr:`garbled` gets its CRC's last byte flipped (RTU frames)."""
+        if sending and packet and packet[0] in self.garbled:
+            return packet[:-1] + bytes([packet[-1] ^ 0xFF])
+        return packet
+
     async def start(self) -> None:
-        """Listen on ``host:port``."""
+        """Listen on ``host:port`` (or open the serial device)."""
         placeholder = SimDevice(0, simdata=[SimData(0, datatype=DataType.REGISTERS)])
-        server = ModbusTcpServer(placeholder, address=(self.host, self.port), trace_pdu=self._trace)
-        server.context = SimulatorContext(self.units)  # type: ignore[assignment]
+        server: ModbusBaseServer
+        if self.transport == "serial":
+            server = ModbusSerialServer(placeholder, port=self.host, baudrate=self.baudrate, parity=self.parity,
+                                        ignore_missing_devices=True, trace_pdu=self._trace,
+                                        trace_packet=self._garble)
+        else:
+            rtu = self.transport == "rtu_over_tcp"
+            server = ModbusTcpServer(placeholder, address=(self.host, self.port), trace_pdu=self._trace,
+                                     framer=FramerType.RTU if rtu else FramerType.SOCKET,
+                                     ignore_missing_devices=rtu, trace_packet=self._garble if rtu else None)
+        server.context = SimulatorContext(self.units, silent=self.silent)  # type: ignore[assignment]
         await server.serve_forever(background=True)
         self._server = server
-        log.info("Modbus simulator listening on %s:%d (units %s)", self.host, self.port, sorted(self.units))
+        where = self.host if self.transport == "serial" else f"{self.host}:{self.port}"
+        log.info("Modbus simulator (%s) on %s (units %s)", self.transport, where, sorted(self.units))
 
     async def stop(self) -> None:
         """Stop listening and drop client connections."""

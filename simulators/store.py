@@ -87,9 +87,12 @@ class RequestLog:
 class SimulatorContext:
     """What pymodbus' request handler calls to serve reads; refuses every write."""
 
-    def __init__(self, units: dict[int, UnitModel], refresh_period: float = 0.05) -> None:
+    def __init__(self, units: dict[int, UnitModel], refresh_period: float = 0.05,
+                 silent: set[int] | None = None) -> None:
         self.units = units
         self.refresh_period = refresh_period
+        #: units that do not answer (as if unplugged), changed while serving
+        self.silent = silent if silent is not None else set()
         self._refreshed: dict[int, float] = {}
 
     def device_ids(self) -> list[int]:
@@ -98,7 +101,7 @@ class SimulatorContext:
 
     def _unit(self, device_id: int) -> UnitModel:
         unit = self.units.get(device_id)
-        if unit is None:
+        if unit is None or device_id in self.silent:
             raise NoSuchIdException(f"unit {device_id} is not simulated")
         now = time.monotonic()
         if now - self._refreshed.get(device_id, 0.0) >= self.refresh_period:

@@ -23,7 +23,8 @@ __all__ = ["SOURCES", "ConfigPath", "MapIssue", "PasswordSource", "Source", "Sou
 
 #: every protocol the agent can poll, by the name a device's ``protocol`` gives
 SOURCES: dict[str, Source[Any]] = {
-    "modbus": Source("modbus", ModbusDevice, modbus.map_issues, modbus.driver, points=modbus.points),
+    "modbus": Source("modbus", ModbusDevice, modbus.map_issues, modbus.driver, points=modbus.points,
+                     across=modbus.bus_issues),
     "opcua": Source("opcua", OpcUaDevice, opcua.map_issues, opcua.driver, opcua.passwords),
 }
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from agent.records import PointInfo
 from agent.settings import DeviceBase, ResolvedDevice
@@ -37,6 +37,11 @@ def no_passwords(device: DeviceBase) -> list[PasswordSource]:
     return []
 
 
+def no_bus_issues(devices: Sequence[tuple[ConfigPath, Any]]) -> list[MapIssue]:
+    """For protocols whose devices share nothing that must agree."""
+    return []
+
+
 def numeric_points(device: DeviceBase) -> tuple[PointInfo, ...]:
     """For protocols whose points are all numbers: name and unit of each."""
     return tuple(PointInfo(p.name, "number", p.unit, p.role) for p in getattr(device, "points", ()))
@@ -57,3 +62,5 @@ class Source(Generic[D]):
     passwords: Callable[[D], list[PasswordSource]] = no_passwords
     #: the device's points as outputs announce them (name, kind of value, unit)
     points: Callable[[D], tuple[PointInfo, ...]] = numeric_points
+    #: the rules across this protocol's devices (those sharing a link): ``[(its path, device), ...]``
+    across: Callable[[Sequence[tuple[ConfigPath, D]]], list[MapIssue]] = no_bus_issues

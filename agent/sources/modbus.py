@@ -1,16 +1,71 @@
-"""Modbus TCP devices: register-map checks and the driver on the agent's shared connections."""
+"""Modbus devices (TCP, RTU over TCP, serial): register-map checks and the driver on the agent's shared links."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from agent.records import PointInfo, ValueKind
 from agent.settings import ModbusDevice, PointConfig, ResolvedDevice
 from agent.sources.base import ConfigPath, MapIssue, SourceContext
 from drivers.base import Driver
 
+#: a serial device's path, stored as ``serial:<path>/<unit>`` in devices.address (255)
+SERIAL_PATH_LENGTH = 255 - len("serial:/255")
+#: serial line settings: only a serial device may set them
+SERIAL_FIELDS = ("baudrate", "parity", "stopbits", "bytesize")
+
+
+def _transport_issues(device: ModbusDevice, base: ConfigPath) -> list[MapIssue]:
+    """A TCP transport needs a host and a port number; a serial one a device path and no host."""
+    if device.transport == "serial":
+        issues: list[MapIssue] = []
+        if not isinstance(device.port, str) or not device.port.startswith("/"):
+            issues.append(((*base, "port"), "a serial device needs port: the serial device's path, e.g. /dev/ttyUSB0"))
+        elif len(device.port) > SERIAL_PATH_LENGTH:
+            issues.append(((*base, "port"), f"is {len(device.port)} characters long; at most {SERIAL_PATH_LENGTH} fit "
+                                            "(stored centrally in devices.address)"))
+        if device.host is not None:
+            issues.append(((*base, "host"), "a serial device has no host (its port is the serial device)"))
+        return issues
+    issues = [((*base, field), f"{field} applies to transport: serial only")
+              for field in SERIAL_FIELDS if field in device.model_fields_set]
+    if device.host is None:
+        issues.append(((*base, "host"), "required field is missing"))
+    if isinstance(device.port, str) or (device.port is not None and not 1 <= device.port <= 65535):
+        issues.append(((*base, "port"), f"{device.port!r} is not a TCP port number (1-65535; "
+                                        "a serial device needs transport: serial)"))
+    return issues
+
+
+def bus_issues(devices: Sequence[tuple[ConfigPath, ModbusDevice]]) -> list[MapIssue]:
+    """Devices on one link agree on its transport and, on a serial line, its settings."""
+    issues: list[MapIssue] = []
+    first: dict[str, tuple[ConfigPath, ModbusDevice]] = {}
+    for here, device in devices:
+        key = device.target if device.transport == "serial" else f"{device.host}:{device.tcp_port}"
+        seen = first.setdefault(key, (here, device))
+        other = seen[1]
+        if other is device:
+            continue
+        where = format_place(seen[0])
+        if other.transport != device.transport:
+            issues.append(((*here, "transport"), f"{key} is used with transport {other.transport} by {where}"))
+            continue
+        for field in SERIAL_FIELDS if device.transport == "serial" else ():
+            if getattr(device, field) != getattr(other, field):
+                issues.append(((*here, field), f"{getattr(device, field)!r} differs from {where}'s "
+                                               f"{getattr(other, field)!r} on the same serial line {key}"))
+    return issues
+
+
+def format_place(path: ConfigPath) -> str:
+    """``('devices', 3)`` -> ``devices[3]``."""
+    return "".join(f"[{p}]" if isinstance(p, int) else p for p in path)
+
 
 def map_issues(device: ModbusDevice, base: ConfigPath) -> list[MapIssue]:
     """Each point's type/table/bit rules, its end within the table, and no two points overlapping."""
-    issues: list[MapIssue] = []
+    issues: list[MapIssue] = _transport_issues(device, base)
     spans: list[tuple[str, int, int, int | None, int]] = []
     for index, point in enumerate(device.points):
         here = (*base, "points", index)
@@ -66,7 +121,10 @@ def points(device: ModbusDevice) -> tuple[PointInfo, ...]:
 def driver(device: ModbusDevice, resolved: ResolvedDevice, context: SourceContext) -> Driver:
     """The driver for one Modbus device; devices behind one host:port share its socket (``context.pool``)."""
     from drivers.modbus import ModbusDriver  # here, not at the top: loading a map (check, status) needs no pymodbus
+    from drivers.modbus.connection import Link
 
-    return ModbusDriver(device.id, device.host, device.port, device.unit_id, device.points, pool=context.pool,
+    link = Link(device.transport, device.target, device.tcp_port, device.baudrate, device.parity, device.stopbits,
+                device.bytesize)
+    return ModbusDriver(device.id, device.target, device.tcp_port, device.unit_id, device.points, pool=context.pool,
                         timeout=resolved.timeout, byte_order=resolved.byte_order, word_order=resolved.word_order,
-                        max_gap=resolved.max_gap)
+                        max_gap=resolved.max_gap, link=link, turnaround=device.line_turnaround)

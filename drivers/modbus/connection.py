@@ -1,17 +1,24 @@
-"""One Modbus TCP connection per (host, port), shared by every unit id behind it."""
+"""One Modbus connection per link (a TCP host:port, an RTU-over-TCP converter or a serial port),
+shared by every unit id behind it: one request at a time, in the order asked, with the link's
+turnaround between a reply and the next request."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
+from dataclasses import dataclass
 from typing import Any
 
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from drivers.base import Backoff, ReadError
+from drivers.modbus.lane import BusLane
 
 log = logging.getLogger(__name__)
 
@@ -64,42 +71,94 @@ async def open_socket(host: str, port: int, timeout: float) -> socket.socket:
     raise ConnectFailed(cause)
 
 
-class ModbusConnection:
-    """A lazily connected client with a lock, a timeout and reconnect backoff with jitter.
+#: pyserial's parity letters
+_PARITY = {"none": "N", "even": "E", "odd": "O"}
 
-    The timeout bounds the connect (name resolution included) and each request.
+
+@dataclass(frozen=True)
+class Link:
+    """Where requests go: ``tcp`` or ``rtu_over_tcp`` to ``host:port``, or ``serial`` on the device
+    ``host`` (``/dev/ttyUSB0``) with its line settings."""
+
+    transport: str
+    host: str
+    port: int = 502
+    baudrate: int = 19200
+    parity: str = "even"
+    stopbits: int = 1
+    bytesize: int = 8
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """What identifies the bus: devices with the same key share one connection."""
+        return (self.transport, self.host, 0 if self.transport == "serial" else self.port)
+
+    def __str__(self) -> str:
+        if self.transport == "serial":
+            return self.host
+        return f"{self.host}:{self.port}" + (" (RTU)" if self.transport == "rtu_over_tcp" else "")
+
+    @property
+    def rtu(self) -> bool:
+        """RTU framing (CRC-checked frames, no transaction id): a serial line or a converter."""
+        return self.transport != "tcp"
+
+
+class ModbusConnection:
+    """A lazily connected client on one :class:`BusLane`, with a timeout and reconnect backoff with jitter.
+
+    The timeout bounds the connect (name resolution included) and each request. On an RTU link a
+    timeout leaves the link open: it is one silent unit, not a broken line.
 
     Only read function codes (1-4) are exposed: there is no way to write through this class.
     """
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.lock = asyncio.Lock()
-        self._client: AsyncModbusTcpClient | None = None
+    def __init__(self, link: Link, turnaround: float = 0.0) -> None:
+        self.link = link
+        self.lane = BusLane(turnaround)
+        self._client: ModbusBaseClient | None = None
         self._backoff = Backoff()
         self.users = 0
         #: why the last connect failed ("connection refused", "no answer within 1s", ...), "" when connected
         self.cause = ""
+        self._received = 0  # bytes received since the current request was sent (RTU: a garbled reply)
+
+    @property
+    def host(self) -> str:
+        """The host (or serial device) of the link."""
+        return self.link.host
+
+    @property
+    def port(self) -> int:
+        """The TCP port of the link (0 for a serial line)."""
+        return self.link.key[2]
 
     def __repr__(self) -> str:
-        return f"ModbusConnection({self.host}:{self.port})"
+        return f"ModbusConnection({self.link})"
 
     async def read(self, function_code: int, address: int, count: int, unit_id: int,
-                   timeout: float) -> list[int] | list[bool]:
-        """Read ``count`` registers or bits; raise :class:`ReadError` with a short reason."""
-        async with self.lock:
+                   timeout: float, probe: bool = False) -> list[int] | list[bool]:
+        """Read ``count`` registers or bits; raise :class:`ReadError` with a short reason.
+
+        ``probe``: a request to a unit that stopped answering, sent only when the bus is idle.
+        """
+        async with self.lane.turn(probe):
             client = await self._connected(timeout)
+            self._received = 0
             try:
                 response = await asyncio.wait_for(
                     self._request(client, function_code, address, count, unit_id), timeout * 2)
             except (TimeoutError, ModbusIOException) as exc:
                 message = str(exc)
                 lost = not client.connected
-                self._drop()
+                if not self.link.rtu or lost:
+                    self._drop()
                 if "device id" in message or "transaction id" in message:
                     raise ReadError("bad_reply", message.split("ERROR: ", 1)[-1][:120]) from exc
                 if lost:
                     raise ReadError("connection", "connection closed by the device") from exc
+                if self.link.rtu and self._received:
+                    raise ReadError("crc", f"a reply of {self._received} bytes failed its CRC check") from exc
                 raise ReadError("timeout", f"no reply within {timeout:g}s") from exc
             except ConnectionException as exc:
                 self._drop()
@@ -121,7 +180,7 @@ class ModbusConnection:
             return list(values[:count])
 
     @staticmethod
-    async def _request(client: AsyncModbusTcpClient, function_code: int, address: int,
+    async def _request(client: ModbusBaseClient, function_code: int, address: int,
                        count: int, unit_id: int):  # type: ignore[no-untyped-def]
         read = {
             1: client.read_coils,
@@ -131,20 +190,28 @@ class ModbusConnection:
         }[function_code]
         return await read(address, count=count, device_id=unit_id)
 
-    async def _connected(self, timeout: float) -> AsyncModbusTcpClient:
+    def _count_received(self, sending: bool, data: bytes) -> bytes:
+        if not sending:
+            self._received += len(data)
+        return data
+
+    async def _connected(self, timeout: float) -> ModbusBaseClient:
         if self._client is not None and self._client.connected:
             return self._client
         if self._backoff.wait() > 0:
             raise ReadError("connection", self.cause)  # the last attempt's cause, unchanged until the next
         self._drop()
+        if self.link.transport == "serial":
+            return await self._open_serial(timeout)
         try:
-            sock = await open_socket(self.host, self.port, timeout)
+            sock = await open_socket(self.link.host, self.link.port, timeout)
         except ConnectFailed as exc:
             self.cause = str(exc)
             self._backoff.failed()
             raise ReadError("connection", self.cause) from None
-        client = AsyncModbusTcpClient(self.host, port=self.port, timeout=timeout, retries=0,
-                                      reconnect_delay=0, name=f"{self.host}:{self.port}")
+        framer = FramerType.RTU if self.link.rtu else FramerType.SOCKET
+        client = AsyncModbusTcpClient(self.link.host, port=self.link.port, framer=framer, timeout=timeout, retries=0,
+                                      reconnect_delay=0, name=str(self.link), trace_packet=self._count_received)
         # pymodbus' own connect() would resolve and connect again and, when that fails, return False
         # without the cause; so it gets the socket we connected (as its connect() does with its own).
         try:
@@ -154,6 +221,30 @@ class ModbusConnection:
             self.cause = (exc.strerror or str(exc)).lower()
             self._backoff.failed()
             raise ReadError("connection", self.cause) from None
+        return self._connected_now(client)
+
+    async def _open_serial(self, timeout: float) -> ModbusBaseClient:
+        """Open the serial port, or say why not (missing, not permitted, busy)."""
+        link = self.link
+        problem = ("no such serial port" if not os.path.exists(link.host) else
+                   "permission denied (the agent's user needs the dialout group)"
+                   if not os.access(link.host, os.R_OK | os.W_OK) else "")
+        client = None
+        if not problem:
+            client = AsyncModbusSerialClient(link.host, framer=FramerType.RTU, baudrate=link.baudrate,
+                                             bytesize=link.bytesize, parity=_PARITY[link.parity],
+                                             stopbits=link.stopbits, timeout=timeout, retries=0, reconnect_delay=0,
+                                             name=link.host, trace_packet=self._count_received)
+            if not await client.connect():
+                client.close()
+                problem = "cannot open the serial port"
+        if client is None or problem:
+            self.cause = problem
+            self._backoff.failed()
+            raise ReadError("connection", problem)
+        return self._connected_now(client)
+
+    def _connected_now(self, client: ModbusBaseClient) -> ModbusBaseClient:
         self.cause = ""
         self._client = client
         self._backoff.succeeded()
@@ -170,14 +261,17 @@ class ModbusConnection:
 
 
 class ConnectionPool:
-    """Hands out the shared :class:`ModbusConnection` of each (host, port)."""
+    """Hands out the shared :class:`ModbusConnection` of each link."""
 
     def __init__(self) -> None:
-        self._connections: dict[tuple[str, int], ModbusConnection] = {}
+        self._connections: dict[tuple[str, str, int], ModbusConnection] = {}
 
-    def acquire(self, host: str, port: int) -> ModbusConnection:
-        """The connection for ``host:port``, created on first use."""
-        conn = self._connections.setdefault((host, port), ModbusConnection(host, port))
+    def acquire(self, link: Link, turnaround: float = 0.0) -> ModbusConnection:
+        """The connection of ``link``, created on first use; its turnaround is the longest asked."""
+        conn = self._connections.get(link.key)
+        if conn is None:
+            conn = self._connections[link.key] = ModbusConnection(link, turnaround)
+        conn.lane.turnaround = max(conn.lane.turnaround, turnaround)
         conn.users += 1
         return conn
 
@@ -186,7 +280,7 @@ class ConnectionPool:
         conn.users -= 1
         if conn.users <= 0:
             conn.close()
-            self._connections.pop((conn.host, conn.port), None)
+            self._connections.pop(conn.link.key, None)
 
     def close_all(self) -> None:
         """Close every socket."""

@@ -1,4 +1,4 @@
-"""The Modbus TCP driver: reads a device's planned requests and decodes its points."""
+"""The Modbus driver: reads a device's planned requests and decodes its points (TCP, RTU over TCP, serial)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from drivers.base import DeviceHealth, ReadError, Reading, now_us
-from drivers.modbus.connection import ConnectionPool
+from drivers.base import Backoff, DeviceHealth, ReadError, Reading, now_us
+from drivers.modbus.connection import ConnectionPool, Link
 from drivers.modbus.decode import (
     EXACT_INT_LIMIT,
     STRUCTS,
@@ -32,18 +32,26 @@ _UNANSWERED = {"timeout", "connection"}
 
 
 class ModbusDriver:
-    """Reads one Modbus device (one unit id) through a shared connection."""
+    """Reads one Modbus device (one unit id) through a shared connection.
+
+    On a link shared with other units (a bus, a gateway), a unit that stops answering is backed off
+    on its own: polls within its backoff send nothing and read ``bad:timeout``, and the next attempt
+    is a probe that waits for the bus to be idle, so the others keep their schedule.
+    """
 
     def __init__(self, device_id: str, host: str, port: int, unit_id: int,
                  points: Sequence[PointSpec], *, pool: ConnectionPool, timeout: float,
-                 byte_order: str = "big", word_order: str = "big", max_gap: int = 8) -> None:
+                 byte_order: str = "big", word_order: str = "big", max_gap: int = 8,
+                 link: Link | None = None, turnaround: float = 0.0) -> None:
         self.device_id = device_id
         self.unit_id = unit_id
         self.timeout = timeout
         self.byte_order, self.word_order = byte_order, word_order
         self.health = DeviceHealth(device_id, log=None)  # its lines lack address and cause: _log_change
         self._pool = pool
-        self._conn = pool.acquire(host, port)
+        self._conn = pool.acquire(link or Link("tcp", host, port), turnaround)
+        self._silent = Backoff()  # this unit's own backoff while it does not answer on a shared link
+        self._probing = False
         self._first_error: ReadError | None = None  # of the current poll
         self._unanswered: ReadError | None = None  # the current poll's timeout or connection failure
         self._logged: tuple[str, ...] = ("unknown",)  # the state (and cause) last logged
@@ -62,13 +70,25 @@ class ModbusDriver:
         bad: Counter[str] = Counter()
         plan: list[ReadRequest] = []
         self._first_error = self._unanswered = None
+        skipped = self._silent.failures > 0 and self._silent.wait() > 0
+        self._probing = self._silent.failures > 0 and not skipped
+        if skipped:  # within its backoff: nothing is sent, the readings say why (as the last attempt did)
+            self._unanswered = ReadError("timeout", f"no reply within {self.timeout:g}s")
         for request in self._requests:
             done = await self._read_request(request, readings, bad)
             plan.extend(done)
         self._requests = plan
+        self._track_silence(skipped)
         self.health.record(self._point_count, bad)
         self._log_change(bad)
         return readings
+
+    def _track_silence(self, skipped: bool) -> None:
+        """Back this unit off while it times out on a link other units share; any answer resets it."""
+        if self._unanswered is None or self._unanswered.reason != "timeout":
+            self._silent.succeeded()
+        elif not skipped and self._conn.users > 1:
+            self._silent.failed()
 
     def _log_change(self, bad: Counter[str]) -> None:
         """Log a change of state once, with address and cause: down at ERROR, degraded at WARNING,
@@ -81,7 +101,7 @@ class ModbusDriver:
         if key == self._logged:
             return
         previous, self._logged = self._logged[0], key
-        where = f"{self._conn.host}:{self._conn.port} unit {self.unit_id}"
+        where = f"{self._conn.link} unit {self.unit_id}"
         if state == "up":
             if previous in ("down", "degraded"):
                 log.info("device %s recovered (was %s)", self.device_id, previous)
@@ -97,7 +117,8 @@ class ModbusDriver:
             return self._mark_bad(request, self._unanswered.reason, out, bad)
         try:
             values = await self._conn.read(request.function_code, request.address, request.count,
-                                           self.unit_id, self.timeout)
+                                           self.unit_id, self.timeout, probe=self._probing)
+            self._probing = False  # it answered: the rest of the poll goes as usual
         except ReadError as exc:
             self._first_error = self._first_error or exc
             if exc.reason in _UNANSWERED:

@@ -232,8 +232,8 @@ def test_every_stored_config_string_is_limited_to_its_column_length() -> None:
     assert {"GatewayConfig.id", "DeviceBase.id", "DeviceBase.name", "DeviceBase.location", "ModbusDevice.host",
             "OpcUaDevice.endpoint", "PointConfig.name", "OpcUaPoint.name", "DetectionConfig.target_system"} <= names
     for name, limit, column in fields:
-        # the Modbus address is stored as host:port/unit: room for ":65535/255"
-        expected = column - len(":65535/255") if name == "ModbusDevice.host" else column
+        # the Modbus address is stored as [rtu://]host:port/unit: room for "rtu://" and ":65535/255"
+        expected = column - len("rtu://:65535/255") if name == "ModbusDevice.host" else column
         assert limit == expected, name
     assert max(map(len, DeviceType.__args__)) <= schema.devices.c.type.type.length
     assert AgentConfig.model_fields["gateway"].annotation is GatewayConfig

@@ -13,6 +13,7 @@ from agent.settings import DeviceConfig, ResolvedDevice
 from agent.sources import SOURCES, SourceContext, UnknownProtocolError, source_for
 from drivers.base import Driver
 from drivers.modbus import ConnectionPool
+from drivers.modbus.connection import Link
 from drivers.opcua import OpcUaDriver
 
 #: the smallest valid device of each registered protocol, as one line of a map
@@ -81,7 +82,7 @@ def test_modbus_devices_behind_one_host_and_port_share_the_agents_connection() -
     pool = ConnectionPool()
     context = SourceContext(pool=pool, gateway="gw1")
     drivers = [source_for("modbus").driver(d.config, d, context) for d in (one, two)]
-    assert pool.acquire("127.0.0.1", 5020).users == 3  # both drivers and this probe
+    assert pool.acquire(Link("tcp", "127.0.0.1", 5020)).users == 3  # both drivers and this probe
     for driver in drivers:
         asyncio.run(driver.close())
     pool.close_all()

@@ -81,3 +81,21 @@ def test_systemd_rates_the_units_exposure_ok(tmp_path: Path, name: str) -> None:
     run = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--threshold=20", str(unit)],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout[-600:] + run.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_the_serial_drop_in_opens_serial_ports_alone_and_keeps_the_unit_ok(tmp_path: Path) -> None:
+    """deploy/hacksky-edge.service.d/serial.conf, applied as systemd applies a drop-in (its lines last)."""
+    drop_in = DEPLOY / "hacksky-edge.service.d" / "serial.conf"
+    keys = service_section(drop_in)
+    assert keys["PrivateDevices"] == ["no"] and keys["DevicePolicy"] == ["closed"]
+    assert all(v.startswith("char-tty") and v.endswith(" rw") for v in keys["DeviceAllow"])
+    assert keys["SupplementaryGroups"] == ["dialout"]
+    unit = next(u for u in _verifiable_copies(tmp_path) if u.name == "hacksky-edge.service")
+    unit.write_text(unit.read_text() + "\n" + drop_in.read_text())
+    run = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0 and run.stderr.strip() == "" and run.stdout.strip() == "", run.stderr
+    run = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--threshold=20", str(unit)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout[-600:] + run.stderr

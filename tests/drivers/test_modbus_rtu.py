@@ -1,0 +1,213 @@
+"""Modbus RTU: several units on one serial line (a socat pty pair) and behind an RTU-over-TCP
+converter, served by pymodbus' own RTU server (our simulator); the agent end to end on the line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.configload import ConfigError, load_config_text
+from agent.pipeline.service import Agent
+from agent.settings import PointConfig
+from drivers.base import Reading
+from drivers.modbus import ConnectionPool, ModbusDriver
+from drivers.modbus.connection import Link
+from simulators.patterns import PatternDevice, pattern_points
+from simulators.power_meter import HOLDING_MAP, PowerMeter
+from simulators.server import ModbusSimulator, SimulatorThread
+from tests.helpers import async_wait_until, device_map, pattern_yaml_points, query, run_agent
+from tests.infra.serial import serial_pair
+
+METER = [PointConfig(name="voltage_l1", address=HOLDING_MAP["voltage_l1"], type="float32"),
+         PointConfig(name="frequency", address=HOLDING_MAP["frequency"], type="float32"),
+         PointConfig(name="energy", table="input", address=10, type="uint64", scale=0.001),
+         PointConfig(name="breaker", table="coil", address=0, type="bool")]
+
+
+def units() -> dict[int, PatternDevice | PowerMeter]:
+    return {1: PatternDevice(), 2: PowerMeter(seed=2, start=0), 3: PowerMeter(seed=3, start=0)}
+
+
+@pytest.fixture
+def line(tmp_path: Path) -> Iterator[tuple[str, ModbusSimulator]]:
+    """The agent's end of a serial line, and the simulator on the other end (units 1-3), 8N1: a pty
+    refuses parity with a read timeout (EINVAL from tcsetattr), which a real port takes."""
+    with serial_pair(tmp_path) as (agent_end, device_end):
+        sim = ModbusSimulator(units(), device_end, transport="serial", parity="N")
+        with SimulatorThread([sim]):
+            yield agent_end, sim
+
+
+@pytest.fixture
+def converter() -> Iterator[ModbusSimulator]:
+    """An RTU-over-TCP converter with units 1-3 behind it."""
+    sim = ModbusSimulator(units(), transport="rtu_over_tcp")
+    with SimulatorThread([sim]):
+        yield sim
+
+
+def drivers_on(link: Link, pool: ConnectionPool, timeout: float = 0.3) -> list[ModbusDriver]:
+    pattern = [PointConfig(**p) for p in pattern_yaml_points(pattern_points())]
+    return [ModbusDriver("pattern", link.host, link.port, 1, pattern, pool=pool, timeout=timeout, link=link),
+            *(ModbusDriver(f"meter{u}", link.host, link.port, u, METER, pool=pool, timeout=timeout, link=link)
+              for u in (2, 3))]
+
+
+async def read_all(drivers: list[ModbusDriver]) -> dict[str, dict[str, Reading]]:
+    """One poll of every driver at once (they queue on the bus), by device and point."""
+    polls = await asyncio.gather(*(d.read() for d in drivers))
+    return {d.device_id: {r.point: r for r in readings} for d, readings in zip(drivers, polls, strict=True)}
+
+
+def assert_pattern(polled: dict[str, Reading]) -> None:
+    """Every point of the pattern unit reads exactly what the simulator holds."""
+    for p in pattern_points():
+        got = polled[p.name]
+        assert got.quality == "good", (p, got)
+        assert (got.text if p.type == "string" else got.value) == (p.value if p.type == "string" else float(p.value))
+
+
+def assert_exact(polled: dict[str, dict[str, Reading]]) -> None:
+    assert_pattern(polled["pattern"])
+    for unit in ("meter2", "meter3"):
+        assert 45 < (polled[unit]["frequency"].value or 0) < 55
+        assert polled[unit]["breaker"].value == 1.0
+
+
+@pytest.mark.parametrize("transport", ["serial", "rtu_over_tcp"])
+def test_units_sharing_a_link_read_exactly_with_read_codes_only(
+        transport: str, request: pytest.FixtureRequest) -> None:
+    if transport == "serial":
+        agent_end, sim = request.getfixturevalue("line")
+        link = Link("serial", agent_end, parity="none")
+    else:
+        sim = request.getfixturevalue("converter")
+        link = Link("rtu_over_tcp", "127.0.0.1", sim.port)
+
+    async def main() -> None:
+        pool = ConnectionPool()
+        drivers = drivers_on(link, pool)
+        for _ in range(3):
+            assert_exact(await read_all(drivers))
+        for d in drivers:
+            await d.close()
+
+    asyncio.run(main())
+    codes = sim.requests.function_codes
+    assert set(codes) <= {1, 2, 3, 4} and sum(codes.values()) > 20
+    assert set(sim.requests.reads_by_unit) == {1, 2, 3}
+
+
+def test_a_silent_unit_is_backed_off_alone_and_a_garbled_reply_is_counted(
+        line: tuple[str, ModbusSimulator], caplog: pytest.LogCaptureFixture) -> None:
+    agent_end, sim = line
+    link = Link("serial", agent_end, parity="none")
+    rounds = 12
+
+    async def main() -> tuple[list[dict[str, dict[str, Reading]]], Counter[int], int, int]:
+        pool = ConnectionPool()
+        drivers = drivers_on(link, pool, timeout=0.2)
+        await read_all(drivers)
+        before = sim.requests.reads_by_unit.copy()
+        sim.silent.add(3)
+        sim.garbled.add(2)
+        polls = [await read_all(drivers) for _ in range(2)]
+        sim.garbled.clear()
+        polls += [await read_all(drivers) for _ in range(rounds - 2)]
+        for d in drivers:
+            await d.close()
+        return polls, sim.requests.reads_by_unit - before, len(drivers[0].requests), len(drivers[1].requests)
+
+    with caplog.at_level(logging.DEBUG, logger="drivers"):
+        polls, asked, pattern_requests, meter_requests = asyncio.run(main())
+    for poll in polls:
+        assert_pattern(poll["pattern"])  # the bus's other units are not held up
+        assert {r.quality for r in poll["meter3"].values()} == {"bad:timeout"}
+    # a garbled reply is a CRC error, the unit's next request is sent all the same
+    assert [{r.quality for r in p["meter2"].values()} for p in polls[:3]] == [{"bad:crc"}, {"bad:crc"}, {"good"}]
+    # the silent unit is asked far less often than it is polled; the pattern unit every time
+    assert 1 <= asked[3] <= rounds // 3, asked
+    assert asked[1] == rounds * pattern_requests and asked[2] == rounds * meter_requests
+    down = [r.getMessage() for r in caplog.records if "meter3" in r.getMessage() and r.levelno >= logging.WARNING]
+    assert down == [f"device meter3 ({agent_end} unit 3) is down: no reply within 0.2s"]
+
+
+def test_the_agent_polls_a_serial_line_from_the_device_map(line: tuple[str, ModbusSimulator],
+                                                           tmp_path: Path) -> None:
+    agent_end, sim = line
+    url = f"sqlite:///{tmp_path / 'central.db'}"
+    meter_points = [{"name": "voltage_l1", "address": 0, "type": "float32", "role": "voltage"},
+                    {"name": "energy", "table": "input", "address": 10, "type": "uint64", "scale": 0.001}]
+    bus = {"transport": "serial", "port": agent_end, "baudrate": 9600, "parity": "none", "type": "power_meter",
+           "points": meter_points}
+    text = device_map("gw-rtu", url, str(tmp_path / "buf"), [
+        {"id": "meter2", "unit_id": 2, **bus}, {"id": "meter3", "unit_id": 3, **bus}])
+    sim.silent.add(3)
+
+    async def scenario(agent: Agent) -> None:
+        await async_wait_until(lambda: agent.stats.rows_written >= 20)
+
+    run_agent(text, scenario)
+    rows = dict(query(url, """SELECT d.device_id_str || ' ' || r.quality, count(*) FROM readings r
+                              JOIN devices d ON d.id = r.device_id GROUP BY 1"""))
+    assert set(rows) == {"meter2 good", "meter3 bad:timeout"}
+    assert query(url, "SELECT address FROM devices ORDER BY device_id_str") == [
+        (f"serial:{agent_end}/2",), (f"serial:{agent_end}/3",)]
+    assert set(sim.requests.function_codes) <= {1, 2, 3, 4}
+
+
+BAD_MAPS = {
+    "transport: serial\n    host: 127.0.0.1\n    port: /dev/ttyUSB0":
+        "devices[0].host: a serial device has no host (its port is the serial device)",
+    "transport: serial\n    port: 502": "devices[0].port: a serial device needs port: the serial device's path",
+    "host: 127.0.0.1\n    port: /dev/ttyUSB0": "devices[0].port: '/dev/ttyUSB0' is not a TCP port number",
+    "host: 127.0.0.1\n    baudrate: 9600": "devices[0].baudrate: baudrate applies to transport: serial only",
+    "transport: serial\n    port: /dev/ttyUSB0\n    parity: mark": "devices[0].parity: 'mark' is not one of",
+}
+
+
+@pytest.mark.parametrize("device", BAD_MAPS)
+def test_a_wrong_transport_is_named_with_its_line(device: str) -> None:
+    text = f"gateway: {{id: gw}}\ndevices:\n  - id: m\n    {device}\n    points: [{{name: x, address: 0}}]\n"
+    with pytest.raises(ConfigError) as err:
+        load_config_text(text, "plant.yaml")
+    assert BAD_MAPS[device] in str(err.value)
+    assert str(err.value).startswith("plant.yaml:")
+
+
+def test_devices_on_one_serial_line_must_agree_on_its_settings() -> None:
+    text = """gateway: {id: gw}
+devices:
+  - {id: a, transport: serial, port: /dev/ttyUSB0, unit_id: 1, baudrate: 9600, points: [{name: x, address: 0}]}
+  - {id: b, transport: serial, port: /dev/ttyUSB0, unit_id: 2, baudrate: 19200, points: [{name: x, address: 0}]}
+  - {id: c, host: gw.local, port: 502, points: [{name: x, address: 0}]}
+  - {id: d, transport: rtu_over_tcp, host: gw.local, port: 502, points: [{name: x, address: 0}]}
+"""
+    with pytest.raises(ConfigError) as err:
+        load_config_text(text, "plant.yaml")
+    assert [str(i) for i in err.value.issues] == [
+        "plant.yaml:4:74: devices[1].baudrate: 19200 differs from devices[0]'s 9600 on the same serial line "
+        "/dev/ttyUSB0",
+        "plant.yaml:6:24: devices[3].transport: gw.local:502 is used with transport tcp by devices[2]",
+    ]
+
+
+def test_the_turnaround_defaults_to_three_and_a_half_characters_on_a_serial_line() -> None:
+    cfg = load_config_text("""gateway: {id: gw}
+devices:
+  - {id: a, transport: serial, port: /dev/ttyUSB0, baudrate: 9600, points: [{name: x, address: 0}]}
+  - {id: b, transport: serial, port: /dev/ttyUSB1, baudrate: 115200, points: [{name: x, address: 0}]}
+  - {id: c, transport: rtu_over_tcp, host: gw.local, turnaround: 20ms, points: [{name: x, address: 0}]}
+  - {id: d, host: plc.local, points: [{name: x, address: 0}]}
+""")
+    a, b, c, d = cfg.devices
+    assert a.line_turnaround == pytest.approx(3.5 * 11 / 9600)  # 4.0 ms: 11 bits a character (8E1)
+    assert b.line_turnaround == 0.00175  # the specification's floor above 19200 baud
+    assert (c.line_turnaround, d.line_turnaround) == (0.02, 0.0)
+    assert [x.address for x in cfg.devices] == ["serial:/dev/ttyUSB0/1", "serial:/dev/ttyUSB1/1",
+                                                "rtu://gw.local:502/1", "plc.local:502/1"]
