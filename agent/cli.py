@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from agent.configload import ConfigError, load_config
 from agent.detect.cli import add_commands as add_detection_commands
 from agent.logsetup import setup_logging
+from agent.profiles.cli import add_profile_commands
 from agent.settings import AgentConfig
 
 if TYPE_CHECKING:
@@ -322,7 +323,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     try:
         schedule = simrun.parse_schedule(args.at or [])
-        sims = simrun.build(args.meters, args.meter_port, args.plant_port, args.host, args.scenario, schedule)
+        sims = simrun.build(args.meters, args.meter_port, args.plant_port, args.host, args.scenario, schedule,
+                            args.profile, "rtu_over_tcp" if args.rtu else "tcp", args.serial)
         if args.opcua:
             simrun.add_opcua(sims, args.opcua_port, args.host, Path(args.opcua_state) if args.opcua_secure else None,
                              args.opcua_user, os.environ.get("HACKSKY_SIM_OPCUA_PASSWORD"))
@@ -331,6 +333,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                               host=args.host)
     except (ValueError, OSError) as exc:
         sys.stderr.write(f"{exc}\n")
+        return 2
+    except KeyError as exc:  # an unknown profile
+        sys.stderr.write(f"{exc.args[0]}\n")
         return 2
 
     async def main() -> None:
@@ -472,6 +477,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meter-port", type=int, default=15020, help="Modbus port of the meters (default: %(default)s)")
     p.add_argument("--plant-port", type=int, default=15021,
                    help="Modbus port of the water plant PLC, unit id 1 (default: %(default)s)")
+    p.add_argument("--profile", metavar="NAME",
+                   help="the meters impersonate this meter profile (hacksky-edge profiles), at its addresses "
+                        "and in its encoding")
+    p.add_argument("--rtu", action="store_true", help="the meters speak Modbus RTU over TCP (a converter)")
+    p.add_argument("--serial", metavar="DEVICE",
+                   help="the meters answer Modbus RTU on this serial device (19200 8E1) instead of TCP")
     p.add_argument("--scenario", default="normal",
                    help="water plant scenario at start: normal, pump_forced_frozen_level, flow_spoof or "
                         "level_spoof (default: %(default)s)")
@@ -533,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_opcua_cert)
 
     add_detection_commands(sub)
+    add_profile_commands(sub)
     return parser
 
 

@@ -24,6 +24,7 @@ from pydantic_core import ErrorDetails
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from agent import profiles
 from agent.central.engine import redact_url, secret_params
 from agent.settings import (
     ENV_NAME_PATTERN,
@@ -85,6 +86,8 @@ class _Document:
         self.key_marks: dict[ConfigPath, tuple[int, int]] = {}
         self.from_env: set[ConfigPath] = set()
         self.issues: list[ConfigIssue] = []
+        #: how a place the map does not spell out is shown (a profile's point): path prefix -> its name
+        self.aliases: dict[ConfigPath, str] = {}
         loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
@@ -95,6 +98,7 @@ class _Document:
             self.data = self._substitute(loader.construct_document(node), ())
         finally:
             loader.dispose()
+        self._expand_profiles()
 
     def located(self, path: ConfigPath, message: str, *, key: bool = False) -> ConfigIssue:
         """``message`` placed at ``path`` (at its key when ``key``), or the nearest known place."""
@@ -103,7 +107,59 @@ class _Document:
         while probe and probe not in marks and probe not in self.marks:
             probe = probe[:-1]
         line, col = marks.get(probe) or self.marks.get(probe, (1, 1))
-        return ConfigIssue(self.file, line, col, format_path(path), message)
+        return ConfigIssue(self.file, line, col, self._shown(path), message)
+
+    def _shown(self, path: ConfigPath) -> str:
+        for cut in range(len(path), 0, -1):
+            alias = self.aliases.get(path[:cut])
+            if alias is not None:
+                return alias + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[cut:])
+        return format_path(path)
+
+    def _expand_profiles(self) -> None:
+        """Each Modbus device with ``profile:`` gets the profile's points (its own override or add to
+        them, by name) and its register layout, unless set on the device; errors in a point the device
+        does not name are placed at its ``profile:`` and shown as ``devices[i].profile[NAME].points[j]``."""
+        devices = self.data.get("devices") if isinstance(self.data, dict) else None
+        for index, device in enumerate(devices if isinstance(devices, list) else []):
+            name = device.get("profile") if isinstance(device, dict) else None
+            if not isinstance(name, str) or device.get("protocol", "modbus") != "modbus":
+                continue
+            here: ConfigPath = ("devices", index)
+            profile = profiles.raw(name)
+            if profile is None:
+                close = difflib.get_close_matches(name, profiles.names(), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(profiles.names())})"
+                self.issue((*here, "profile"), f"no profile {name!r}{hint}")
+                continue
+            for key, value in profile.get("device", {}).items():
+                device.setdefault(key, value)
+            own = device.get("points", [])
+            merged = profiles.merge_points(profile["points"], own if isinstance(own, list) else [])
+            device["points"] = [point for point, _, _ in merged]
+            self._remap_points(here, name, [(p, o) for _, p, o in merged])
+
+    def _remap_points(self, device: ConfigPath, profile: str, origins: list[tuple[int | None, int | None]]) -> None:
+        """Marks and names of a device's merged points: the device's own where it wrote the point,
+        else its ``profile:`` key's place and the profile's point index."""
+        base = (*device, "points")
+        subtree = {path[len(base):]: mark for path, mark in self.marks.items() if path[:len(base)] == base}
+        keys = {path[len(base):]: mark for path, mark in self.key_marks.items() if path[:len(base)] == base}
+        for path in [p for p in self.marks if p[:len(base)] == base and len(p) > len(base)]:
+            del self.marks[path]
+        for at, (in_profile, in_own) in enumerate(origins):
+            if in_own is None:
+                self.marks[(*base, at)] = self.marks[(*device, "profile")]
+                self.aliases[(*base, at)] = f"{format_path(device)}.profile[{profile}].points[{in_profile}]"
+                continue
+            self.aliases[(*base, at)] = format_path((*base, in_own))
+            for rest, mark in subtree.items():
+                if rest and rest[0] == in_own:
+                    self.marks[(*base, at, *rest[1:])] = mark
+            for rest, mark in keys.items():
+                if rest and rest[0] == in_own:
+                    self.key_marks[(*base, at, *rest[1:])] = mark
+
 
     def issue(self, path: ConfigPath, message: str, *, key: bool = False) -> None:
         """Record a problem at ``path`` (at its key when ``key``), nearest known place."""

@@ -24,6 +24,8 @@ NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$"
 #: a host name or IP address: no spaces, no slashes (an empty host is refused too)
 HOST_PATTERN = r"^[^\s/]+$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+#: a meter profile's name: lowercase, digits and dashes
+PROFILE_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 OPCUA_ENDPOINT_PATTERN = r"^opc\.tcp://"
 
 
@@ -79,6 +81,9 @@ class PointConfig(SignalConfig):
     bit: int | None = Field(default=None, ge=0, le=15)
     byte_order: ByteOrder | None = None
     word_order: ByteOrder | None = None
+    #: SunSpec-style scale factor: the value is multiplied by 10 to the power of that point's value
+    scale_factor: str | None = Field(default=None, pattern=NAME_PATTERN,
+                                     description="another point of the device (an int16 exponent)")
 
     @property
     def register_count(self) -> int:
@@ -142,6 +147,9 @@ class ModbusDevice(DeviceBase):
     parity: Parity = "even"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
+    #: a shipped meter profile (``hacksky-edge profiles``): its points and register layout, which the
+    #: device's own ``points`` may override by name or add to
+    profile: str | None = Field(default=None, pattern=PROFILE_NAME_PATTERN)
     #: the pause between a reply and the next request on the link; default: 3.5 characters on a
     #: serial line (at least 1.75 ms, as the Modbus serial line specification asks), none on TCP
     turnaround: DurationOrZero | None = Field(default=None, le=10.0)

@@ -50,6 +50,16 @@ class PowerMeter:
 
     def _publish(self, wall: float) -> float:
         """Registers for wall time ``wall`` (all but the energy counter); returns the active power (kW)."""
+        values = self.measure(wall)
+        for name, address in HOLDING_MAP.items():
+            self.image.put("holding", address, values[name], "float32")
+        self.image.put_bit("coil", 0, True)
+        overtemp = values["temperature"] > 60
+        self.image.put("holding", STATUS_ADDRESS, 0b1 | (overtemp << 3), "uint16")
+        return values["active_power"]
+
+    def measure(self, wall: float) -> dict[str, float]:
+        """What the meter measures at wall time ``wall``: volts, amps, kW, Hz, power factor, degC."""
         rng = self._rng
         power_kw = self.nominal_kw * self.load_fraction(wall) * self.spike_factor * (1 + rng.gauss(0, 0.01))
         pf = 0.92 + rng.gauss(0, 0.005)
@@ -63,12 +73,7 @@ class PowerMeter:
             "active_power": power_kw, "frequency": 50.0 + rng.gauss(0, 0.01),
             "power_factor": pf, "temperature": 35.0 + 10 * power_kw / self.nominal_kw,
         }
-        for name, address in HOLDING_MAP.items():
-            self.image.put("holding", address, values[name], "float32")
-        self.image.put_bit("coil", 0, True)
-        overtemp = values["temperature"] > 60
-        self.image.put("holding", STATUS_ADDRESS, 0b1 | (overtemp << 3), "uint16")
-        return power_kw
+        return values
 
     def _put_energy(self) -> None:
         self.image.put("input", ENERGY_ADDRESS, int(self.energy_wh), "uint64")

@@ -35,12 +35,23 @@ class SimulatorSet:
 
 
 def build(meters: int = 4, meter_port: int = 15020, plant_port: int = 15021, host: str = "127.0.0.1",
-          scenario: str = "normal", schedule: list[tuple[float, str]] | None = None) -> SimulatorSet:
-    """Meters as unit ids 1..N on ``meter_port``; the plant PLC as unit 1 on ``plant_port``."""
-    units: dict[int, UnitModel] = {i: PowerMeter(seed=i) for i in range(1, meters + 1)}
+          scenario: str = "normal", schedule: list[tuple[float, str]] | None = None,
+          profile: str | None = None, meter_transport: str = "tcp", serial: str | None = None) -> SimulatorSet:
+    """Meters as unit ids 1..N on ``meter_port`` (or the serial device ``serial``), impersonating
+    ``profile`` if given; the plant PLC as unit 1 on ``plant_port``."""
+    units: dict[int, UnitModel]
+    if profile is not None:
+        from agent import profiles  # the shipped register maps
+        from simulators.profile_meter import ProfileMeter
+
+        shape = profiles.load(profile)
+        units = {i: ProfileMeter(shape, seed=i) for i in range(1, meters + 1)}
+    else:
+        units = {i: PowerMeter(seed=i) for i in range(1, meters + 1)}
     plant = WaterPlant(seed=7, scenario=scenario)
-    return SimulatorSet(ModbusSimulator(units, host, meter_port),
-                        ModbusSimulator({1: plant}, host, plant_port), plant, list(schedule or []))
+    meter_sim = (ModbusSimulator(units, serial, transport="serial") if serial else
+                 ModbusSimulator(units, host, meter_port, transport=meter_transport))
+    return SimulatorSet(meter_sim, ModbusSimulator({1: plant}, host, plant_port), plant, list(schedule or []))
 
 
 def add_opcua(sims: SimulatorSet, port: int, host: str = "127.0.0.1", state_dir: Path | None = None,

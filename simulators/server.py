@@ -39,12 +39,14 @@ class ModbusSimulator:
     """
 
     def __init__(self, units: dict[int, UnitModel], host: str = "127.0.0.1", port: int = 0,
-                 transport: str = "tcp", baudrate: int = 19200, parity: str = "E") -> None:
+                 transport: str = "tcp", baudrate: int = 19200, parity: str = "E",
+                 line_baud: int | None = None) -> None:
         self.units = units
         self.host = host
         self.transport = transport
         self.port = port or (0 if transport == "serial" else free_port(host))
         self.baudrate, self.parity = baudrate, parity
+        self.line_baud = line_baud  # emulate a line this fast (a pty or TCP has no speed of its own)
         self.requests = RequestLog()
         self.silent: set[int] = set()
         self.garbled: set[int] = set()
@@ -75,7 +77,8 @@ class ModbusSimulator:
             server = ModbusTcpServer(placeholder, address=(self.host, self.port), trace_pdu=self._trace,
                                      framer=FramerType.RTU if rtu else FramerType.SOCKET,
                                      ignore_missing_devices=rtu, trace_packet=self._garble if rtu else None)
-        server.context = SimulatorContext(self.units, silent=self.silent)  # type: ignore[assignment]
+        server.context = SimulatorContext(self.units, silent=self.silent,  # type: ignore[assignment]
+                                          line_baud=self.line_baud)
         await server.serve_forever(background=True)
         self._server = server
         where = self.host if self.transport == "serial" else f"{self.host}:{self.port}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -84,15 +85,24 @@ class RequestLog:
             self.reads_by_unit[record.unit] += 1
 
 
+def line_time(function_code: int, count: int, baud: int) -> float:
+    """Seconds a read request and its reply take on an RTU line at ``baud`` (8N1: 10 bits a byte;
+    8-byte request; reply of 5 bytes plus the data: 2 per register, 1 per 8 bits)."""
+    data = 2 * count if function_code in (3, 4) else (count + 7) // 8
+    return (8 + 5 + data) * 10 / baud
+
+
 class SimulatorContext:
     """What pymodbus' request handler calls to serve reads; refuses every write."""
 
     def __init__(self, units: dict[int, UnitModel], refresh_period: float = 0.05,
-                 silent: set[int] | None = None) -> None:
+                 silent: set[int] | None = None, line_baud: int | None = None) -> None:
         self.units = units
         self.refresh_period = refresh_period
         #: units that do not answer (as if unplugged), changed while serving
         self.silent = silent if silent is not None else set()
+        #: emulate a serial line at this speed: each reply waits the time its frames take on it
+        self.line_baud = line_baud
         self._refreshed: dict[int, float] = {}
 
     def device_ids(self) -> list[int]:
@@ -115,7 +125,10 @@ class SimulatorContext:
         table = TABLE_OF_FC.get(func_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
-        values = self._unit(device_id).image.read(table, address, count)
+        unit = self._unit(device_id)
+        if self.line_baud:
+            await asyncio.sleep(line_time(func_code, count, self.line_baud))
+        values = unit.image.read(table, address, count)
         if values is None:
             return ExcCodes.ILLEGAL_ADDRESS
         if func_code in (1, 2):

@@ -67,9 +67,12 @@ def map_issues(device: ModbusDevice, base: ConfigPath) -> list[MapIssue]:
     """Each point's type/table/bit rules, its end within the table, and no two points overlapping."""
     issues: list[MapIssue] = _transport_issues(device, base)
     spans: list[tuple[str, int, int, int | None, int]] = []
+    by_name = {p.name: p for p in device.points}
     for index, point in enumerate(device.points):
         here = (*base, "points", index)
         issues.extend(((*here, field), msg) for field, msg in _point_rules(point))
+        if point.scale_factor is not None:
+            issues.extend(((*here, "scale_factor"), msg) for msg in _scale_factor_rules(point, by_name))
         end = point.address + point.register_count - 1
         if end > 65535:
             issues.append(((*here, "address"), f"point ends at address {end}, past 65535"))
@@ -83,7 +86,7 @@ def map_issues(device: ModbusDevice, base: ConfigPath) -> list[MapIssue]:
             if (bit is None) != (o_bit is None):
                 continue  # a status word and one of its bits may both be read
             issues.append(((*base, "points", index, "address"),
-                           f"overlaps points[{o_index}] ({table} {o_start}..{o_end})"))
+                           f"overlaps {device.points[o_index].name} ({table} {o_start}..{o_end})"))
     return issues
 
 
@@ -106,6 +109,18 @@ def _point_rules(point: PointConfig) -> list[tuple[str, str]]:
         (point.scale == 0.0, "scale", "scale must not be zero"),
     ]
     return [(field, msg) for failed, field, msg in rules if failed]
+
+
+def _scale_factor_rules(point: PointConfig, by_name: dict[str, PointConfig]) -> list[str]:
+    """A scale factor names another int16 register point; the scaled point is a number without offset."""
+    factor = by_name.get(point.scale_factor or "")
+    if factor is None or factor is point:
+        return [f"{point.scale_factor!r} is not another point of this device"]
+    if factor.type not in ("int16", "uint16") or factor.table not in ("holding", "input"):
+        return [f"{factor.name} must be an int16 register (a power of ten), not {factor.type} in {factor.table}"]
+    if point.type in ("bool", "string") or point.offset != 0.0:
+        return ["a scale factor applies to numeric points without offset"]
+    return []
 
 
 #: what a register type's readings carry (every other type: a number, scaled)

@@ -102,3 +102,14 @@ def test_dashboard_benchmark_times_each_page_in_chromium(mariadb_server: str) ->
     for page in pages:
         assert 0 < page["figure"] <= page["interactive_ms"] and page["baseline"] > 0, page
     assert pages[2]["payload_bytes"] > 20_000 * 15, "the 20,000 raw points were fetched (as columns)"
+
+
+def test_bus_benchmark_compares_a_dead_meter_backed_off_with_one_asked_every_cycle(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "bench", "bus", "--seconds", "0.5", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "bus.json").read_text())["results"]
+    assert [r["run"].split(",")[0] for r in rows] == [
+        "8 meters answer (baseline)", "1 dead", "1 dead"]
+    assert rows[0]["vs baseline"] == 1.0 and all(r["line req/s"] > 0 for r in rows)

@@ -49,6 +49,8 @@ def test_wheel_carries_ctown_data_and_its_licence_but_no_benchmarks(wheel: Path)
     assert {"agent/py.typed", "agent/central/migrations/script.py.mako",
             "agent/central/migrations/versions/0001_initial.py",
             "drivers/py.typed", "simulators/py.typed"} <= set(names)
+    shipped = {f"agent/profiles/{f.name}" for f in (ROOT / "agent" / "profiles").glob("*.yaml")}
+    assert len(shipped) >= 10 and shipped <= set(names), "every meter profile is in the wheel"
     top = {n.split("/")[0] for n in names if not n.startswith("hacksky_edge-")}
     assert top == {"agent", "drivers", "simulators"}, "bench (and anything else) stays out of the wheel"
     readme = zipfile.ZipFile(wheel).read("agent/detect/data/README.md").decode()
