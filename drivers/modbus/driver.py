@@ -57,6 +57,8 @@ class ModbusDriver:
         self._logged: tuple[str, ...] = ("unknown",)  # the state (and cause) last logged
         self._requests: list[ReadRequest] = plan_requests(points, max_gap)
         self._point_count = len(points)
+        #: (point, its scale factor's point) of the points scaled by another (SunSpec's sunssf)
+        self._scaled = [(p.name, p.scale_factor) for p in points if getattr(p, "scale_factor", None)]
         self._fast: dict[int, tuple[ReadRequest, list[tuple[Any, int, float, float] | None]]] = {}
 
     @property
@@ -78,10 +80,28 @@ class ModbusDriver:
             done = await self._read_request(request, readings, bad)
             plan.extend(done)
         self._requests = plan
+        if self._scaled:
+            self._apply_scale_factors(readings, bad)
         self._track_silence(skipped)
         self.health.record(self._point_count, bad)
         self._log_change(bad)
         return readings
+
+    def _apply_scale_factors(self, readings: list[Reading], bad: Counter[str]) -> None:
+        """Multiply each scaled point by 10 ** its scale factor's value, read in the same poll; a bad or
+        unimplemented factor (SunSpec's -32768) makes the point bad too."""
+        index = {r.point: i for i, r in enumerate(readings)}
+        for name, factor_name in self._scaled:
+            i, factor = index.get(name), index.get(factor_name or "")
+            if i is None or factor is None or not readings[i].good:
+                continue
+            exponent = readings[factor].value
+            if exponent is not None and readings[factor].good and -20 <= exponent <= 20:
+                value, e = readings[i].value or 0.0, int(exponent)
+                readings[i] = readings[i]._replace(value=value * 10.0 ** e if e >= 0 else value / 10.0 ** -e)
+            else:
+                readings[i] = readings[i]._replace(value=None, quality="bad:scale_factor")
+                bad["scale_factor"] += 1
 
     def _track_silence(self, skipped: bool) -> None:
         """Back this unit off while it times out on a link other units share; any answer resets it."""
