@@ -71,7 +71,7 @@ def test_cross_field_rules_each_point_at_the_offending_field() -> None:
 """
     assert errors_of(text) == [
         "plant.yaml:12:16: devices[0].points[4].name: duplicate point name 'voltage_l1' (also points[0])",
-        "plant.yaml:12:53: devices[0].points[4].address: overlaps points[0] (holding 0..1)",
+        "plant.yaml:12:53: devices[0].points[4].address: overlaps voltage_l1 (holding 0..1)",
         "plant.yaml:13:9: devices[0].points[5].length: string points need length (registers)",
         "plant.yaml:14:9: devices[0].points[6].bit: a bool point of a register table needs bit (0-15)",
         "plant.yaml:15:53: devices[0].points[7].type: coil points must be type bool",
