@@ -319,12 +319,14 @@ def cmd_status(args: argparse.Namespace, cfg: AgentConfig) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run the built-in simulators standalone."""
+    from agent import profiles
     from simulators import run as simrun
 
     try:
         schedule = simrun.parse_schedule(args.at or [])
+        profile = profiles.raw(profiles.load(args.profile).name) if args.profile else None
         sims = simrun.build(args.meters, args.meter_port, args.plant_port, args.host, args.scenario, schedule,
-                            args.profile, "rtu_over_tcp" if args.rtu else "tcp", args.serial)
+                            profile, "rtu_over_tcp" if args.rtu else "tcp", args.serial)
         if args.opcua:
             simrun.add_opcua(sims, args.opcua_port, args.host, Path(args.opcua_state) if args.opcua_secure else None,
                              args.opcua_user, os.environ.get("HACKSKY_SIM_OPCUA_PASSWORD"))

@@ -1,13 +1,17 @@
-"""A simulated meter that impersonates a shipped profile: the power meter's physics, written at the
-profile's addresses in the profile's encoding (``hacksky-edge simulate --profile NAME``)."""
+"""A simulated meter that impersonates a profile: the power meter's physics, written at the profile's
+addresses in the profile's encoding (``hacksky-edge simulate --profile NAME``).
+
+The profile comes as plain data (its YAML mapping): the simulators depend on nothing in ``agent``.
+"""
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from agent.profiles import Profile
-from agent.settings import PointConfig
 from simulators.power_meter import PowerMeter
 from simulators.store import RegisterImage
 
@@ -45,14 +49,36 @@ def physical(name: str, m: dict[str, float], energy_kwh: float) -> float:
     return 0.0  # exports, tariff 2, counters the physics has no figure for
 
 
-class ProfileMeter:
-    """A meter answering at ``profile``'s addresses, values from :class:`PowerMeter`'s physics."""
+@dataclass(frozen=True)
+class Spec:
+    """One point of a profile, as its YAML mapping gives it."""
 
-    def __init__(self, profile: Profile, seed: int = 0, start: float | None = None) -> None:
-        self.profile = profile
+    name: str
+    address: int
+    table: str = "holding"
+    type: str = "uint16"
+    scale: float = 1.0
+    offset: float = 0.0
+    length: int | None = None
+    scale_factor: str | None = None
+    byte_order: str | None = None
+    word_order: str | None = None
+
+    @classmethod
+    def of(cls, point: Mapping[str, Any]) -> Spec:
+        return cls(**{k: v for k, v in point.items() if k in cls.__dataclass_fields__})
+
+
+class ProfileMeter:
+    """A meter answering at a profile's addresses (its YAML mapping), values from :class:`PowerMeter`'s physics."""
+
+    def __init__(self, profile: Mapping[str, Any], seed: int = 0, start: float | None = None) -> None:
+        self.points = [Spec.of(p) for p in profile["points"]]
+        layout = profile.get("device") or {}
+        self.byte_order, self.word_order = layout.get("byte_order") or "big", layout.get("word_order") or "big"
         self.image = RegisterImage()
         self.meter = PowerMeter(seed=seed, start=start)
-        self._factors = {p.scale_factor for p in profile.points if p.scale_factor}
+        self._factors = {p.scale_factor for p in self.points if p.scale_factor}
         self._publish(self.meter.clock.start)
 
     def refresh(self, now: float) -> None:
@@ -63,11 +89,11 @@ class ProfileMeter:
     def _publish(self, wall: float) -> None:
         measures = self.meter.measure(wall)
         energy = self.meter.energy_wh / 1000
-        values = {p.name: physical(p.name, measures, energy) for p in self.profile.points}
+        values = {p.name: physical(p.name, measures, energy) for p in self.points}
         if "energy_export" in values and "energy_import" not in values:  # a producer (an inverter): its yield
             values["energy_export"] = energy
         exponents = self._exponents(values)
-        for point in self.profile.points:
+        for point in self.points:
             exponent = exponents.get(point.scale_factor or "", 0)
             self._put(point, exponents[point.name] if point.name in exponents else values[point.name], exponent)
 
@@ -75,17 +101,16 @@ class ProfileMeter:
         """A power of ten for each scale-factor point, so that every value it scales fits its register."""
         exponents: dict[str, int] = {}
         for factor in self._factors:
-            largest = max((abs(values[p.name] / p.scale) for p in self.profile.points if p.scale_factor == factor),
+            largest = max((abs(values[p.name] / p.scale) for p in self.points if p.scale_factor == factor),
                           default=0.0)
             exponents[factor] = max(-3, math.ceil(math.log10(largest / 30000))) if largest > 0 else 0
         return exponents
 
-    def _put(self, point: PointConfig, value: float, exponent: int) -> None:
+    def _put(self, point: Spec, value: float, exponent: int) -> None:
         if point.table in ("coil", "discrete"):
             self.image.put_bit(point.table, point.address, False)
             return
-        order = (point.byte_order or self.profile.device.byte_order or "big",
-                 point.word_order or self.profile.device.word_order or "big")
+        order = (point.byte_order or self.byte_order, point.word_order or self.word_order)
         if point.type == "string":
             self.image.put(point.table, point.address, "HackSky simulator", "string", *order, point.length or 1)
             return

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from simulators.batadal import BatadalReplay
 from simulators.opcua_plant import OpcUaPlant
 from simulators.power_meter import PowerMeter
+from simulators.profile_meter import ProfileMeter
 from simulators.server import ModbusSimulator, Startable
 from simulators.store import UnitModel
 from simulators.water_plant import SCENARIOS, WaterPlant
@@ -36,16 +39,13 @@ class SimulatorSet:
 
 def build(meters: int = 4, meter_port: int = 15020, plant_port: int = 15021, host: str = "127.0.0.1",
           scenario: str = "normal", schedule: list[tuple[float, str]] | None = None,
-          profile: str | None = None, meter_transport: str = "tcp", serial: str | None = None) -> SimulatorSet:
+          profile: Mapping[str, Any] | None = None, meter_transport: str = "tcp",
+          serial: str | None = None) -> SimulatorSet:
     """Meters as unit ids 1..N on ``meter_port`` (or the serial device ``serial``), impersonating
-    ``profile`` if given; the plant PLC as unit 1 on ``plant_port``."""
+    ``profile`` (a meter profile's YAML mapping) if given; the plant PLC as unit 1 on ``plant_port``."""
     units: dict[int, UnitModel]
     if profile is not None:
-        from agent import profiles  # the shipped register maps
-        from simulators.profile_meter import ProfileMeter
-
-        shape = profiles.load(profile)
-        units = {i: ProfileMeter(shape, seed=i) for i in range(1, meters + 1)}
+        units = {i: ProfileMeter(profile, seed=i) for i in range(1, meters + 1)}
     else:
         units = {i: PowerMeter(seed=i) for i in range(1, meters + 1)}
     plant = WaterPlant(seed=7, scenario=scenario)

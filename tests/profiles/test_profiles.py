@@ -143,9 +143,10 @@ def test_the_simulator_impersonates_every_profile_with_consistent_physics() -> N
     """``simulate --profile NAME``: each profile's meter, read through the agent, measures what a
     three-phase load does (P = V·I·PF over the phases, 50 Hz, 230 V) whatever its encoding."""
     names = profiles.names()
-    sims = simrun.build(meters=2, profile=names[0])
+    sims = simrun.build(meters=2, profile=profiles.raw(names[0]))
     assert [type(u) for u in sims.meters.units.values()] == [ProfileMeter, ProfileMeter]
-    units = {unit: ProfileMeter(profiles.load(name), seed=unit, start=0) for unit, name in enumerate(names, start=1)}
+    units = {unit: ProfileMeter(profiles.raw(name) or {}, seed=unit, start=0)
+             for unit, name in enumerate(names, start=1)}
     sim = ModbusSimulator(units)  # type: ignore[arg-type]
     devices = [{"id": name, "host": "127.0.0.1", "port": sim.port, "unit_id": unit, "profile": name}
                for unit, name in enumerate(names, start=1)]
