@@ -317,6 +317,20 @@ def cmd_status(args: argparse.Namespace, cfg: AgentConfig) -> int:
     return code
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Write the device map's JSON Schema."""
+    from agent.schema import device_map_schema
+
+    text = json.dumps(device_map_schema(), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        sys.stderr.write(f"wrote {args.output}; first line of a device map: "
+                         f"# yaml-language-server: $schema={args.output}\n")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run the built-in simulators standalone."""
     from agent import profiles
@@ -447,6 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--connect", action="store_true", help="also log in to the central database")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("schema", help="write the device map's JSON Schema (completion and checks in editors)",
+                       description="Editors with the YAML language server (VS Code's YAML extension, Neovim, "
+                                   "JetBrains) complete and check a map whose first line is "
+                                   "'# yaml-language-server: $schema=hacksky-edge.schema.json'.")
+    p.add_argument("-o", "--output", metavar="FILE", help="write it here (default: standard output)")
+    p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("init-db", help="create or upgrade the central schema")
     p.add_argument("-c", "--config", required=True)

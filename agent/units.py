@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|y)?\s*$")
 #: ``y`` is 365 days (retention periods: ``30d``, ``1y``)
@@ -51,9 +51,18 @@ def parse_size(value: object) -> int:
     return size
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-DurationOrZero = Annotated[float, BeforeValidator(lambda v: parse_duration(v, allow_zero=True))]
-ByteSize = Annotated[int, BeforeValidator(parse_size)]
+#: what editors (JSON Schema) accept for a duration and a size: a number, or a number with a unit
+DURATION_SCHEMA = {"anyOf": [{"type": "number", "minimum": 0},
+                             {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d|w|y)?\s*$"}],
+                   "description": "seconds, or a duration such as 500ms, 2s, 5m, 1h, 30d"}
+SIZE_SCHEMA = {"anyOf": [{"type": "integer", "minimum": 1},
+                         {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([KMGTkmgt]i?[Bb]|[Bb])?\s*$"}],
+               "description": "bytes, or a size such as 512MiB, 2GiB"}
+
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
+DurationOrZero = Annotated[float, BeforeValidator(lambda v: parse_duration(v, allow_zero=True)),
+                           WithJsonSchema(DURATION_SCHEMA)]
+ByteSize = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(SIZE_SCHEMA)]
 
 
 #: layouts of the time column in CSV files (training data, history imports)
