@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PrivateAttr, Tag, WithJsonSchema
 
 from agent.units import ByteSize, Duration, DurationOrZero
 
@@ -58,6 +58,35 @@ class Limits(StrictModel):
     severity: Severity = "high"
 
 
+def _parse_band(value: object) -> object:
+    """``0.5`` (absolute, in the point's unit) or ``"2%"`` (of the last stored value) -> a :class:`Band`."""
+    if isinstance(value, bool):
+        raise ValueError("expected a change such as 0.5 (in the point's unit) or 2% (of the last stored value)")
+    if isinstance(value, (int, float)):
+        return {"absolute": value}
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return {"percent": float(text[:-1])} if text.endswith("%") else {"absolute": float(text)}
+        except ValueError:
+            raise ValueError(f"{value!r} is not a change such as 0.5 or 2%") from None
+    return value
+
+
+class Band(StrictModel):
+    """Report by exception: a new value is stored once it differs from the last stored one by more
+    than ``absolute`` (in the point's unit) or ``percent`` of the last stored value."""
+
+    absolute: float | None = Field(default=None, ge=0)
+    percent: float | None = Field(default=None, gt=0, le=100)
+
+
+#: a point's deadband as the map writes it: ``0.5`` or ``2%``
+ChangeBand = Annotated[Band, BeforeValidator(_parse_band), WithJsonSchema({
+    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%?\s*$"}],
+    "description": "store a value once it moved this much: 0.5 (in the point's unit) or 2% (of the last stored)"})]
+
+
 class SignalConfig(StrictModel):
     """What every point has, whatever the protocol: its name, scaling and checks."""
 
@@ -69,6 +98,9 @@ class SignalConfig(StrictModel):
     limits: Limits | None = None
     stuck_after: int | None = Field(default=None, ge=2, description="cycles unchanged")
     max_rate: float | None = Field(default=None, gt=0, description="units per second")
+    #: report by exception: store the value at least this often even when it has not moved past its
+    #: deadband (checks and detection still see every sample); default with a deadband: 10 minutes
+    heartbeat: Duration | None = None
 
 
 class PointConfig(SignalConfig):
@@ -76,6 +108,8 @@ class PointConfig(SignalConfig):
 
     table: RegisterTable = "holding"
     address: int = Field(ge=0, le=65535)
+    #: report by exception: store a new value once it moved this much (see ``heartbeat``)
+    deadband: ChangeBand | None = None
     type: PointType = "uint16"
     length: int | None = Field(default=None, ge=1, le=125, description="registers, for strings")
     bit: int | None = Field(default=None, ge=0, le=15)
@@ -119,6 +153,9 @@ class DeviceBase(StrictModel):
     enabled: bool = True
     interval: Duration | None = None
     timeout: Duration | None = None
+    #: report by exception for every point of the device that sets none of its own
+    deadband: ChangeBand | None = None
+    heartbeat: Duration | None = None
 
     def own_defaults(self) -> dict[str, Any]:
         """The entries of ``defaults`` besides interval and timeout this device sets itself (its protocol's)."""

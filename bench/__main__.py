@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.report import save, table
 
 BENCHMARKS = ["modbus", "ingest", "detect", "sched", "opcua", "scale", "backfill", "peer", "mqtt", "central",
-              "dashboard", "bus"]
+              "dashboard", "bus", "rbe"]
 
 
 def parse_step(text: str) -> tuple[int, int]:

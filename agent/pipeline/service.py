@@ -22,6 +22,7 @@ from agent.pipeline.fleet import GatewayReporter, clock_condition, clock_uncerta
 from agent.pipeline.monitor import Monitor
 from agent.pipeline.outputs import DeliveryGroup, output_deliveries
 from agent.pipeline.power import PowerSampler
+from agent.pipeline.thinning import Thinning
 from agent.pipeline.scheduler import PollScheduler
 from agent.pipeline.shards import ShardPool, worker_count
 from agent.pipeline.statefile import write_state
@@ -91,6 +92,7 @@ class Agent:
         self.drivers: dict[str, Driver] = {}
         self.checks = CheckEngine(build_checks(cfg))
         self.power = PowerSampler([d.config for d in self.devices.values()])
+        self.thinning = Thinning([d.config for d in self.devices.values()])
         self.tracker = AlertTracker()
         self.detection: DetectionRunner | None = None
         self.central_url = redacted(resolve_url(cfg.central.url, None))
@@ -254,6 +256,7 @@ class Agent:
         self.cfg, self.devices = new, wanted
         self.checks = self.checks.reconfigured(new)
         self.power = PowerSampler([d.config for d in wanted.values()], self.power)
+        self.thinning = Thinning([d.config for d in wanted.values()], self.thinning)
         for device_id in removed:
             self.device_stats.pop(device_id, None)
             self._reports.pop(device_id, None)
@@ -338,7 +341,9 @@ class Agent:
             events = self._events_of(device_id, readings, driver)
             self._state_dirty |= any(e.kind in ("alert", "attack") for e in events)
             self._pending_events.extend(events)
-        self._pending_readings.extend(clock_uncertain(readings) if self._clock_off else readings)
+        stored = self.thinning.keep(device_id, readings)
+        self.stats.readings_thinned += len(readings) - len(stored)
+        self._pending_readings.extend(clock_uncertain(stored) if self._clock_off else stored)
 
     def _events_of(self, device_id: str, readings: list[Reading], driver: Driver) -> list[Event]:
         """What one poll's readings raise: alerts, the power row, a status change, detections."""
@@ -495,6 +500,7 @@ class Agent:
         lag99 = max((float(s.snapshot()["lag_ms_p99"]) for s in self.device_stats.values()), default=0.0)
         figures = [
             ("readings_taken_total", st.readings_taken, "readings", "polling"),
+            ("readings_thinned_total", st.readings_thinned, "readings", "polling"),
             ("devices_up", states.count("up"), "devices", "polling"),
             ("devices_degraded", states.count("degraded"), "devices", "polling"),
             ("devices_down", states.count("down"), "devices", "polling"),
@@ -599,7 +605,7 @@ class Agent:
             "gateway": self.cfg.gateway.id, "pid": os.getpid(), "updated": time.time(),
             "polling": {"pids": self.shards.pids() if self.shards else [],
                         "restarts": self.shards.restarts if self.shards else 0},
-            "started": st.started, "readings_taken": st.readings_taken,
+            "started": st.started, "readings_taken": st.readings_taken, "readings_thinned": st.readings_thinned,
             "readings_per_s": round(st.readings_per_second(), 1),
             "open_alerts": len(self.tracker.open) + int(bool(self.detection and self.detection.incidents.open
                                                              and self.detection.incidents.open.alerted)),

@@ -83,6 +83,8 @@ class AgentStats:
 
     started: float = field(default_factory=time.time)
     readings_taken: int = 0
+    #: readings not stored: within their point's deadband and heartbeat (report by exception)
+    readings_thinned: int = 0
     readings_dropped: int = 0
     rows_written: int = 0
     events_written: int = 0

@@ -111,6 +111,7 @@ class Snapshot(TypedDict):
     updated: float
     started: float
     readings_taken: int
+    readings_thinned: int
     readings_per_s: float
     open_alerts: int
     buffer: BufferSnapshot

@@ -113,3 +113,13 @@ def test_bus_benchmark_compares_a_dead_meter_backed_off_with_one_asked_every_cyc
     assert [r["run"].split(",")[0] for r in rows] == [
         "8 meters answer (baseline)", "1 dead", "1 dead"]
     assert rows[0]["vs baseline"] == 1.0 and all(r["line req/s"] > 0 for r in rows)
+
+
+def test_rbe_benchmark_counts_rows_stored_against_every_reading_stored(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "bench", "rbe", "--seconds", "1.5", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    base, thinned = json.loads((tmp_path / "rbe.json").read_text())["results"]
+    assert base["stored / taken"] == 1.0 and base["readings taken"] > 0
+    assert thinned["rows stored"] < thinned["readings taken"]
