@@ -22,13 +22,13 @@ from agent.pipeline.fleet import GatewayReporter, clock_condition, clock_uncerta
 from agent.pipeline.monitor import Monitor
 from agent.pipeline.outputs import DeliveryGroup, output_deliveries
 from agent.pipeline.power import PowerSampler
-from agent.pipeline.thinning import Thinning
 from agent.pipeline.scheduler import PollScheduler
 from agent.pipeline.shards import ShardPool, worker_count
 from agent.pipeline.statefile import write_state
 from agent.pipeline.stats import AgentStats, DeviceStats, OutputStats
 from agent.pipeline.status import DetectionSnapshot, DeviceSnapshot, Health, OutputSnapshot, Snapshot
 from agent.pipeline.systemd import notify, watchdog_interval
+from agent.pipeline.thinning import Thinning
 from agent.pipeline.writer_link import WriterLink
 from agent.records import DeviceInfo, Event, alert_event, metric_event, status_event
 from agent.settings import AgentConfig, ResolvedDevice
