@@ -351,7 +351,10 @@ def load_config_text(text: str, file: str = "<string>", check_model: bool = True
         doc.issue(path, message)
     if doc.issues:
         raise ConfigError(doc.issues)
-    cfg._source_sha256 = hashlib.sha256(text.encode()).hexdigest()
+    digest = hashlib.sha256(text.encode())
+    for name, included in doc.included:  # an included file's change is a change of the map
+        digest.update(f"\n# include {name}\n{included}".encode())
+    cfg._source_sha256 = digest.hexdigest()
     return cfg
 
 

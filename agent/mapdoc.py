@@ -8,15 +8,17 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
 
 from agent import profiles
 
 ConfigPath = tuple[str | int, ...]
+V = TypeVar("V")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -36,10 +38,11 @@ class ConfigIssue:
 
 
 class ConfigError(Exception):
-    """A device map that cannot be used; ``issues`` lists every problem found."""
+    """A device map that cannot be used; ``issues`` lists every problem found (each once: a profile's
+    error is found once per device using it)."""
 
     def __init__(self, issues: list[ConfigIssue]) -> None:
-        self.issues = sorted(issues, key=lambda i: (i.line, i.column))
+        self.issues = sorted(dict.fromkeys(issues), key=lambda i: (i.file, i.line, i.column))
         super().__init__("\n".join(str(i) for i in self.issues))
 
 
@@ -51,17 +54,33 @@ def format_path(path: Iterable[str | int]) -> str:
     return out
 
 
-class MapDocument:
-    """The constructed YAML data plus the line/column of every key and value."""
+#: what an included file may hold
+INCLUDED_KEYS = ("devices", "profiles", "include")
+#: includes within includes, at most
+MAX_INCLUDE_DEPTH = 8
 
-    def __init__(self, file: str, text: str) -> None:
+
+class MapDocument:
+    """The constructed YAML data plus the file, line and column of every key and value.
+
+    ``include:`` files (paths relative to the including file) are spliced in: their ``devices``
+    after the including file's, their ``profiles`` beside its own. A place in an included file is
+    reported in that file, a device as its index there (``hall-b.yaml:4:5: devices[1].port``).
+    """
+
+    def __init__(self, file: str, text: str, *, chain: tuple[Path, ...] = ()) -> None:
         self.file = file
         self.marks: dict[ConfigPath, tuple[int, int]] = {}
         self.key_marks: dict[ConfigPath, tuple[int, int]] = {}
+        #: the file of a place that is not in ``file`` (it came from an included file)
+        self.files: dict[ConfigPath, str] = {}
         self.from_env: set[ConfigPath] = set()
         self.issues: list[ConfigIssue] = []
         #: how a place the map does not spell out is shown (a profile's point): path prefix -> its name
         self.aliases: dict[ConfigPath, str] = {}
+        #: every included file's text, in the order read (the map's hash covers them)
+        self.included: list[tuple[str, str]] = []
+        self._chain = (*chain, Path(file).resolve())
         loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
@@ -72,7 +91,9 @@ class MapDocument:
             self.data = self._substitute(loader.construct_document(node), ())
         finally:
             loader.dispose()
-        self._expand_profiles()
+        self._splice_includes()
+        if not chain:
+            self._expand_profiles()
 
     def located(self, path: ConfigPath, message: str, *, key: bool = False) -> ConfigIssue:
         """``message`` placed at ``path`` (at its key when ``key``), or the nearest known place."""
@@ -81,7 +102,86 @@ class MapDocument:
         while probe and probe not in marks and probe not in self.marks:
             probe = probe[:-1]
         line, col = marks.get(probe) or self.marks.get(probe, (1, 1))
-        return ConfigIssue(self.file, line, col, self._shown(path), message)
+        return ConfigIssue(self.files.get(probe, self.file), line, col, self._shown(path), message)
+
+    def _splice_includes(self) -> None:
+        """Read each ``include:`` file and graft its devices and profiles onto this document."""
+        listed = self.data.get("include") if isinstance(self.data, dict) else None
+        if listed is None:
+            return
+        entries = [listed] if isinstance(listed, str) else listed
+        if not isinstance(entries, list):
+            self.issue(("include",), "a list of files (paths relative to this file)")
+            return
+        for index, entry in enumerate(entries):
+            where: ConfigPath = ("include", index) if isinstance(listed, list) else ("include",)
+            if not isinstance(entry, str) or not entry.strip():
+                self.issue(where, "a file name (relative to this file)")
+                continue
+            path = Path(self.file).parent / entry
+            if path.resolve() in self._chain or len(self._chain) > MAX_INCLUDE_DEPTH:
+                chain = " -> ".join(p.name for p in (*self._chain, path))
+                self.issue(where, f"includes go round in a circle or too deep: {chain}")
+                continue
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                self.issue(where, f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
+                continue
+            try:
+                part = MapDocument(str(path), text, chain=self._chain)
+            except yaml.MarkedYAMLError as exc:
+                mark = exc.problem_mark or exc.context_mark
+                line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+                self.issues.append(ConfigIssue(str(path), line, col, "", f"YAML syntax: {exc.problem or exc}"))
+                continue
+            self.included += [(str(path), text), *part.included]
+            self._graft(part)
+
+    def _graft(self, part: MapDocument) -> None:
+        """``part``'s devices after this document's, its profiles beside this one's (a name defined twice
+        is an error), every place with its file."""
+        self.issues.extend(part.issues)
+        if not isinstance(part.data, dict):
+            self.issues.append(part.located((), f"an included file holds a mapping of {', '.join(INCLUDED_KEYS)}"))
+            return
+        for key in part.data:
+            if key not in INCLUDED_KEYS:
+                self.issues.append(part.located((str(key),), f"unknown key in an included file "
+                                                             f"(it may hold {', '.join(INCLUDED_KEYS)})", key=True))
+        devices = part.data.get("devices")
+        if isinstance(devices, list) and devices:
+            mine = self.data.setdefault("devices", [])
+            if not isinstance(mine, list):
+                return
+            base = len(mine)
+            mine.extend(devices)
+            self._take_places(part, "devices", lambda rest: ("devices", base + int(rest[0]), *rest[1:]))
+            for k in range(len(devices)):
+                self.aliases.setdefault(("devices", base + k), part._shown(("devices", k)))
+        defined = part.data.get("profiles")
+        if isinstance(defined, dict) and defined:
+            mine_profiles = self.data.setdefault("profiles", {})
+            if not isinstance(mine_profiles, dict):
+                return
+            for name, profile in defined.items():
+                if name in mine_profiles:
+                    self.issues.append(part.located(("profiles", str(name)), f"profile {name!r} is defined "
+                                                                             "twice (also in another file)", key=True))
+                    continue
+                mine_profiles[name] = profile
+            self._take_places(part, "profiles", lambda rest: ("profiles", *rest))
+
+    def _take_places(self, part: MapDocument, top: str, moved: Callable[[ConfigPath], ConfigPath]) -> None:
+        """Copy ``part``'s marks under ``top`` to where its data went in this document."""
+        for source, target in ((part.marks, self.marks), (part.key_marks, self.key_marks)):
+            for path, mark in source.items():
+                if len(path) > 1 and path[0] == top:
+                    new = moved(path[1:])
+                    target[new] = mark
+                    self.files[new] = part.files.get(path, part.file)
+        self.from_env |= {moved(p[1:]) for p in part.from_env if len(p) > 1 and p[0] == top}
+        self.aliases.update({moved(p[1:]): alias for p, alias in part.aliases.items() if len(p) > 1 and p[0] == top})
 
     def _shown(self, path: ConfigPath) -> str:
         for cut in range(len(path), 0, -1):
@@ -100,40 +200,66 @@ class MapDocument:
             if not isinstance(name, str) or device.get("protocol", "modbus") != "modbus":
                 continue
             here: ConfigPath = ("devices", index)
-            profile = profiles.raw(name)
+            defined = self.data.get("profiles")
+            mine = defined.get(name) if isinstance(defined, dict) else None
+            profile = mine if isinstance(mine, dict) else profiles.raw(name)
             if profile is None:
-                close = difflib.get_close_matches(name, profiles.names(), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(profiles.names())})"
+                known = sorted({*profiles.names(), *(defined if isinstance(defined, dict) else ())})
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
                 self.issue((*here, "profile"), f"no profile {name!r}{hint}")
                 continue
-            for key, value in profile.get("device", {}).items():
+            layout = profile.get("device")
+            for key, value in (layout.items() if isinstance(layout, dict) else ()):
                 device.setdefault(key, value)
             own = device.get("points", [])
-            merged = profiles.merge_points(profile["points"], own if isinstance(own, list) else [])
+            listed = profile.get("points")
+            merged = profiles.merge_points([p for p in listed if isinstance(p, dict)] if isinstance(listed, list)
+                                           else [], own if isinstance(own, list) else [])
             device["points"] = [point for point, _, _ in merged]
-            self._remap_points(here, name, [(p, o) for _, p, o in merged])
+            self._remap_points(here, name, isinstance(mine, dict), [(p, o) for _, p, o in merged])
 
-    def _remap_points(self, device: ConfigPath, profile: str, origins: list[tuple[int | None, int | None]]) -> None:
-        """Marks and names of a device's merged points: the device's own where it wrote the point,
-        else its ``profile:`` key's place and the profile's point index."""
+    def _remap_points(self, device: ConfigPath, profile: str, user: bool,
+                      origins: list[tuple[int | None, int | None]]) -> None:
+        """Places and names of a device's merged points: the device's own where it wrote the point,
+        else the map's own profile's point (``profiles.NAME.points[j]``), else, for a shipped profile,
+        the device's ``profile:`` key, shown as ``devices[i].profile[NAME].points[j]``."""
         base = (*device, "points")
-        subtree = {path[len(base):]: mark for path, mark in self.marks.items() if path[:len(base)] == base}
-        keys = {path[len(base):]: mark for path, mark in self.key_marks.items() if path[:len(base)] == base}
-        for path in [p for p in self.marks if p[:len(base)] == base and len(p) > len(base)]:
-            del self.marks[path]
-        for at, (in_profile, in_own) in enumerate(origins):
-            if in_own is None:
+        shown = {at: self._shown((*base, own)) if own is not None else
+                 format_path(("profiles", profile, "points", in_profile or 0)) if user else
+                 f"{self._shown(device)}.profile[{profile}].points[{in_profile}]"
+                 for at, (in_profile, own) in enumerate(origins)}
+        saved_marks = self._cut(self.marks, base)
+        saved_keys = self._cut(self.key_marks, base)
+        saved_files = self._cut(self.files, base)
+        for at, (in_profile, own) in enumerate(origins):
+            self.aliases[(*base, at)] = shown[at]
+            if own is None and not user:
                 self.marks[(*base, at)] = self.marks[(*device, "profile")]
-                self.aliases[(*base, at)] = f"{format_path(device)}.profile[{profile}].points[{in_profile}]"
+                if (*device, "profile") in self.files:
+                    self.files[(*base, at)] = self.files[(*device, "profile")]
                 continue
-            self.aliases[(*base, at)] = format_path((*base, in_own))
-            for rest, mark in subtree.items():
-                if rest and rest[0] == in_own:
-                    self.marks[(*base, at, *rest[1:])] = mark
-            for rest, mark in keys.items():
-                if rest and rest[0] == in_own:
-                    self.key_marks[(*base, at, *rest[1:])] = mark
+            source = (*base, own) if own is not None else ("profiles", profile, "points", in_profile or 0)
+            target = (*base, at)
+            self._paste(self.marks, saved_marks if own is not None else self.marks, source, target)
+            self._paste(self.key_marks, saved_keys if own is not None else self.key_marks, source, target)
+            self._paste(self.files, saved_files if own is not None else self.files, source, target)
 
+    @staticmethod
+    def _cut(table: dict[ConfigPath, V], base: ConfigPath) -> dict[ConfigPath, V]:
+        """Remove and return the entries below ``base``."""
+        below = {path: value for path, value in table.items() if path[:len(base)] == base and len(path) > len(base)}
+        for path in below:
+            del table[path]
+        return below
+
+    @staticmethod
+    def _paste(table: dict[ConfigPath, V], source_table: dict[ConfigPath, V], source: ConfigPath,
+               target: ConfigPath) -> None:
+        """Entries of ``source_table`` below ``source``, placed below ``target`` in ``table``."""
+        for path, value in list(source_table.items()):
+            if path[:len(source)] == source:
+                table[(*target, *path[len(source):])] = value
 
     def issue(self, path: ConfigPath, message: str, *, key: bool = False) -> None:
         """Record a problem at ``path`` (at its key when ``key``), nearest known place."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent import profiles
-from agent.settings import AgentConfig
+from agent.settings import PROFILE_NAME_PATTERN, AgentConfig
 
 SCHEMA_ID = "https://hacksky.dev/schemas/hacksky-edge-device-map.json"
 #: a value the loader takes from the environment
@@ -40,8 +40,9 @@ def device_map_schema() -> dict[str, Any]:
     modbus_device["required"] = [key for key in modbus_device.get("required", []) if key != "points"]
     modbus = modbus_device["properties"]
     modbus["profile"] = {"title": "Profile", "default": None,
-                         "description": "a shipped meter profile: its points and register layout "
-                                        "(hacksky-edge profiles)",
-                         "anyOf": [{"enum": profiles.names()}, {"type": "null"}]}
+                         "description": "a meter profile: its points and register layout (a shipped one, "
+                                        "hacksky-edge profiles, or one of the map's own profiles:)",
+                         "anyOf": [{"enum": profiles.names()}, {"type": "string", "pattern": PROFILE_NAME_PATTERN},
+                                   {"type": "null"}]}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
             **schema, "title": "HackSky Edge device map"}

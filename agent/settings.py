@@ -452,6 +452,28 @@ class MonitoringConfig(StrictModel):
     port: int = Field(default=9108, ge=0, le=65535, description="0 picks a free port (tests)")
 
 
+class ProfileDevice(StrictModel):
+    """What a device using a profile inherits unless it sets its own."""
+
+    type: DeviceType = "power_meter"
+    byte_order: ByteOrder | None = None
+    word_order: ByteOrder | None = None
+    max_gap: int | None = Field(default=None, ge=0, le=124)
+
+
+class MeterProfile(StrictModel):
+    """A register map several devices share (``profile: NAME``): one of the map's own ``profiles:``,
+    or a shipped one (``hacksky-edge profiles``), which also names its source document."""
+
+    manufacturer: str | None = None
+    model: str | None = None
+    document: str | None = Field(default=None, description="the manufacturer's document, its version and table")
+    url: str | None = None
+    notes: str | None = None
+    device: ProfileDevice = ProfileDevice()
+    points: list[PointConfig] = Field(min_length=1)
+
+
 class GatewayConfig(StrictModel):
     """Identity of this gateway."""
 
@@ -471,6 +493,10 @@ class AgentConfig(StrictModel):
     monitoring: MonitoringConfig = MonitoringConfig()
     #: where readings go besides ``central``, each from the same buffer with its own cursor
     outputs: list[MqttOutput] = Field(default_factory=list)
+    #: files whose ``devices`` and ``profiles`` are spliced into this map (paths relative to it)
+    include: list[str] = Field(default_factory=list)
+    #: the map's own meter profiles, by name (a shipped profile of the same name is hidden)
+    profiles: dict[Annotated[str, Field(pattern=PROFILE_NAME_PATTERN)], MeterProfile] = Field(default_factory=dict)
     #: polling processes: ``auto`` (one per core once the map offers enough points per second,
     #: else the agent polls itself), or a number (1: no polling process)
     workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
@@ -478,8 +504,9 @@ class AgentConfig(StrictModel):
     _source_sha256: str = PrivateAttr(default="")
 
     def map_hash(self) -> str:
-        """sha256 of the device map file as loaded (``sha256sum`` of the file gives the same), or of
-        the settings themselves, central and outputs left out (they hold secrets), for a map built in code."""
+        """sha256 of the device map file as loaded (``sha256sum`` of the file gives the same; with
+        ``include:``, of the file followed by each included one), or of the settings themselves,
+        central and outputs left out (they hold secrets), for a map built in code."""
         if self._source_sha256:
             return self._source_sha256
         return hashlib.sha256(self.model_dump_json(exclude={"central", "outputs"}).encode()).hexdigest()

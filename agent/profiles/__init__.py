@@ -15,29 +15,16 @@ from typing import Any
 import yaml
 from pydantic import Field
 
-from agent.settings import PROFILE_NAME_PATTERN, ByteOrder, DeviceType, PointConfig, StrictModel
+from agent.settings import PROFILE_NAME_PATTERN, MeterProfile, ProfileDevice
 
 
-class ProfileDevice(StrictModel):
-    """What a device using the profile inherits unless it sets its own."""
-
-    type: DeviceType = "power_meter"
-    byte_order: ByteOrder | None = None
-    word_order: ByteOrder | None = None
-    max_gap: int | None = Field(default=None, ge=0, le=124)
-
-
-class Profile(StrictModel):
-    """One meter's register map and where it comes from."""
+class Profile(MeterProfile):
+    """A shipped meter's register map: its name, and the manufacturer's document it comes from."""
 
     name: str = Field(pattern=PROFILE_NAME_PATTERN)
     manufacturer: str
     model: str
     document: str = Field(description="the manufacturer's document, its version and table")
-    url: str | None = None
-    notes: str | None = None
-    device: ProfileDevice = ProfileDevice()
-    points: list[PointConfig] = Field(min_length=1)
 
 
 def _files() -> dict[str, Any]:

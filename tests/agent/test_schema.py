@@ -43,7 +43,7 @@ def test_durations_env_references_and_profiles_are_what_the_loader_takes(
                          "parity": "none", "points": [{"name": "x", "address": 0}]}]}
     assert errors(validator, good) == []
     bad = {"gateway": {"id": "gw"}, "defaults": {"interval": "fast"},
-           "devices": [{"id": "m1", "host": "h", "profile": "no-such-meter", "pionts": []}]}
+           "devices": [{"id": "m1", "host": "h", "profile": "No Such Meter", "pionts": []}]}
     found = errors(validator, bad)
     assert any(e.startswith("defaults.interval:") for e in found), found
     assert any(e.startswith("devices.0:") for e in found), found  # profile and the misspelt key
