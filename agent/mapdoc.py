@@ -95,6 +95,12 @@ class MapDocument:
         if not chain:
             self._expand_profiles()
 
+    def _nearest(self, path: ConfigPath) -> ConfigPath:
+        """``path``, or its nearest parent with a mark."""
+        while path and path not in self.marks:
+            path = path[:-1]
+        return path
+
     def located(self, path: ConfigPath, message: str, *, key: bool = False) -> ConfigIssue:
         """``message`` placed at ``path`` (at its key when ``key``), or the nearest known place."""
         marks = self.key_marks if key else self.marks
@@ -235,9 +241,10 @@ class MapDocument:
         for at, (in_profile, own) in enumerate(origins):
             self.aliases[(*base, at)] = shown[at]
             if own is None and not user:
-                self.marks[(*base, at)] = self.marks[(*device, "profile")]
-                if (*device, "profile") in self.files:
-                    self.files[(*base, at)] = self.files[(*device, "profile")]
+                key = self._nearest((*device, "profile"))  # a merge key (<<: *anchor) has no mark of its own
+                self.marks[(*base, at)] = self.marks.get(key, (1, 1))
+                if key in self.files:
+                    self.files[(*base, at)] = self.files[key]
                 continue
             source = (*base, own) if own is not None else ("profiles", profile, "points", in_profile or 0)
             target = (*base, at)

@@ -29,7 +29,6 @@ from agent.sources import SourceContext, source_for
 from drivers.base import Driver, ReadError, Reading, now_us
 
 if TYPE_CHECKING:
-
     from drivers.modbus.connection import ConnectionPool
 
 FREQUENCY_RANGE = (45.0, 65.0)
@@ -445,14 +444,15 @@ def _needed(role: str) -> list[tuple[str, str]]:
             for table in tables for privilege in privileges.split(",")]
 
 
-def gateway_privileges(engine: Engine, role: str = GATEWAY_ROLE) -> Privileges:
+def gateway_privileges(engine: Engine, database: str, role: str = GATEWAY_ROLE) -> Privileges:
     """Compare the privileges of the engine's user (its own and its active roles', from SHOW GRANTS)
-    with those of ``role`` on the engine's database. MySQL/MariaDB only."""
-    mariadb = bool(getattr(engine.dialect, "is_mariadb", False))
+    with those of ``role`` on ``database``. MySQL/MariaDB only."""
     with engine.connect() as conn:
-        database, current_user = conn.execute(text("SELECT DATABASE(), CURRENT_USER()")).one()
+        mariadb = bool(getattr(conn.dialect, "is_mariadb", False))  # known once connected
+        current_user = conn.execute(text("SELECT CURRENT_USER()")).scalar_one()
         lines = [str(row[0]) for row in conn.execute(text(_show_grants(conn, mariadb)))]
-        active = tuple(str(r[0]) for r in conn.execute(text("SELECT ROLE_NAME FROM information_schema.ENABLED_ROLES")))
+        enabled = conn.execute(text("SELECT ROLE_NAME FROM information_schema.ENABLED_ROLES")).scalars()
+        active = tuple(str(r) for r in enabled if r is not None)  # MariaDB: one NULL row when none is
     name, _, host = str(current_user).rpartition("@")
     user = "'{}'@'{}'".format(name.replace("'", "''"), host.replace("'", "''"))
     user_quoted = f"{_quote(name)}@{_quote(host)}"
@@ -461,9 +461,9 @@ def gateway_privileges(engine: Engine, role: str = GATEWAY_ROLE) -> Privileges:
     grants = [g for g in map(_parse_grant, lines) if g is not None]
     missing: dict[str, list[str]] = {}
     for table, privilege in _needed(role):
-        if not any(g.covers(privilege, str(database), table) for g in grants):
+        if not any(g.covers(privilege, database, table) for g in grants):
             missing.setdefault(table, []).append(privilege)
-    db = _quote(str(database))
+    db = _quote(database)
     return Privileges(user, active, tuple(r for r in granted if r not in active), tuple(
         MissingGrant(tuple(privileges), f"{db}.*" if table == "*" else f"{db}.{_quote(table)}", user)
         for table, privileges in missing.items()), mariadb)
@@ -480,7 +480,7 @@ def _show_grants(conn: Connection, mariadb: bool) -> str:
 def check_privileges(central: CentralConfig, out: TextIO, role: str = GATEWAY_ROLE) -> int:
     """One line on the central user's privileges, then one per table it lacks some on, with the GRANT
     fixing it; 1 when one is missing or they cannot be read. An SQLite file has no users to check."""
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import URL, make_url
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     from agent.central.engine import make_engine, redact_url
@@ -488,16 +488,21 @@ def check_privileges(central: CentralConfig, out: TextIO, role: str = GATEWAY_RO
 
     where = redact_url(central.url)
     try:
-        backend = make_url(central.url).get_backend_name()
+        url = make_url(central.url)
     except ArgumentError:
-        backend = ""
-    if backend not in ("mysql", "mariadb"):
-        kind = "file database" if backend == "sqlite" else "no database server"
+        url = None
+    if url is None or url.get_backend_name() not in ("mysql", "mariadb"):
+        kind = "file database" if url is not None and url.get_backend_name() == "sqlite" else "no database server"
         out.write(f"central database {where}: {kind}: no privileges to check\n")
         return 0
-    engine = make_engine(central)
+    if not url.database:
+        out.write(f"central database {where} names no database: no privileges to check\n")
+        return 1
+    # logged in without the database: a user holding nothing on it may not select it (1044), and is told what to grant
+    server = URL.create(url.drivername, url.username, url.password, url.host, url.port, None, url.query)
+    engine = make_engine(central.model_copy(update={"url": server.render_as_string(hide_password=False)}))
     try:
-        found = gateway_privileges(engine, role)
+        found = gateway_privileges(engine, url.database, role)
     except SQLAlchemyError as exc:
         out.write(f"central privileges not checked: {error_text(exc)}\n")
         return 1

@@ -35,9 +35,16 @@ def _allow_env(node: Any) -> Any:
 def device_map_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a device map."""
     schema = _allow_env(AgentConfig.model_json_schema(by_alias=True))
-    modbus_device = schema["$defs"]["ModbusDevice"]
-    # a device with a profile has its points from the profile (the loader checks that there are points)
+    defs = schema["$defs"]
+    modbus_device = defs["ModbusDevice"]
+    # a device with a profile has its points from the profile (the loader checks that there are points),
+    # and its own points may name a profile's point to override, without an address
     modbus_device["required"] = [key for key in modbus_device.get("required", []) if key != "points"]
+    defs["PointConfig"]["required"] = [key for key in defs["PointConfig"].get("required", []) if key != "address"]
+    addressed = {"properties": {"points": {"items": {"required": ["name", "address"]}}}}
+    modbus_device["if"] = {"required": ["profile"], "properties": {"profile": {"type": "string"}}}
+    modbus_device["else"] = addressed
+    defs["MeterProfile"].update(addressed)
     modbus = modbus_device["properties"]
     modbus["profile"] = {"title": "Profile", "default": None,
                          "description": "a meter profile: its points and register layout (a shipped one, "

@@ -48,6 +48,12 @@ def test_durations_env_references_and_profiles_are_what_the_loader_takes(
     assert any(e.startswith("defaults.interval:") for e in found), found
     assert any(e.startswith("devices.0:") for e in found), found  # profile and the misspelt key
     assert errors(validator, {"devices": []}) == [": 'gateway' is a required property"]
+    # a point needs its address, unless it overrides a profile's point of that name
+    override = {"gateway": {"id": "gw"}, "devices": [{"id": "m", "host": "h", "profile": "abb-b23",
+                                                      "points": [{"name": "active_power", "limits": {"max": 9}}]}]}
+    assert errors(validator, override) == []
+    del override["devices"][0]["profile"]  # type: ignore[attr-defined]
+    assert [e.split(":")[0] for e in errors(validator, override)] == ["devices.0"]
 
 
 def test_the_command_writes_the_schema_with_every_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
