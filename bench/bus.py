@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from agent.configload import load_config_text
-from agent.pipeline.service import Agent
+from bench.inprocess import running_agent
 from drivers.modbus.driver import ModbusDriver
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread
@@ -72,26 +72,21 @@ def measure(seconds: float, dead: bool, backoff: bool) -> dict[str, Any]:
         figures: dict[str, Any] = {}
 
         async def main() -> None:
-            agent = Agent(cfg)
-            stop = asyncio.Event()
-            task = asyncio.create_task(agent.run(stop))
-            await agent.ready.wait()
-            await asyncio.sleep(min(3.0, seconds))  # warm-up: the dead meter's first timeouts and backoffs
-            before = {d: (s.polls, s.missed) for d, s in agent.device_stats.items()}
-            requests = sum(sim.requests.reads_by_unit.values())
-            await asyncio.sleep(seconds)
-            for s in agent.device_stats.values():
-                s.update_percentiles()
-            live = [d for d in agent.device_stats if d != f"meter{DEAD}"]
-            stats = agent.device_stats
-            figures.update({
-                "live polls/s": sum(stats[d].polls - before[d][0] for d in live) / seconds,
-                "live missed": sum(stats[d].missed - before[d][1] for d in live),
-                "dead missed": stats[f"meter{DEAD}"].missed - before[f"meter{DEAD}"][1],
-                "latency p99 ms": max(stats[d].figures[1] for d in live),
-                "line req/s": (sum(sim.requests.reads_by_unit.values()) - requests) / seconds})
-            stop.set()
-            await task
+            async with running_agent(cfg) as agent:
+                await asyncio.sleep(min(3.0, seconds))  # warm-up: the dead meter's first timeouts and backoffs
+                before = {d: (s.polls, s.missed) for d, s in agent.device_stats.items()}
+                requests = sum(sim.requests.reads_by_unit.values())
+                await asyncio.sleep(seconds)
+                for s in agent.device_stats.values():
+                    s.update_percentiles()
+                live = [d for d in agent.device_stats if d != f"meter{DEAD}"]
+                stats = agent.device_stats
+                figures.update({
+                    "live polls/s": sum(stats[d].polls - before[d][0] for d in live) / seconds,
+                    "live missed": sum(stats[d].missed - before[d][1] for d in live),
+                    "dead missed": stats[f"meter{DEAD}"].missed - before[f"meter{DEAD}"][1],
+                    "latency p99 ms": max(stats[d].figures[1] for d in live),
+                    "line req/s": (sum(sim.requests.reads_by_unit.values()) - requests) / seconds})
 
         asyncio.run(main())
     return figures

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from agent.configload import load_config_text
-from agent.pipeline.service import Agent
+from bench.inprocess import running_agent
 from drivers.base import Reading
 from simulators.power_meter import HOLDING_MAP, PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread
@@ -75,26 +75,21 @@ def measure(seconds: float, thinned: bool) -> dict[str, Any]:
         out: dict[str, Any] = {}
 
         async def main() -> None:
-            agent = Agent(cfg)
-            stop = asyncio.Event()
-            task = asyncio.create_task(agent.run(stop))
-            await agent.ready.wait()
             stored: Counter[str] = Counter()
             taken: Counter[str] = Counter()
-            keep = agent.thinning.keep
+            async with running_agent(cfg) as agent:
+                keep = agent.thinning.keep
 
-            def counting(device: str, readings: list[Reading]) -> list[Reading]:
-                kept = keep(device, readings)
-                taken.update(r.point for r in readings)
-                stored.update(r.point for r in kept)
-                return kept
+                def counting(device: str, readings: list[Reading]) -> list[Reading]:
+                    kept = keep(device, readings)
+                    taken.update(r.point for r in readings)
+                    stored.update(r.point for r in kept)
+                    return kept
 
-            agent.thinning.keep = counting  # type: ignore[method-assign]
-            cpu = _cpu()
-            await asyncio.sleep(seconds)
-            cpu = _cpu() - cpu
-            stop.set()
-            await task
+                agent.thinning.keep = counting  # type: ignore[method-assign]
+                cpu = _cpu()
+                await asyncio.sleep(seconds)
+                cpu = _cpu() - cpu
             total, kept_total = sum(taken.values()), sum(stored.values())
             kinds = {kind: [s["name"] for s in specs] for kind, (specs, _) in KINDS.items()}
             out.update({"readings taken": total, "rows stored": kept_total,
