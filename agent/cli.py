@@ -97,13 +97,19 @@ def cmd_run(args: argparse.Namespace, cfg: AgentConfig) -> int:
 
 def cmd_check(args: argparse.Namespace, cfg: AgentConfig) -> int:
     """Validate a device map, its password files and variables; exit 1 listing every error.
-    With ``--connect``, also log in to the central database and compare its schema revision, and to
-    each MQTT output's broker."""
+    With ``--connect``, also log in to the central database (schema revision, the user's privileges),
+    to each MQTT output's broker, and read every point of every enabled device once."""
     points = sum(len(d.points) for d in cfg.devices)
     devices = len(cfg.devices)
     counted = f"{devices} device{'s' * (devices != 1)}, {points} point{'s' * (points != 1)}"
     sys.stdout.write(f"{args.config}: OK ({counted})\n")
-    return max(check_central(cfg), check_outputs(cfg)) if args.connect else 0
+    if not args.connect:
+        return 0
+    from agent.central.privileges import check_privileges
+    from agent.pointcheck import check_devices
+
+    return max(check_central(cfg), check_privileges(cfg.central, sys.stdout), check_outputs(cfg),
+               check_devices(cfg, sys.stdout))
 
 
 def check_outputs(cfg: AgentConfig) -> int:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from agent.records import PointInfo, ValueKind
 from agent.settings import ModbusDevice, PointConfig, ResolvedDevice
 from agent.sources.base import ConfigPath, MapIssue, SourceContext
 from drivers.base import Driver
+
+if TYPE_CHECKING:
+    from drivers.modbus.connection import Link
 
 #: a serial device's path, stored as ``serial:<path>/<unit>`` in devices.address (255)
 SERIAL_PATH_LENGTH = 255 - len("serial:/255")
@@ -133,13 +137,19 @@ def points(device: ModbusDevice) -> tuple[PointInfo, ...]:
                            p.unit, p.role) for p in device.points)
 
 
+def link_of(device: ModbusDevice) -> Link:
+    """The link (bus) the device is on, as its driver's connection pool keys it."""
+    from drivers.modbus.connection import Link  # here, not at the top: loading a map needs no pymodbus
+
+    return Link(device.transport, device.target, device.tcp_port, device.baudrate, device.parity, device.stopbits,
+                device.bytesize)
+
+
 def driver(device: ModbusDevice, resolved: ResolvedDevice, context: SourceContext) -> Driver:
     """The driver for one Modbus device; devices behind one host:port share its socket (``context.pool``)."""
     from drivers.modbus import ModbusDriver  # here, not at the top: loading a map (check, status) needs no pymodbus
-    from drivers.modbus.connection import Link
 
-    link = Link(device.transport, device.target, device.tcp_port, device.baudrate, device.parity, device.stopbits,
-                device.bytesize)
+    link = link_of(device)
     return ModbusDriver(device.id, device.target, device.tcp_port, device.unit_id, device.points, pool=context.pool,
                         timeout=resolved.timeout, byte_order=resolved.byte_order, word_order=resolved.word_order,
                         max_gap=resolved.max_gap, link=link, turnaround=device.line_turnaround)

@@ -17,9 +17,11 @@ from sqlalchemy import create_engine
 
 from agent.central import migrate
 from agent.central.grants import ROLES
+from agent.central.privileges import check_privileges
 from agent.configload import load_config_text
-from agent.pointcheck import check_devices, check_privileges
+from agent.pointcheck import check_devices
 from agent.settings import AgentConfig, CentralConfig
+from simulators.opcua_plant import OpcUaPlant
 from simulators.power_meter import PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread, free_port
 from simulators.store import RegisterImage
@@ -73,7 +75,7 @@ METER_POINTS = [
 def config(*devices: dict[str, Any]) -> AgentConfig:
     return load_config_text(yaml.safe_dump({
         "gateway": {"id": "gw-check"}, "defaults": {"timeout": "300ms"},
-        "devices": [{"host": "127.0.0.1", **d} for d in devices]}))
+        "devices": [d if d.get("protocol") == "opcua" else {"host": "127.0.0.1", **d} for d in devices]}))
 
 
 def run_check(cfg: AgentConfig) -> tuple[int, str]:
@@ -175,6 +177,21 @@ def test_a_counter_going_backwards_warns_and_a_rising_one_does_not() -> None:
     assert line_of(text, "  rewinding import ").endswith(
         "good 9.995 kWh  warning: counter went backwards: 9.995 then 9.99 kWh 0.2 s later")
     assert text.endswith("1 warning\n")
+
+
+def test_an_opcua_device_in_subscribe_mode_is_read_once_and_an_unknown_node_fails() -> None:
+    port = free_port()
+    with SimulatorThread([OpcUaPlant(port=port)]):
+        code, text = run_check(config({
+            "id": "plc", "protocol": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/hacksky/plant",
+            "mode": "subscribe", "timeout": "1s", "points": [
+                {"name": "level", "path": "/Objects/2:Plant/2:Tank1/2:Level", "unit": "m"},
+                {"name": "ghost", "path": "/Objects/2:Plant/2:Tank1/2:Nope"}]}))
+    assert code == 1
+    assert "reachable, 1 of 2 points answered" in line_of(text, "device plc ")
+    assert line_of(text, "  plc level ").split()[2] == "good"
+    assert line_of(text, "  plc ghost ").endswith("bad:not_read - (the driver returned no reading for it; its log "
+                                                  "says why)")
 
 
 # -- privileges ----------------------------------------------------------------------------------------

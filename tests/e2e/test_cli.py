@@ -86,8 +86,9 @@ def test_run_flushes_on_sigterm_and_status_reports(tmp_path: Path) -> None:
 def test_check_connect_tells_a_wrong_database_from_a_reachable_one(mariadb_url: str, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "edge.yaml"
-    config.write_text(device_map("gw", "${CENTRAL_URL}", str(tmp_path / "buf"), [
-        {"id": "m", "host": "127.0.0.1", "points": [{"name": "v", "address": 0}]}], auto_migrate=False))
+    config.write_text(device_map("gw", "${CENTRAL_URL}", str(tmp_path / "buf"), [  # not read: disabled
+        {"id": "m", "host": "127.0.0.1", "enabled": False, "points": [{"name": "v", "address": 0}]}],
+        auto_migrate=False))
     monkeypatch.setenv("CENTRAL_URL", mariadb_url)
     fresh = cli("check", "--connect", "-c", str(config))
     assert fresh.returncode == 0, fresh.stderr
@@ -96,6 +97,8 @@ def test_check_connect_tells_a_wrong_database_from_a_reachable_one(mariadb_url: 
     assert cli("init-db", "-c", str(config)).returncode == 0
     current = cli("check", "--connect", "-c", str(config))
     assert current.returncode == 0 and f"connected, schema at revision {head}\n" in current.stdout
+    assert "holds every privilege of hacksky_gateway the gateway needs" in current.stdout
+    assert "device m: disabled, not read\n" in current.stdout
     monkeypatch.setenv("CENTRAL_URL", mariadb_url + "_no_such_db")
     wrong = cli("check", "--connect", "-c", str(config))
     assert wrong.returncode == 1 and "refused the gateway's settings: (1049, \"Unknown database" in wrong.stderr
