@@ -89,6 +89,10 @@ class ProfileMeter:
     def _publish(self, wall: float) -> None:
         measures = self.meter.measure(wall)
         energy = self.meter.energy_wh / 1000
+        names = {p.name for p in self.points}
+        if "voltage_l1" not in names:  # a single-phase meter measures phase 1 alone
+            measures["active_power"] /= 3
+            energy /= 3
         values = {p.name: physical(p.name, measures, energy) for p in self.points}
         if "energy_export" in values and "energy_import" not in values:  # a producer (an inverter): its yield
             values["energy_export"] = energy
