@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from agent.configload import ConfigError, load_config
 from agent.detect.cli import add_commands as add_detection_commands
+from agent.discover.cli import add_discover_commands
 from agent.logsetup import setup_logging
 from agent.profiles.cli import add_profile_commands
 from agent.settings import AgentConfig
@@ -574,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_detection_commands(sub)
     add_profile_commands(sub)
+    add_discover_commands(sub)
     return parser
 
 
