@@ -115,13 +115,12 @@ class MapDocument:
         listed = self.data.get("include") if isinstance(self.data, dict) else None
         if listed is None:
             return
-        entries = [listed] if isinstance(listed, str) else listed
-        if not isinstance(entries, list):
-            self.issue(("include",), "a list of files (paths relative to this file)")
+        if not isinstance(listed, list):
+            self.issue(("include",), "a list of files, paths relative to this file: include: [hall-b.yaml]")
             return
-        for index, entry in enumerate(entries):
-            where: ConfigPath = ("include", index) if isinstance(listed, list) else ("include",)
-            if not isinstance(entry, str) or not entry.strip():
+        for index, entry in enumerate(listed):
+            where: ConfigPath = ("include", index)
+            if not isinstance(entry, str) or not entry.strip() or "\0" in entry:
                 self.issue(where, "a file name (relative to this file)")
                 continue
             path = Path(self.file).parent / entry
@@ -155,34 +154,37 @@ class MapDocument:
             if key not in INCLUDED_KEYS:
                 self.issues.append(part.located((str(key),), f"unknown key in an included file "
                                                              f"(it may hold {', '.join(INCLUDED_KEYS)})", key=True))
+        for key, kind in (("devices", list), ("profiles", dict)):
+            if key in part.data and not isinstance(part.data[key], kind):
+                self.issues.append(part.located((key,), "a list of devices" if kind is list else
+                                                "a mapping of profiles by name"))
         devices = part.data.get("devices")
-        if isinstance(devices, list) and devices:
-            mine = self.data.setdefault("devices", [])
-            if not isinstance(mine, list):
-                return
+        mine = self.data.setdefault("devices", [])
+        if isinstance(devices, list) and devices and isinstance(mine, list):
             base = len(mine)
             mine.extend(devices)
             self._take_places(part, "devices", lambda rest: ("devices", base + int(rest[0]), *rest[1:]))
             for k in range(len(devices)):
                 self.aliases.setdefault(("devices", base + k), part._shown(("devices", k)))
         defined = part.data.get("profiles")
-        if isinstance(defined, dict) and defined:
-            mine_profiles = self.data.setdefault("profiles", {})
-            if not isinstance(mine_profiles, dict):
-                return
+        mine_profiles = self.data.setdefault("profiles", {})
+        if isinstance(defined, dict) and defined and isinstance(mine_profiles, dict):
             for name, profile in defined.items():
                 if name in mine_profiles:
                     self.issues.append(part.located(("profiles", str(name)), f"profile {name!r} is defined "
                                                                              "twice (also in another file)", key=True))
                     continue
                 mine_profiles[name] = profile
-            self._take_places(part, "profiles", lambda rest: ("profiles", *rest))
+            taken = {name for name in defined if mine_profiles.get(name) is defined[name]}
+            self._take_places(part, "profiles", lambda rest: ("profiles", *rest),
+                              only=lambda rest: rest[0] in taken)
 
-    def _take_places(self, part: MapDocument, top: str, moved: Callable[[ConfigPath], ConfigPath]) -> None:
-        """Copy ``part``'s marks under ``top`` to where its data went in this document."""
+    def _take_places(self, part: MapDocument, top: str, moved: Callable[[ConfigPath], ConfigPath],
+                     only: Callable[[ConfigPath], bool] = lambda rest: True) -> None:
+        """Copy ``part``'s marks under ``top`` (those ``only`` keeps) to where its data went in this document."""
         for source, target in ((part.marks, self.marks), (part.key_marks, self.key_marks)):
             for path, mark in source.items():
-                if len(path) > 1 and path[0] == top:
+                if len(path) > 1 and path[0] == top and only(path[1:]):
                     new = moved(path[1:])
                     target[new] = mark
                     self.files[new] = part.files.get(path, part.file)
@@ -209,6 +211,8 @@ class MapDocument:
             defined = self.data.get("profiles")
             mine = defined.get(name) if isinstance(defined, dict) else None
             profile = mine if isinstance(mine, dict) else profiles.raw(name)
+            if mine is not None and not isinstance(mine, dict):
+                continue  # the model says what profiles.<name> should be
             if profile is None:
                 known = sorted({*profiles.names(), *(defined if isinstance(defined, dict) else ())})
                 close = difflib.get_close_matches(name, known, n=1)
@@ -216,14 +220,33 @@ class MapDocument:
                 self.issue((*here, "profile"), f"no profile {name!r}{hint}")
                 continue
             layout = profile.get("device")
-            for key, value in (layout.items() if isinstance(layout, dict) else ()):
+            layout = layout if isinstance(layout, dict) else {}
+            for key, value in {"type": "power_meter", **layout}.items():  # as ProfileDevice's defaults
                 device.setdefault(key, value)
             own = device.get("points", [])
             listed = profile.get("points")
-            merged = profiles.merge_points([p for p in listed if isinstance(p, dict)] if isinstance(listed, list)
-                                           else [], own if isinstance(own, list) else [])
+            if not isinstance(own, list) or not isinstance(listed, list) or not all(
+                    isinstance(p, dict) for p in listed):
+                if not isinstance(own, list):
+                    self.issue((*here, "points"), "a list of points (each overriding a profile's point of "
+                                                  "its name, or a point of the device's own)")
+                continue  # a profile's own mistakes: the model reports them at profiles.<name>
+            self._unknown_overrides(here, name, listed, own)
+            merged = profiles.merge_points(listed, own)
             device["points"] = [point for point, _, _ in merged]
             self._remap_points(here, name, isinstance(mine, dict), [(p, o) for _, p, o in merged])
+
+    def _unknown_overrides(self, device: ConfigPath, profile: str, listed: list[dict[str, Any]],
+                           own: list[Any]) -> None:
+        """A device point without an address must name a point of the profile (it overrides it)."""
+        names = [str(p.get("name")) for p in listed]
+        for index, point in enumerate(own):
+            if isinstance(point, dict) and "address" not in point and str(point.get("name")) not in names:
+                close = difflib.get_close_matches(str(point.get("name")), names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.issue((*device, "points", index, "name"),
+                           f"{point.get('name')!r} is not a point of profile {profile}{hint}; a point of the "
+                           "device's own needs its address")
 
     def _remap_points(self, device: ConfigPath, profile: str, user: bool,
                       origins: list[tuple[int | None, int | None]]) -> None:

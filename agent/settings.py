@@ -6,7 +6,17 @@ import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PrivateAttr, Tag, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    WithJsonSchema,
+    model_validator,
+)
 
 from agent.units import ByteSize, Duration, DurationOrZero
 
@@ -74,8 +84,8 @@ def _parse_band(value: object) -> object:
 
 
 class Band(StrictModel):
-    """Report by exception: a new value is stored once it differs from the last stored one by more
-    than ``absolute`` (in the point's unit) or ``percent`` of the last stored value."""
+    """Report by exception: a new value is stored once it differs from the last stored one by at least
+    ``absolute`` (in the point's unit) and, when set, at least ``percent`` of the last stored value."""
 
     absolute: float | None = Field(default=None, ge=0)
     percent: float | None = Field(default=None, gt=0, le=100)
@@ -194,6 +204,16 @@ class ModbusDevice(DeviceBase):
     word_order: ByteOrder | None = None
     max_gap: int | None = Field(default=None, ge=0, le=124)
     points: list[PointConfig] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _port_number(cls, data: Any) -> Any:
+        """A TCP port written as text (``port: ${MODBUS_PORT}``) is a number; a serial port stays a path."""
+        if isinstance(data, dict) and data.get("transport", "tcp") != "serial":
+            port = data.get("port")
+            if isinstance(port, str) and port.strip().isdigit():
+                return {**data, "port": int(port)}
+        return data
 
     @property
     def tcp_port(self) -> int:

@@ -35,7 +35,8 @@ class ModbusSimulator:
     ``transport``: ``tcp`` (Modbus TCP), ``rtu_over_tcp`` (RTU frames over TCP, as a serial-to-Ethernet
     converter forwards them) or ``serial`` (RTU on the serial device ``host``, e.g. one end of a pty pair).
     On the RTU transports a unit not served stays silent, as on a bus. Units in :attr:`silent` never
-    answer; replies of units in :attr:`garbled` arrive with a wrong CRC.
+    answer there; on Modbus TCP they are answered for with exception 11, as a gateway does for a unit
+    behind it that does not respond. Replies of units in :attr:`garbled` arrive with a wrong CRC.
     """
 
     def __init__(self, units: dict[int, UnitModel], host: str = "127.0.0.1", port: int = 0,

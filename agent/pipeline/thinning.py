@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.settings import AnyDevice, Band, OpcUaPoint, SignalConfig
+from agent.settings import AnyDevice, Band, OpcUaPoint, PointConfig, SignalConfig
 from drivers.base import Reading
 
 #: with a deadband and no heartbeat, a value is stored at least this often (seconds)
@@ -23,14 +23,17 @@ DEFAULT_HEARTBEAT = 600.0
 class StoreRule:
     """When a point's reading is worth storing."""
 
-    absolute: float  # stored when |value - last stored| > absolute (0: any change)
-    percent: float  # ... or > percent / 100 * |last stored| (0: not used)
+    absolute: float  # stored once |value - last stored| >= absolute (0: any change)
+    percent: float  # ... and >= percent / 100 * |last stored| (0: not used)
     heartbeat_us: int  # stored when this long has passed since the last stored reading
 
 
 def _band(point: SignalConfig, device: AnyDevice) -> Band | None:
     """The point's own deadband, else its device's; an OPC UA point's is its server-side filter,
-    applied here too when absolute (a percent of the server's EURange is the server's to apply)."""
+    applied here too when absolute (a percent of the server's EURange is the server's to apply).
+    A Modbus bit or string has none: every change of it is stored."""
+    if isinstance(point, PointConfig) and (point.table in ("coil", "discrete") or point.type in ("bool", "string")):
+        return None
     if isinstance(point, OpcUaPoint):
         own = point.deadband
         if own is not None:
@@ -40,11 +43,12 @@ def _band(point: SignalConfig, device: AnyDevice) -> Band | None:
 
 
 def rule_for(point: SignalConfig, device: AnyDevice) -> StoreRule | None:
-    """The point's rule, or None when every reading is stored (no deadband, no heartbeat)."""
-    band = _band(point, device)
+    """The point's rule, or None when every reading is stored (no deadband, no heartbeat on the point
+    or its device). A point without a band of its own (a bit) is stored on every change."""
     heartbeat = point.heartbeat or device.heartbeat
-    if band is None and heartbeat is None:
+    if getattr(point, "deadband", None) is None and device.deadband is None and heartbeat is None:
         return None
+    band = _band(point, device)
     return StoreRule(absolute=(band.absolute or 0.0) if band else 0.0,
                      percent=(band.percent or 0.0) if band else 0.0,
                      heartbeat_us=int((heartbeat or DEFAULT_HEARTBEAT) * 1e6))
@@ -63,7 +67,6 @@ class Thinning:
         #: (device, point) -> the last reading stored (a reload keeps those of points still ruled)
         self.last: dict[tuple[str, str], Reading] = {
             key: r for key, r in kept.items() if key[1] in self.rules.get(key[0], {})}
-        self.thinned = 0  # readings not stored, since start
 
     def keep(self, device: str, readings: list[Reading]) -> list[Reading]:
         """The readings of one poll to store."""
@@ -77,7 +80,6 @@ class Thinning:
                 stored.append(r)
                 if rule is not None:
                     self.last[(device, r.point)] = r
-        self.thinned += len(readings) - len(stored)
         return stored
 
     def _changed(self, rule: StoreRule, r: Reading) -> bool:
@@ -87,4 +89,5 @@ class Thinning:
         if r.value is None or last.value is None:
             return r.text != last.text or r.value != last.value
         moved = abs(r.value - last.value)
-        return moved > rule.absolute and (not rule.percent or moved > rule.percent / 100 * abs(last.value))
+        return moved > 0 and moved >= rule.absolute and (
+            not rule.percent or moved >= rule.percent / 100 * abs(last.value))

@@ -30,7 +30,7 @@ def _transport_issues(device: ModbusDevice, base: ConfigPath) -> list[MapIssue]:
                                             "(stored centrally in devices.address)"))
         if device.host is not None:
             issues.append(((*base, "host"), "a serial device has no host (its port is the serial device)"))
-        return issues
+        return issues + _rtu_unit(device, base)
     issues = [((*base, field), f"{field} applies to transport: serial only")
               for field in SERIAL_FIELDS if field in device.model_fields_set]
     if device.host is None:
@@ -38,7 +38,14 @@ def _transport_issues(device: ModbusDevice, base: ConfigPath) -> list[MapIssue]:
     if isinstance(device.port, str) or (device.port is not None and not 1 <= device.port <= 65535):
         issues.append(((*base, "port"), f"{device.port!r} is not a TCP port number (1-65535; "
                                         "a serial device needs transport: serial)"))
-    return issues
+    return issues + (_rtu_unit(device, base) if device.transport == "rtu_over_tcp" else [])
+
+
+def _rtu_unit(device: ModbusDevice, base: ConfigPath) -> list[MapIssue]:
+    """On an RTU line unit 0 is a broadcast (nothing answers it) and 248-255 are reserved."""
+    if 1 <= device.unit_id <= 247:
+        return []
+    return [((*base, "unit_id"), f"{device.unit_id} is not a unit on an RTU line (1-247; 0 is a broadcast)")]
 
 
 def bus_issues(devices: Sequence[tuple[ConfigPath, ModbusDevice]]) -> list[MapIssue]:
@@ -120,8 +127,11 @@ def _scale_factor_rules(point: PointConfig, by_name: dict[str, PointConfig]) -> 
     factor = by_name.get(point.scale_factor or "")
     if factor is None or factor is point:
         return [f"{point.scale_factor!r} is not another point of this device"]
-    if factor.type not in ("int16", "uint16") or factor.table not in ("holding", "input"):
-        return [f"{factor.name} must be an int16 register (a power of ten), not {factor.type} in {factor.table}"]
+    if factor.type != "int16" or factor.table not in ("holding", "input"):
+        return [f"{factor.name} must be an int16 register (a signed power of ten), not {factor.type} in "
+                f"{factor.table}"]
+    if factor.scale != 1.0 or factor.offset != 0.0 or factor.scale_factor is not None:
+        return [f"{factor.name} is a power of ten as read: no scale, offset or scale_factor of its own"]
     if point.type in ("bool", "string") or point.offset != 0.0:
         return ["a scale factor applies to numeric points without offset"]
     return []

@@ -71,8 +71,20 @@ async def open_socket(host: str, port: int, timeout: float) -> socket.socket:
     raise ConnectFailed(cause)
 
 
+#: pymodbus closes a TCP link after this many requests in a row without a reply: never, for RTU links
+NEVER = 2**31
 #: pyserial's parity letters
 _PARITY = {"none": "N", "even": "E", "odd": "O"}
+
+
+def _unaccepted(received: bytes, unit_id: int) -> ReadError:
+    """What an RTU reply pymodbus did not take was: another unit's (or a late) frame, or a garbled one."""
+    from pymodbus.framer.rtu import FramerRTU
+
+    if len(received) >= 4 and FramerRTU.check_CRC(received[:-2], int.from_bytes(received[-2:], "big")):
+        who = f"unit {received[0]}" if received[0] != unit_id else "the unit (late or for another request)"
+        return ReadError("bad_reply", f"a reply of {len(received)} bytes from {who}, not taken")
+    return ReadError("crc", f"a reply of {len(received)} bytes failed its CRC check")
 
 
 @dataclass(frozen=True)
@@ -121,7 +133,7 @@ class ModbusConnection:
         self.users = 0
         #: why the last connect failed ("connection refused", "no answer within 1s", ...), "" when connected
         self.cause = ""
-        self._received = 0  # bytes received since the current request was sent (RTU: a garbled reply)
+        self._received = b""  # what came back for the current request (RTU: a reply pymodbus did not take)
 
     @property
     def host(self) -> str:
@@ -144,7 +156,8 @@ class ModbusConnection:
         """
         async with self.lane.turn(probe):
             client = await self._connected(timeout)
-            self._received = 0
+            client.ctx.comm_params.timeout_connect = timeout  # each device's own timeout on a shared link
+            self._received = b""
             try:
                 response = await asyncio.wait_for(
                     self._request(client, function_code, address, count, unit_id), timeout * 2)
@@ -158,7 +171,7 @@ class ModbusConnection:
                 if lost:
                     raise ReadError("connection", "connection closed by the device") from exc
                 if self.link.rtu and self._received:
-                    raise ReadError("crc", f"a reply of {self._received} bytes failed its CRC check") from exc
+                    raise _unaccepted(self._received, unit_id) from exc
                 raise ReadError("timeout", f"no reply within {timeout:g}s") from exc
             except ConnectionException as exc:
                 self._drop()
@@ -190,9 +203,10 @@ class ModbusConnection:
         }[function_code]
         return await read(address, count=count, device_id=unit_id)
 
-    def _count_received(self, sending: bool, data: bytes) -> bytes:
+    def _keep_received(self, sending: bool, data: bytes) -> bytes:
+        """pymodbus hands over everything received for the request so far: the last is all of it."""
         if not sending:
-            self._received += len(data)
+            self._received = bytes(data)
         return data
 
     async def _connected(self, timeout: float) -> ModbusBaseClient:
@@ -211,7 +225,9 @@ class ModbusConnection:
             raise ReadError("connection", self.cause) from None
         framer = FramerType.RTU if self.link.rtu else FramerType.SOCKET
         client = AsyncModbusTcpClient(self.link.host, port=self.link.port, framer=framer, timeout=timeout, retries=0,
-                                      reconnect_delay=0, name=str(self.link), trace_packet=self._count_received)
+                                      reconnect_delay=0, name=str(self.link), trace_packet=self._keep_received)
+        if self.link.rtu:  # a silent unit behind a converter is not a broken link: never give it up for that
+            client.set_max_no_responses(NEVER)
         # pymodbus' own connect() would resolve and connect again and, when that fails, return False
         # without the cause; so it gets the socket we connected (as its connect() does with its own).
         try:
@@ -234,7 +250,7 @@ class ModbusConnection:
             client = AsyncModbusSerialClient(link.host, framer=FramerType.RTU, baudrate=link.baudrate,
                                              bytesize=link.bytesize, parity=_PARITY[link.parity],
                                              stopbits=link.stopbits, timeout=timeout, retries=0, reconnect_delay=0,
-                                             name=link.host, trace_packet=self._count_received)
+                                             name=link.host, trace_packet=self._keep_received)
             if not await client.connect():
                 client.close()
                 problem = "cannot open the serial port"

@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 _SPLIT_ON = {"exception:2", "exception:3"}
 #: Failures that mean "the device is not answering": the rest of the poll is not sent, so a poll of
 #: a silent device costs one timeout, not one per request (3 requests took 3 s with timeout 1 s).
-_UNANSWERED = {"timeout", "connection"}
+#: Exceptions 10 and 11 are a gateway saying so of the unit behind it (no path, no response).
+_UNANSWERED = {"timeout", "connection", "exception:10", "exception:11"}
+#: Of those, what a unit (not the link) is silent with: backed off on a shared link
+_SILENT = {"timeout", "exception:10", "exception:11"}
 
 
 class ModbusDriver:
@@ -51,6 +54,7 @@ class ModbusDriver:
         self._pool = pool
         self._conn = pool.acquire(link or Link("tcp", host, port), turnaround)
         self._silent = Backoff()  # this unit's own backoff while it does not answer on a shared link
+        self._silence: ReadError | None = None  # what its last attempt failed with
         self._probing = False
         self._first_error: ReadError | None = None  # of the current poll
         self._unanswered: ReadError | None = None  # the current poll's timeout or connection failure
@@ -58,7 +62,7 @@ class ModbusDriver:
         self._requests: list[ReadRequest] = plan_requests(points, max_gap)
         self._point_count = len(points)
         #: (point, its scale factor's point) of the points scaled by another (SunSpec's sunssf)
-        self._scaled = [(p.name, p.scale_factor) for p in points if getattr(p, "scale_factor", None)]
+        self._scaled = [(p.name, p.scale_factor) for p in points if p.scale_factor]
         self._fast: dict[int, tuple[ReadRequest, list[tuple[Any, int, float, float] | None]]] = {}
 
     @property
@@ -75,7 +79,7 @@ class ModbusDriver:
         skipped = self._silent.failures > 0 and self._silent.wait() > 0
         self._probing = self._silent.failures > 0 and not skipped
         if skipped:  # within its backoff: nothing is sent, the readings say why (as the last attempt did)
-            self._unanswered = ReadError("timeout", f"no reply within {self.timeout:g}s")
+            self._unanswered = self._silence or ReadError("timeout", f"no reply within {self.timeout:g}s")
         for request in self._requests:
             done = await self._read_request(request, readings, bad)
             plan.extend(done)
@@ -104,11 +108,13 @@ class ModbusDriver:
                 bad["scale_factor"] += 1
 
     def _track_silence(self, skipped: bool) -> None:
-        """Back this unit off while it times out on a link other units share; any answer resets it."""
-        if self._unanswered is None or self._unanswered.reason != "timeout":
+        """Back this unit off while it does not answer on a link other units share; a poll with no such
+        failure resets it."""
+        if self._unanswered is None or self._unanswered.reason not in _SILENT:
             self._silent.succeeded()
         elif not skipped and self._conn.users > 1:
             self._silent.failed()
+            self._silence = self._unanswered
 
     def _log_change(self, bad: Counter[str]) -> None:
         """Log a change of state once, with address and cause: down at ERROR, degraded at WARNING,

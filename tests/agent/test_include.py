@@ -88,3 +88,30 @@ def test_the_maps_hash_covers_its_included_files(tmp_path: Path) -> None:
     before = load_config(main).map_hash()
     (tmp_path / "meters.yaml").write_text(PLANT["meters.yaml"].replace("Acme", "Acme Corp"))
     assert load_config(main).map_hash() != before
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"plant.yaml": PLANT["plant.yaml"].replace("[halls/hall-b.yaml, meters.yaml]", "meters.yaml")},
+     "plant.yaml:2:10: include: a list of files, paths relative to this file: include: [hall-b.yaml]"),
+    ({"plant.yaml": PLANT["plant.yaml"].replace("meters.yaml]", "\"a\\0b.yaml\"]")},
+     "plant.yaml:2:30: include[1]: a file name (relative to this file)"),
+    ({"halls/hall-b.yaml": "devices:\n  id: b\n  host: h\n"}, "hall-b.yaml:2:3: devices: a list of devices"),
+    ({"meters.yaml": "profiles:\n  - acme-em3\n"}, "meters.yaml:2:3: profiles: a mapping of profiles by name"),
+    ({"plant.yaml": PLANT["plant.yaml"].replace("profile: acme-em3}", "profile: acme-em3, points: {name: v}}")},
+     "plant.yaml:4:56: devices[0].points: a list of points"),
+    ({"plant.yaml": PLANT["plant.yaml"].replace("profile: acme-em3}",
+                                                "profile: acme-em3, points: [{name: pp, unit: kW}]}")},
+     "plant.yaml:4:64: devices[0].points[0].name: 'pp' is not a point of profile acme-em3 (did you mean 'p'?); "
+     "a point of the device's own needs its address"),
+])
+def test_a_wrong_shape_is_named_where_it_is_written(tmp_path: Path, change: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, {**PLANT, **change}))
+    assert message in str(err.value), str(err.value)
+
+
+def test_a_tcp_port_from_the_environment_is_a_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("METER_PORT", "5020")
+    plant = PLANT["plant.yaml"].replace("host: 10.0.0.1,", "host: 10.0.0.1, port: \"${METER_PORT}\",")
+    cfg = load_config(write(tmp_path, {**PLANT, "plant.yaml": plant}))
+    assert cfg.devices[0].address == "10.0.0.1:5020/1"

@@ -61,7 +61,8 @@ devices:
         ("n", "a"): None, ("n", "b"): StoreRule(1.5, 0.0, int(DEFAULT_HEARTBEAT * S)),
         ("n", "c"): StoreRule(0.0, 0.0, 60 * S),  # a heartbeat alone: every change is stored
         ("ua", "abs"): StoreRule(0.25, 0.0, int(DEFAULT_HEARTBEAT * S)),
-        ("ua", "pct"): None,  # a percent of the server's EURange: the server's filter alone
+        # a percent of the server's EURange is the server's filter: here, every change it sends is stored
+        ("ua", "pct"): StoreRule(0.0, 0.0, int(DEFAULT_HEARTBEAT * S)),
     }
 
 
@@ -89,7 +90,17 @@ def test_drift_is_stored_once_it_adds_up_and_the_heartbeat_keeps_its_own_time() 
     # return to good are stored; 17 s is 10 s after the last stored (7 s): a heartbeat, at its own time
     assert [(r.ts_us // S, r.value) for r in stored] == [
         (0, 10.0), (3, 10.6), (5, None), (6, None), (7, 10.7), (17, 10.9)]
-    assert thin.thinned == 5
+    assert len(stored) == 11 - 5
+
+
+def test_a_devices_band_leaves_its_bits_alone_and_a_move_of_exactly_the_band_is_stored() -> None:
+    thin = config("      - {name: a, address: 0}\n      - {name: breaker, table: coil, address: 0, type: bool}",
+                  device="\n    deadband: 1")
+    polls = [[Reading("d", "a", t * S, a), Reading("d", "breaker", t * S, b)]
+             for t, a, b in ((0, 10.0, 1.0), (1, 10.5, 0.0), (2, 11.0, 1.0), (3, 11.0, 1.0), (4, 11.9, 0.0))]
+    stored = [[(r.point, r.value) for r in thin.keep("d", poll)] for poll in polls]
+    assert stored == [[("a", 10.0), ("breaker", 1.0)], [("breaker", 0.0)], [("a", 11.0), ("breaker", 1.0)], [],
+                      [("breaker", 0.0)]]
 
 
 def test_a_percent_band_is_of_the_last_stored_value_and_text_is_stored_on_change() -> None:

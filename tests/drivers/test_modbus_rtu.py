@@ -14,9 +14,10 @@ import pytest
 from agent.configload import ConfigError, load_config_text
 from agent.pipeline.service import Agent
 from agent.settings import PointConfig
-from drivers.base import Reading
+from drivers.base import ReadError, Reading
 from drivers.modbus import ConnectionPool, ModbusDriver
 from drivers.modbus.connection import Link
+from drivers.modbus.lane import BusLane
 from simulators.patterns import PatternDevice, pattern_points
 from simulators.power_meter import HOLDING_MAP, PowerMeter
 from simulators.server import ModbusSimulator, SimulatorThread
@@ -168,6 +169,9 @@ BAD_MAPS = {
     "host: 127.0.0.1\n    port: /dev/ttyUSB0": "devices[0].port: '/dev/ttyUSB0' is not a TCP port number",
     "host: 127.0.0.1\n    baudrate: 9600": "devices[0].baudrate: baudrate applies to transport: serial only",
     "transport: serial\n    port: /dev/ttyUSB0\n    parity: mark": "devices[0].parity: 'mark' is not one of",
+    "transport: serial\n    port: /dev/ttyUSB0\n    unit_id: 0":
+        "devices[0].unit_id: 0 is not a unit on an RTU line (1-247; 0 is a broadcast)",
+    "transport: rtu_over_tcp\n    host: gw.local\n    unit_id: 250": "devices[0].unit_id: 250 is not a unit on an RTU",
 }
 
 
@@ -211,3 +215,73 @@ devices:
     assert (c.line_turnaround, d.line_turnaround) == (0.02, 0.0)
     assert [x.address for x in cfg.devices] == ["serial:/dev/ttyUSB0/1", "serial:/dev/ttyUSB1/1",
                                                 "rtu://gw.local:502/1", "plc.local:502/1"]
+
+
+def test_the_lane_serves_requests_in_order_and_a_probe_when_idle_or_after_its_patience() -> None:
+    async def main() -> tuple[list[str], list[str]]:
+        lane = BusLane()
+        order: list[str] = []
+
+        async def ask(name: str, probe: bool = False, hold: float = 0.0) -> None:
+            async with lane.turn(probe):
+                order.append(name)
+                await asyncio.sleep(hold)
+
+        first = asyncio.create_task(ask("a", hold=0.01))
+        await asyncio.sleep(0)
+        rest = [asyncio.create_task(ask(n, probe=n == "p")) for n in ("p", "b", "c")]
+        await asyncio.gather(first, *rest)
+        # a bus never idle: two askers keep a request queued at every release
+        lane.patience = 0.05
+        busy: list[str] = []
+
+        async def keep_busy(name: str) -> None:
+            for _ in range(40):
+                async with lane.turn():
+                    busy.append(name)
+                    await asyncio.sleep(0.005)
+
+        askers = [asyncio.create_task(keep_busy(n)) for n in ("x", "y")]
+        await asyncio.sleep(0.01)
+        await ask("probe", probe=True)
+        busy.append("probe")
+        await asyncio.gather(*askers)
+        assert lane.waiting == 0
+        return order, busy
+
+    order, busy = asyncio.run(main())
+    assert order == ["a", "b", "c", "p", "probe"]  # the probe waited for the queue to empty
+    assert 0 < busy.index("probe") < len(busy) - 1  # ...and on a busy bus it got a turn all the same
+
+
+def test_each_unit_on_a_link_keeps_its_own_timeout_and_silence_never_closes_the_link() -> None:
+    """A slow line (300 baud: a 2-register read takes 0.57 s): the unit allowed 0.1 s times out, the
+    one allowed 2 s on the same link answers; a silent unit asked 8 times in a row leaves the link open."""
+    sim = ModbusSimulator(units(), transport="rtu_over_tcp", line_baud=300)
+    voltage = [PointConfig(name="v", address=0, type="float32")]
+
+    async def main() -> tuple[list[str], list[str], list[str]]:
+        pool = ConnectionPool()
+        link = Link("rtu_over_tcp", "127.0.0.1", sim.port)
+        hasty = ModbusDriver("hasty", link.host, link.port, 2, voltage, pool=pool, timeout=0.1, link=link)
+        patient = ModbusDriver("patient", link.host, link.port, 3, voltage, pool=pool, timeout=2.0, link=link)
+        first = [r.quality for r in await hasty.read()]
+        await asyncio.sleep(0.8)  # its late reply arrives and is dropped with no request waiting
+        second = [r.quality for r in await patient.read()]
+        conn = pool.acquire(link)
+        sim.silent.add(2)
+        silent = []
+        for _ in range(8):
+            try:
+                await conn.read(3, 0, 2, 2, 0.05)
+            except ReadError as exc:
+                silent.append(exc.reason)
+        pool.release(conn)
+        for d in (hasty, patient):
+            await d.close()
+        return first, second, silent
+
+    with SimulatorThread([sim]):
+        first, second, silent = asyncio.run(main())
+    assert (first, second) == (["bad:timeout"], ["good"])
+    assert silent == ["timeout"] * 8

@@ -189,3 +189,20 @@ def test_the_profiles_command_lists_them_and_shows_one(capsys: pytest.CaptureFix
     assert "profile: siemens-pac3200}" in shown
     assert main(["profiles", "show", "nope"]) == 2
     assert "no profile 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("factor", "message"), [
+    ("{name: w_sf, address: 1, type: uint16}", "w_sf must be an int16 register (a signed power of ten), not uint16"),
+    ("{name: w_sf, address: 1, type: int16, scale: 0.1}", "w_sf is a power of ten as read: no scale, offset or"),
+])
+def test_a_scale_factor_is_a_plain_int16(factor: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config_text(f"""gateway: {{id: gw}}
+devices:
+  - id: inverter
+    host: 127.0.0.1
+    points:
+      - {{name: w, address: 0, type: int16, scale_factor: w_sf}}
+      - {factor}
+""", "plant.yaml")
+    assert f"devices[0].points[0].scale_factor: {message}" in str(err.value)
