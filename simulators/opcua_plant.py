@@ -33,6 +33,10 @@ VARIABLES: dict[str, tuple[str, ua.VariantType]] = {
     "Plant.Outlet.Flow": ("outflow", ua.VariantType.Double),
     "Plant.Outlet.Pressure": ("pressure_out", ua.VariantType.Double),
 }
+#: each analog variable's engineering unit, as its EngineeringUnits property (UNECE codes namespace)
+UNITS = {"Plant.Tank1.Level": "m", "Plant.Pump1.Flow": "m3/s", "Plant.Valve1.Opening": "%",
+         "Plant.Outlet.Flow": "m3/s", "Plant.Outlet.Pressure": "bar"}
+UNITS_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 WRITE_SERVICES = {"WriteRequest", "CallRequest", "AddNodesRequest", "DeleteNodesRequest", "AddReferencesRequest",
                   "DeleteReferencesRequest", "HistoryUpdateRequest"}
 _TYPE_NAMES = {getattr(ua.ObjectIds, n): n.removesuffix("_Encoding_DefaultBinary")
@@ -135,6 +139,9 @@ class OpcUaPlant:
             initial = False if vtype == ua.VariantType.Boolean else 0.0
             self.nodes[name] = await parent.add_variable(_nid(name, idx), ua.QualifiedName(parts[-1], idx),
                                                          ua.Variant(initial, vtype))
+            if name in UNITS:
+                eu = ua.EUInformation(NamespaceUri=UNITS_NAMESPACE, DisplayName=ua.LocalizedText(UNITS[name]))
+                await self.nodes[name].add_property(idx, "EngineeringUnits", eu)
         if self.sensors:
             bank = await server.nodes.objects.get_child(f"{idx}:Plant")
             bank = await bank.add_object(_nid("Plant.Sensors", idx), ua.QualifiedName("Sensors", idx))

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from asyncua import ua
 from cryptography import x509
 
 from agent.configload import load_config_text
@@ -29,16 +28,9 @@ UNITS = {"Plant.Tank1.Level": "m", "Plant.Outlet.Pressure": "bar"}
 
 @pytest.fixture(scope="module")
 def plant() -> Iterator[OpcUaPlant]:
-    """The plant server, with EngineeringUnits on two variables as an AnalogItem would carry them."""
+    """The plant server (its analog variables carry EngineeringUnits, as AnalogItems do)."""
     server = OpcUaPlant(WaterPlant(seed=7, start=SIM_START))
-    with SimulatorThread([server]) as thread:
-        async def add_units() -> None:
-            for name, unit in UNITS.items():
-                eu = ua.EUInformation(NamespaceUri="http://www.opcfoundation.org/UA/units/un/cefact",
-                                      DisplayName=ua.LocalizedText(unit))
-                await server.nodes[name].add_property(server.namespace_index, "EngineeringUnits", eu)
-
-        thread.call(add_units).result(10)
+    with SimulatorThread([server]):
         yield server
 
 
