@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import termios
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -289,7 +290,9 @@ def cmd_status(args: argparse.Namespace, cfg: AgentConfig) -> int:
         f"gateway {state['gateway']} (pid {state['pid']}), state written {age:.0f}s ago"
         + ("  [NOT RUNNING: as it was when it stopped]" if gone else "  [STALE: agent not responding?]"
            if age > 10 else ""),
-        f"readings taken {state['readings_taken']}  ({state['readings_per_s']}/s)   open alerts {state['open_alerts']}",
+        f"readings taken {state['readings_taken']}  ({state['readings_per_s']}/s)"
+        + (f", {state.get('readings_thinned', 0)} not stored (deadband)" if state.get("readings_thinned") else "")
+        + f"   open alerts {state['open_alerts']}",
         f"buffer  {buffer['readings']} readings, {buffer['events']} events waiting, {buffer['dropped']} dropped",
         f"central {central['state']}  {central['url']}  rows written {central['rows_written']}"
         f"  last flush {'never' if not last else f'{time.time() - last:.1f}s ago'}"
@@ -347,7 +350,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         schedule = simrun.parse_schedule(args.at or [])
         profile = profiles.raw(profiles.load(args.profile).name) if args.profile else None
         sims = simrun.build(args.meters, args.meter_port, args.plant_port, args.host, args.scenario, schedule,
-                            profile, "rtu_over_tcp" if args.rtu else "tcp", args.serial)
+                            profile, "rtu_over_tcp" if args.rtu else "tcp", args.serial,
+                            args.baudrate, args.parity)
         if args.opcua:
             simrun.add_opcua(sims, args.opcua_port, args.host, Path(args.opcua_state) if args.opcua_secure else None,
                              args.opcua_user, os.environ.get("HACKSKY_SIM_OPCUA_PASSWORD"))
@@ -366,7 +370,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         _stop_on_signals(stop)
         await simrun.serve(sims, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (OSError, RuntimeError, ValueError, termios.error) as exc:  # a port taken, a serial line refusing
+        sys.stderr.write(f"the simulators could not start: {exc} (a port in use? --meter-port, --plant-port; "
+                         "a serial line: --parity, --baudrate)\n")
+        return 2
     return 0
 
 
@@ -512,7 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "and in its encoding")
     p.add_argument("--rtu", action="store_true", help="the meters speak Modbus RTU over TCP (a converter)")
     p.add_argument("--serial", metavar="DEVICE",
-                   help="the meters answer Modbus RTU on this serial device (19200 8E1) instead of TCP")
+                   help="the meters answer Modbus RTU on this serial device instead of TCP")
+    p.add_argument("--baudrate", type=int, default=19200, help="--serial: the line's speed (default: %(default)s)")
+    p.add_argument("--parity", choices=["none", "even", "odd"], default="even",
+                   help="--serial: the line's parity (default: %(default)s; a pty pair takes none only)")
     p.add_argument("--scenario", default="normal",
                    help="water plant scenario at start: normal, pump_forced_frozen_level, flow_spoof or "
                         "level_spoof (default: %(default)s)")

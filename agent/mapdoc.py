@@ -54,6 +54,10 @@ def format_path(path: Iterable[str | int]) -> str:
     return out
 
 
+#: the keys a Modbus point may have (agent.settings.PointConfig's fields)
+POINT_KEYS = frozenset({"name", "scale", "offset", "unit", "role", "limits", "stuck_after", "max_rate", "heartbeat",
+                        "table", "address", "deadband", "type", "length", "bit", "byte_order", "word_order",
+                        "scale_factor"})
 #: what an included file may hold
 INCLUDED_KEYS = ("devices", "profiles", "include")
 #: includes within includes, at most
@@ -241,7 +245,9 @@ class MapDocument:
         """A device point without an address must name a point of the profile (it overrides it)."""
         names = [str(p.get("name")) for p in listed]
         for index, point in enumerate(own):
-            if isinstance(point, dict) and "address" not in point and str(point.get("name")) not in names:
+            # a misspelt key (adress) is the model's to name, with its own "did you mean"
+            known = isinstance(point, dict) and set(point) <= POINT_KEYS
+            if known and "address" not in point and str(point.get("name")) not in names:
                 close = difflib.get_close_matches(str(point.get("name")), names, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.issue((*device, "points", index, "name"),

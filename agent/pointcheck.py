@@ -324,6 +324,8 @@ def _write_device(result: DeviceResult, out: TextIO) -> None:
     state = "reachable" if result.reachable else f"UNREACHABLE ({result.why})"
     out.write(f"device {dev.id} ({dev.config.protocol} {dev.config.address}): {state}, {answered} of "
               f"{len(points)} points answered, read in {result.seconds * 1000:.0f} ms\n")
+    if not result.reachable:  # one reason for all of them: not a line per point
+        return
     name_width = max(len(p.name) for p in points)
     quality_width = max(len(p.quality) for p in points)
     for p in points:

@@ -261,6 +261,25 @@ class Deadband(StrictModel):
     value: float = Field(ge=0)
 
 
+def _parse_filter(value: object) -> object:
+    """An OPC UA point's ``deadband`` written short: ``0.5`` (absolute) or ``2%`` (of the server's EURange)."""
+    band = _parse_band(value)
+    if isinstance(band, dict) and set(band) in ({"absolute"}, {"percent"}):
+        ((kind, amount),) = band.items()
+        return {"type": kind, "value": amount}
+    return band
+
+
+#: an OPC UA point's deadband: ``0.5``, ``2%`` or ``{type: absolute|percent, value: ...}``
+DeadbandFilter = Annotated[Deadband, BeforeValidator(_parse_filter), WithJsonSchema({
+    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%?\s*$"},
+              {"type": "object", "properties": {"type": {"enum": ["absolute", "percent"]},
+                                                "value": {"type": "number", "minimum": 0}},
+               "required": ["value"], "additionalProperties": False}],
+    "description": "the server's data-change filter (subscribe mode), also applied at the edge when absolute: "
+                   "0.5 (in the point's unit) or 2% (of the server's EURange)"})]
+
+
 class OpcUaPoint(SignalConfig):
     """One variable of an OPC UA server, by NodeId or by browse path from Objects."""
 
@@ -268,7 +287,7 @@ class OpcUaPoint(SignalConfig):
     path: str | None = Field(default=None, description="/Objects/2:Plant/2:Tank1/2:Level")
     sampling_interval: Duration | None = Field(default=None, description="subscribe mode; default: the interval")
     queue_size: int = Field(default=10, ge=1, le=10000)
-    deadband: Deadband | None = None
+    deadband: DeadbandFilter | None = None
 
 
 class OpcUaSecurity(StrictModel):

@@ -20,6 +20,9 @@ _INT_RANGE = {"int16": (-2**15, 2**15 - 1), "uint16": (0, 2**16 - 1), "int32": (
 #: total harmonic distortion shown, % (voltage, current)
 _THD = {"voltage": 2.5, "current": 8.0}
 _PHASE = re.compile(r"_l([123])$")
+#: the power factor the counters of reactive and apparent energy follow
+NOMINAL_PF = 0.92
+NOMINAL_TAN = math.tan(math.acos(NOMINAL_PF))
 
 
 def physical(name: str, m: dict[str, float], energy_kwh: float) -> float:
@@ -32,10 +35,11 @@ def physical(name: str, m: dict[str, float], energy_kwh: float) -> float:
     share = 1 / 3 if phase else 1.0
     if name.startswith("thd_"):
         return _THD["voltage" if "voltage" in name else "current"]
+    # counters grow with the active energy at the nominal power factor (a noisy one would run them backwards)
     base = {"active_power": kw, "power": kw, "reactive_power": kw * tan, "apparent_power": kw / pf,
             "power_factor": pf, "frequency": m["frequency"], "temperature": m["temperature"],
-            "energy_import": energy_kwh, "reactive_energy_import": energy_kwh * tan,
-            "apparent_energy": energy_kwh / pf, "current_n": 0.05 * sum(amps) / 3,
+            "energy_import": energy_kwh, "reactive_energy_import": energy_kwh * NOMINAL_TAN,
+            "apparent_energy": energy_kwh / NOMINAL_PF, "current_n": 0.05 * sum(amps) / 3,
             "voltage": volts[0], "current": amps[0]}
     if name.startswith(("voltage_l", "current_l")) and phase and name.count("_l") == 1:
         return (volts if name.startswith("voltage") else amps)[int(phase.group(1)) - 1]
@@ -47,6 +51,16 @@ def physical(name: str, m: dict[str, float], energy_kwh: float) -> float:
     if stem in base:
         return base[stem] * (share if stem in ("active_power", "power", "reactive_power", "apparent_power") else 1)
     return 0.0  # exports, tariff 2, counters the physics has no figure for
+
+
+#: holes are filled in a table whose points span at most this many registers
+MAX_FILLED = 2000
+_WIDTH = {"int16": 1, "uint16": 1, "bool": 1, "int32": 2, "uint32": 2, "float32": 2, "int64": 4, "uint64": 4,
+          "float64": 4}
+
+
+def _registers(point: Spec) -> int:
+    return (point.length or 1) if point.type == "string" else _WIDTH.get(point.type, 1)
 
 
 @dataclass(frozen=True)
@@ -79,12 +93,21 @@ class ProfileMeter:
         self.image = RegisterImage()
         self.meter = PowerMeter(seed=seed, start=start)
         self._factors = {p.scale_factor for p in self.points if p.scale_factor}
+        self._fill_holes()
         self._publish(self.meter.clock.start)
 
     def refresh(self, now: float) -> None:
         """Advance the physics (energy included) and write every point again."""
         self.meter.refresh(now)
         self._publish(self.meter.clock.wall(now))
+
+    def _fill_holes(self) -> None:
+        """Zeros between a table's points, as a meter answers its whole map (reads span the holes)."""
+        for table in ("holding", "input"):
+            spans = [(p.address, p.address + _registers(p)) for p in self.points if p.table == table]
+            if spans and max(e for _, e in spans) - min(a for a, _ in spans) <= MAX_FILLED:
+                low, high = min(a for a, _ in spans), max(e for _, e in spans)
+                self.image.set(table, low, [0] * (high - low))
 
     def _publish(self, wall: float) -> None:
         measures = self.meter.measure(wall)

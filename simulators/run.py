@@ -40,7 +40,7 @@ class SimulatorSet:
 def build(meters: int = 4, meter_port: int = 15020, plant_port: int = 15021, host: str = "127.0.0.1",
           scenario: str = "normal", schedule: list[tuple[float, str]] | None = None,
           profile: Mapping[str, Any] | None = None, meter_transport: str = "tcp",
-          serial: str | None = None) -> SimulatorSet:
+          serial: str | None = None, baudrate: int = 19200, parity: str = "even") -> SimulatorSet:
     """Meters as unit ids 1..N on ``meter_port`` (or the serial device ``serial``), impersonating
     ``profile`` (a meter profile's YAML mapping) if given; the plant PLC as unit 1 on ``plant_port``."""
     units: dict[int, UnitModel]
@@ -49,7 +49,8 @@ def build(meters: int = 4, meter_port: int = 15020, plant_port: int = 15021, hos
     else:
         units = {i: PowerMeter(seed=i) for i in range(1, meters + 1)}
     plant = WaterPlant(seed=7, scenario=scenario)
-    meter_sim = (ModbusSimulator(units, serial, transport="serial") if serial else
+    meter_sim = (ModbusSimulator(units, serial, transport="serial", baudrate=baudrate,
+                                 parity={"none": "N", "even": "E", "odd": "O"}[parity]) if serial else
                  ModbusSimulator(units, host, meter_port, transport=meter_transport))
     return SimulatorSet(meter_sim, ModbusSimulator({1: plant}, host, plant_port), plant, list(schedule or []))
 

@@ -63,6 +63,10 @@ class AgentCollector(Collector):
                 errors.add_metric([device, reason], count)
         yield up
         yield errors
+        thinned = CounterMetricFamily("hacksky_readings_thinned", "Readings not stored: within their deadband and "
+                                      "heartbeat (report by exception)")
+        thinned.add_metric([], s["readings_thinned"])
+        yield thinned
         b, c = s["buffer"], s["central"]
         gauges = [
             ("hacksky_buffer_readings", "Readings waiting in the disk buffer", b["readings"]),

@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import os
 import socket
+import termios
 from dataclasses import dataclass
 from typing import Any
 
@@ -251,9 +252,14 @@ class ModbusConnection:
                                              bytesize=link.bytesize, parity=_PARITY[link.parity],
                                              stopbits=link.stopbits, timeout=timeout, retries=0, reconnect_delay=0,
                                              name=link.host, trace_packet=self._keep_received)
-            if not await client.connect():
+            try:
+                opened = await client.connect()
+            except (OSError, ValueError, termios.error) as exc:  # pyserial: settings the port refuses
+                opened, problem = False, f"the port refuses {link.baudrate} baud, parity {link.parity}, " \
+                                         f"{link.bytesize} data and {link.stopbits} stop bits ({exc})"
+            if not opened:
                 client.close()
-                problem = "cannot open the serial port"
+                problem = problem or "cannot open the serial port (busy, or not a serial device)"
         if client is None or problem:
             self.cause = problem
             self._backoff.failed()

@@ -115,3 +115,10 @@ def test_a_tcp_port_from_the_environment_is_a_number(tmp_path: Path, monkeypatch
     plant = PLANT["plant.yaml"].replace("host: 10.0.0.1,", "host: 10.0.0.1, port: \"${METER_PORT}\",")
     cfg = load_config(write(tmp_path, {**PLANT, "plant.yaml": plant}))
     assert cfg.devices[0].address == "10.0.0.1:5020/1"
+
+
+def test_the_keys_a_point_may_have_are_the_models() -> None:
+    from agent.mapdoc import POINT_KEYS
+    from agent.settings import PointConfig
+
+    assert set(PointConfig.model_fields) == POINT_KEYS

@@ -155,10 +155,9 @@ def test_unreachable_devices_are_reported_and_the_others_read() -> None:
     assert line_of(text, "device dead ").startswith(
         f"device dead (modbus 127.0.0.1:{closed}/1): UNREACHABLE (device down: connection x2; connection refused), "
         "0 of 2 points answered")
-    assert line_of(text, "  dead f ").split()[2:4] == ["bad:connection", "-"]
+    assert "  dead " not in text and "  mute " not in text  # one line for a device none of whose points answered
     assert line_of(text, "device mute ").startswith("device mute (modbus 127.0.0.1:")
     assert "UNREACHABLE (device down: timeout x1)" in line_of(text, "device mute ")
-    assert "bad:timeout" in line_of(text, "  mute v ")
     assert "reachable, 1 of 1 points answered" in line_of(text, "device meter ")
     assert "device spare: disabled, not read\n" in text
     assert text.endswith("devices: 1 of 3 reachable, 1 of 4 points answered, 0 warnings\n")
