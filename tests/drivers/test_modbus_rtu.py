@@ -285,3 +285,21 @@ def test_each_unit_on_a_link_keeps_its_own_timeout_and_silence_never_closes_the_
         first, second, silent = asyncio.run(main())
     assert (first, second) == (["bad:timeout"], ["good"])
     assert silent == ["timeout"] * 8
+
+
+def test_a_serial_port_refusing_its_settings_reads_bad_connection_saying_why(
+        line: tuple[str, ModbusSimulator]) -> None:
+    agent_end, _ = line
+
+    async def main() -> tuple[list[str], str]:
+        pool = ConnectionPool()
+        link = Link("serial", agent_end, parity="even")  # a pty takes no parity with a read timeout
+        driver = ModbusDriver("meter", link.host, 0, 2, METER, pool=pool, timeout=0.2, link=link)
+        qualities = [r.quality for r in await driver.read()]
+        cause = pool.acquire(link).cause
+        await driver.close()
+        return qualities, cause
+
+    qualities, cause = asyncio.run(main())
+    assert set(qualities) == {"bad:connection"}
+    assert cause.startswith("the port refuses 19200 baud, parity even, 8 data and 1 stop bits")
