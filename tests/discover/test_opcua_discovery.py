@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 
 from agent.configload import load_config_text
-from agent.settings import OpcUaDevice
+from agent.settings import AgentConfig, OpcUaDevice
 from agent.sources import SourceContext, source_for
 from drivers.base import Reading
 from drivers.modbus import ConnectionPool
@@ -32,6 +32,20 @@ def plant() -> Iterator[OpcUaPlant]:
     server = OpcUaPlant(WaterPlant(seed=7, start=SIM_START))
     with SimulatorThread([server]):
         yield server
+
+
+def read_once(cfg: AgentConfig) -> list[Reading]:
+    """One read of the map's one device by the agent's own OPC UA driver."""
+    (device,) = cfg.devices
+
+    async def read() -> list[Reading]:
+        driver = source_for("opcua").driver(device, cfg.resolved(device), SourceContext(ConnectionPool(), "gw"))
+        try:
+            return await driver.read()
+        finally:
+            await driver.close()
+
+    return asyncio.run(read())
 
 
 def points(run: Run) -> dict[str, dict[str, str]]:
@@ -82,16 +96,7 @@ def test_the_generated_device_loads_and_the_agent_reads_it_with_good_quality(
         plant: OpcUaPlant, discover: Callable[..., Run]) -> None:
     run = discover("opcua", plant.endpoint, "--id", "plc-02")
     cfg = load_config_text("gateway: {id: gw-discover}\n" + run.out)
-    (device,) = cfg.devices
-
-    async def read() -> list[Reading]:
-        driver = source_for("opcua").driver(device, cfg.resolved(device), SourceContext(ConnectionPool(), "gw"))
-        try:
-            return await driver.read()
-        finally:
-            await driver.close()
-
-    readings = asyncio.run(read())
+    readings = read_once(cfg)
     assert {r.point for r in readings} == set(VARIABLES)
     assert all(r.quality == "good" and r.value is not None for r in readings), readings
     level = next(r for r in readings if r.point == "Plant.Tank1.Level")
@@ -116,15 +121,7 @@ def test_a_secured_server_with_a_user_login(tmp_path: Path, monkeypatch: pytest.
         trusted = discover("opcua", server.endpoint, *login, "--trust-dir", str(trust))
         cfg = load_config_text("gateway: {id: gw-discover}\n" + trusted.out)
         (device,) = cfg.devices
-
-        async def read() -> list[Reading]:
-            driver = source_for("opcua").driver(device, cfg.resolved(device), SourceContext(ConnectionPool(), "gw"))
-            try:
-                return await driver.read()
-            finally:
-                await driver.close()
-
-        (level,) = asyncio.run(read())
+        (level,) = read_once(cfg)
     assert set(points(unverified)) == set(points(trusted)) == {"Plant.Tank1.Level"}
     fp = fingerprint(x509.load_der_x509_certificate(server_cert.read_bytes()))
     assert f"# server certificate SHA-256 {fp} was NOT verified" in unverified.out
