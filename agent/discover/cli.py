@@ -51,6 +51,7 @@ def cmd_discover_opcua(args: argparse.Namespace) -> int:
 def cmd_discover_modbus(args: argparse.Namespace) -> int:
     """Probe a Modbus unit's tables and print the proposed points of a ``modbus`` device."""
     from agent.discover.guess import propose
+    from agent.discover.match import matching_profiles
     from agent.discover.modbus import probe
     from agent.discover.render import document, modbus_device, modbus_header, modbus_points, point_name
 
@@ -62,10 +63,18 @@ def cmd_discover_modbus(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     proposals = [p for table in scan.tables for p in propose(table)]
     device_id = args.id or point_name(f"modbus-{Path(plan.link.host).name}-{plan.unit}")
-    sys.stdout.write(document(modbus_header(scan, proposals), modbus_device(plan.link, plan.unit, device_id),
-                              modbus_points(proposals)))
+    matches = matching_profiles(scan)[:3]
+    header = modbus_header(scan, proposals) + (
+        ["profiles whose points all answer here, the one explaining most of what answered first "
+         "(a known meter: `profile: NAME` instead of the points below; hacksky-edge profiles show NAME):"]
+        + [f"  {m.name}: {m.answered} of its {m.in_range} points in the range answer, covering {m.covered:.0%} "
+           "of the registers that answered" for m in matches] if matches else [])
+    sys.stdout.write(document(header, modbus_device(plan.link, plan.unit, device_id), modbus_points(proposals)))
     if not proposals:
-        sys.stderr.write(f"no address {plan.first}-{plan.last} of {', '.join(plan.tables)} answered\n")
+        sys.stderr.write(f"no address {plan.first}-{plan.last} of {', '.join(plan.tables)} answered: check --unit "
+                         "and --port (default 502); meters often keep their registers far from 0 (ABB at 20480, "
+                         "SunSpec at 40000): the manual, or `hacksky-edge profiles show NAME` for a known meter, "
+                         "says where (--range)\n")
     return 0
 
 

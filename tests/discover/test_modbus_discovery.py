@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from agent import profiles
 from agent.configload import load_config_text
 from agent.sources import SourceContext, source_for
 from drivers.base import Reading
 from drivers.modbus import ConnectionPool
 from simulators.patterns import PatternDevice, pattern_points
 from simulators.power_meter import ENERGY_ADDRESS, HOLDING_MAP, STATUS_ADDRESS, PowerMeter
+from simulators.profile_meter import ProfileMeter
 from simulators.server import ModbusSimulator, SimulatorThread
 from simulators.store import UnitModel
 from tests.discover.conftest import SIM_START, Run
@@ -141,3 +143,16 @@ def test_serial_line_finds_the_meter_and_the_entry_loads(tmp_path: Path, discove
     assert "host" not in device
     load_config_text("gateway: {id: gw-discover}\n" + run.out)
     assert set(sim.requests.function_codes) <= {1, 2, 3, 4}
+
+
+def test_a_meter_answering_where_a_profile_keeps_its_points_is_named(discover: Callable[..., Run]) -> None:
+    sim = ModbusSimulator({1: ProfileMeter(profiles.raw("eastron-sdm630") or {}, seed=1, start=SIM_START)})
+    with SimulatorThread([sim]):
+        found = discover("modbus", "127.0.0.1", "--port", str(sim.port), "--range", "0-120", "--tables", "input",
+                         "--wait", WAIT)
+        absent = discover("modbus", "127.0.0.1", "--port", str(sim.port), "--range", "1000-1010", "--tables",
+                          "holding", "--wait", WAIT)
+    lines = found.out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("# profiles whose points all answer here"))
+    assert lines[at + 1].startswith("#   eastron-sdm630: 27 of its 27 points in the range answer"), found.out
+    assert "meters often keep their registers far from 0" in absent.err
