@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 
 from agent import profiles
+from agent.settings import PointConfig
 
 ConfigPath = tuple[str | int, ...]
 V = TypeVar("V")
@@ -55,9 +56,7 @@ def format_path(path: Iterable[str | int]) -> str:
 
 
 #: the keys a Modbus point may have (agent.settings.PointConfig's fields)
-POINT_KEYS = frozenset({"name", "scale", "offset", "unit", "role", "limits", "stuck_after", "max_rate", "heartbeat",
-                        "table", "address", "deadband", "type", "length", "bit", "byte_order", "word_order",
-                        "scale_factor"})
+POINT_KEYS = frozenset(PointConfig.model_fields)
 #: what an included file may hold
 INCLUDED_KEYS = ("devices", "profiles", "include")
 #: includes within includes, at most

@@ -91,9 +91,11 @@ class Band(StrictModel):
     percent: float | None = Field(default=None, gt=0, le=100)
 
 
+#: a deadband written as text: ``0.5`` or ``2%``
+BAND_TEXT = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%?\s*$"}
 #: a point's deadband as the map writes it: ``0.5`` or ``2%``
 ChangeBand = Annotated[Band, BeforeValidator(_parse_band), WithJsonSchema({
-    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%?\s*$"}],
+    "anyOf": [{"type": "number", "minimum": 0}, BAND_TEXT],
     "description": "store a value once it moved this much: 0.5 (in the point's unit) or 2% (of the last stored)"})]
 
 
@@ -272,7 +274,7 @@ def _parse_filter(value: object) -> object:
 
 #: an OPC UA point's deadband: ``0.5``, ``2%`` or ``{type: absolute|percent, value: ...}``
 DeadbandFilter = Annotated[Deadband, BeforeValidator(_parse_filter), WithJsonSchema({
-    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%?\s*$"},
+    "anyOf": [{"type": "number", "minimum": 0}, BAND_TEXT,
               {"type": "object", "properties": {"type": {"enum": ["absolute", "percent"]},
                                                 "value": {"type": "number", "minimum": 0}},
                "required": ["value"], "additionalProperties": False}],

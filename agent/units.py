@@ -53,7 +53,7 @@ def parse_size(value: object) -> int:
 
 #: what editors (JSON Schema) accept for a duration and a size: a number, or a number with a unit
 DURATION_SCHEMA = {"anyOf": [{"type": "number", "minimum": 0},
-                             {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d|w|y)?\s*$"}],
+                             {"type": "string", "pattern": _DURATION.pattern}],
                    "description": "seconds, or a duration such as 500ms, 2s, 5m, 1h, 30d"}
 SIZE_SCHEMA = {"anyOf": [{"type": "integer", "minimum": 1},
                          {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([KMGTkmgt]i?[Bb]|[Bb])?\s*$"}],

@@ -9,6 +9,9 @@ _FORMATS = {
     "int64": "q", "uint64": "Q", "float64": "d",
 }
 
+#: registers each numeric type takes
+REGISTERS = {name: struct.calcsize(fmt) // 2 for name, fmt in _FORMATS.items()}
+
 
 def encode(value: float | str, type_: str, byte_order: str = "big", word_order: str = "big",
            length: int = 0) -> list[int]:

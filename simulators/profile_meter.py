@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from simulators.encoding import REGISTERS
 from simulators.power_meter import PowerMeter
 from simulators.store import RegisterImage
 
@@ -55,12 +56,10 @@ def physical(name: str, m: dict[str, float], energy_kwh: float) -> float:
 
 #: holes are filled in a table whose points span at most this many registers
 MAX_FILLED = 2000
-_WIDTH = {"int16": 1, "uint16": 1, "bool": 1, "int32": 2, "uint32": 2, "float32": 2, "int64": 4, "uint64": 4,
-          "float64": 4}
 
 
 def _registers(point: Spec) -> int:
-    return (point.length or 1) if point.type == "string" else _WIDTH.get(point.type, 1)
+    return (point.length or 1) if point.type == "string" else REGISTERS.get(point.type, 1)
 
 
 @dataclass(frozen=True)

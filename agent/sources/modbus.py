@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from agent.mapdoc import format_path
 from agent.records import PointInfo, ValueKind
 from agent.settings import ModbusDevice, PointConfig, ResolvedDevice
 from agent.sources.base import ConfigPath, MapIssue, SourceContext
@@ -58,7 +59,7 @@ def bus_issues(devices: Sequence[tuple[ConfigPath, ModbusDevice]]) -> list[MapIs
         other = seen[1]
         if other is device:
             continue
-        where = format_place(seen[0])
+        where = format_path(seen[0])
         if other.transport != device.transport:
             issues.append(((*here, "transport"), f"{key} is used with transport {other.transport} by {where}"))
             continue
@@ -67,11 +68,6 @@ def bus_issues(devices: Sequence[tuple[ConfigPath, ModbusDevice]]) -> list[MapIs
                 issues.append(((*here, field), f"{getattr(device, field)!r} differs from {where}'s "
                                                f"{getattr(other, field)!r} on the same serial line {key}"))
     return issues
-
-
-def format_place(path: ConfigPath) -> str:
-    """``('devices', 3)`` -> ``devices[3]``."""
-    return "".join(f"[{p}]" if isinstance(p, int) else p for p in path)
 
 
 def map_issues(device: ModbusDevice, base: ConfigPath) -> list[MapIssue]:

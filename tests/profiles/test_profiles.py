@@ -14,9 +14,10 @@ import yaml
 from agent import profiles
 from agent.cli import main
 from agent.configload import ConfigError, load_config_text
-from agent.settings import ModbusDevice
+from agent.settings import AgentConfig, ModbusDevice
 from agent.sources import SourceContext, source_for
 from agent.sources.modbus import map_issues
+from drivers.base import Reading
 from drivers.modbus import ConnectionPool
 from simulators import run as simrun
 from simulators.encoding import encode
@@ -64,6 +65,19 @@ def _image(profile: profiles.Profile) -> RegisterImage:
     return image
 
 
+def poll_all(cfg: AgentConfig) -> dict[str, dict[str, Reading]]:
+    """One poll of every device of ``cfg`` at once by the agent's own drivers: device -> point -> reading."""
+    async def read_all() -> dict[str, dict[str, Reading]]:
+        context = SourceContext(pool=ConnectionPool(), gateway="gw")
+        drivers = [source_for("modbus").driver(d.config, d, context) for d in cfg.enabled_devices()]
+        polls = await asyncio.gather(*(d.read() for d in drivers))
+        for d in drivers:
+            await d.close()
+        return {d.device_id: {r.point: r for r in poll} for d, poll in zip(drivers, polls, strict=True)}
+
+    return asyncio.run(read_all())
+
+
 class _Unit:
     def __init__(self, image: RegisterImage) -> None:
         self.image = image
@@ -83,14 +97,6 @@ def test_every_profile_reads_the_documented_values_through_the_agent() -> None:
                    for unit, name in enumerate(names, start=1)]
         cfg = load_config_text(yaml.safe_dump({"gateway": {"id": "gw"}, "devices": devices}))
 
-        async def read_all() -> dict[str, dict[str, Any]]:
-            context = SourceContext(pool=ConnectionPool(), gateway="gw")
-            drivers = [source_for("modbus").driver(d.config, d, context) for d in cfg.enabled_devices()]
-            polls = await asyncio.gather(*(d.read() for d in drivers))
-            for d in drivers:
-                await d.close()
-            return {d.device_id: {r.point: r for r in poll} for d, poll in zip(drivers, polls, strict=True)}
-
         checked = 0
         for round_ in range(max(len(c) for c in cases.values())):
             def place(r: int = round_) -> None:
@@ -100,7 +106,7 @@ def test_every_profile_reads_the_documented_values_through_the_agent() -> None:
                             units[unit].image.set(p["table"], p["address"], encode(
                                 p["raw"], p["type"], p.get("byte_order", "big"), p.get("word_order", "big")))
             thread.run_sync(place)
-            polled = asyncio.run(read_all())
+            polled = poll_all(cfg)
             for name in names:
                 for case in cases[name][round_:round_ + 1]:
                     for point, expected in case["expect"].items():
@@ -153,16 +159,8 @@ def test_the_simulator_impersonates_every_profile_with_consistent_physics() -> N
     with SimulatorThread([sim]):
         cfg = load_config_text(yaml.safe_dump({"gateway": {"id": "gw"}, "devices": devices}))
 
-        async def read_all() -> dict[str, dict[str, float | None]]:
-            context = SourceContext(pool=ConnectionPool(), gateway="gw")
-            drivers = [source_for("modbus").driver(d.config, d, context) for d in cfg.enabled_devices()]
-            polls = await asyncio.gather(*(d.read() for d in drivers))
-            for d in drivers:
-                await d.close()
-            return {d.device_id: {r.point: r.value for r in poll if r.good} for d, poll in zip(drivers, polls,
-                                                                                              strict=True)}
-
-        polled = asyncio.run(read_all())
+        polled = {device: {point: r.value for point, r in readings.items() if r.good}
+                  for device, readings in poll_all(cfg).items()}
     for name in names:
         got = polled[name]
         assert len(got) == len(profiles.load(name).points), (name, sorted(set(units) - set(got)))
