@@ -9,7 +9,8 @@ import numpy as np
 
 from agent.detect.model import Bands, DetectorModel, PerSignal, Residuals, Tuning
 from agent.detect.plant import PlantRelations
-from agent.detect.stream import StreamingDetector, _ReplayWatch, feature_vector
+from agent.detect.replay import ReplayWatch
+from agent.detect.stream import StreamingDetector, feature_vector
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def _replay_candidates(d: _Design, active: list[str], tuning: Tuning) -> list[in
         q = np.round(d.x[:, i] / max(tuning.resolution, 1e-6)).astype(int)
         if len(np.unique(q)) <= 3:
             continue  # on/off signals repeat by nature
-        watch = _ReplayWatch(tuning.replay_window, tuning.replay_history)
+        watch = ReplayWatch(tuning.replay_window, tuning.replay_history)
         if all(watch.step(int(v)) is None for v in q):
             keep.append(i)
     return keep
@@ -199,7 +200,7 @@ def fit(values: np.ndarray, hours: np.ndarray, signals: list[str], plant: PlantR
                           _per_signal(d, hours, active, res, tuning.daily_baseline),
                           _replay_candidates(d, active, tuning), tuning, dict(meta or {}))
     detector = StreamingDetector(model, np.ones(1 + int(sum(k != "signal" for k in model.residuals.kinds))))
-    scores = np.array([detector.raw_scores(x[i], float(hours[i]))[0].copy() for i in range(len(x))])
+    scores = detector.raw_scores(x, np.asarray(hours, dtype=float))[0]
     thresholds = tuning.headroom * np.concatenate((
         np.quantile(scores[:, :1], tuning.quantile, axis=0),
         np.quantile(scores[:, 1:], tuning.relation_quantile, axis=0)))
