@@ -8,6 +8,7 @@ verdicts and leave the same state, because ``step`` is a batch of one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,8 +42,12 @@ def run_lengths(hit: np.ndarray, carry: np.ndarray) -> np.ndarray:
     """Consecutive hits ending at each row (rows x columns), continuing the runs ``carry`` had before."""
     if len(hit) == 1:  # one row (the agent's step): the same answer without the scans
         return np.where(hit, carry[None, :] + 1, 0)
-    count = np.cumsum(hit, axis=0)
-    return count - np.maximum.accumulate(np.where(hit, -carry[None, :], count), axis=0)
+    runs = np.zeros(hit.shape, dtype=int)
+    cols = np.flatnonzero(hit.any(axis=0))                 # columns never hit are 0 throughout
+    h = np.ascontiguousarray(hit[:, cols].T)               # one column per row: the scans run along memory
+    count = np.cumsum(h, axis=1)
+    runs[:, cols] = (count - np.maximum.accumulate(np.where(h, -carry[cols, None], count), axis=1)).T
+    return runs
 
 
 @dataclass(frozen=True)
@@ -56,9 +61,12 @@ class Finding:
     detail: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The detector's view of one row: ``alarm`` when any finding is over its threshold."""
+class Verdict(NamedTuple):
+    """The detector's view of one row: ``alarm`` when any finding is over its threshold.
+
+    A named tuple: a batch makes one per row, and a tuple is made several times faster than a
+    frozen dataclass.
+    """
 
     alarm: bool
     score: float
