@@ -1,4 +1,4 @@
-"""The ``hacksky-edge`` command line: run, check, demo, simulate, init-db, status, train, evaluate."""
+"""The ``hacksky-edge`` command line: run, check, demo, simulate, init-db, status, train, evaluate, evaluate-meters."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from agent.configload import ConfigError, load_config
 from agent.detect.cli import add_commands as add_detection_commands
+from agent.detect.meters.cli import add_meter_commands
 from agent.discover.cli import add_discover_commands
 from agent.logsetup import setup_logging
 from agent.profiles.cli import add_profile_commands
@@ -586,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_opcua_cert)
 
     add_detection_commands(sub)
+    add_meter_commands(sub)
     add_profile_commands(sub)
     add_discover_commands(sub)
     return parser

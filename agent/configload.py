@@ -173,7 +173,14 @@ def semantic_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
         by_protocol.setdefault(device.protocol, []).append((("devices", index), device))
     for protocol, devices in by_protocol.items():
         issues.extend(source_for(protocol).across(devices))
-    return issues + _output_issues(cfg)
+    return issues + _feeder_issues(cfg) + _output_issues(cfg)
+
+
+def _feeder_issues(cfg: AgentConfig) -> list[tuple[ConfigPath, str]]:
+    """``feeder:`` names a power meter of the map, and feeders form no loop."""
+    from agent.detect.meters.hierarchy import feeder_issues
+
+    return list(feeder_issues(cfg.devices))
 
 
 #: the buffer cursors the central sink may use (agent.sinks.build: ``central``, or ``null`` for null://)

@@ -168,6 +168,9 @@ class DeviceBase(StrictModel):
     #: report by exception for every point of the device that sets none of its own
     deadband: ChangeBand | None = None
     heartbeat: Duration | None = None
+    #: a power meter's upstream meter, whose power includes this one's: the feeder check compares the
+    #: feeder's power with the sum of its sub-meters' (docs/detection-power.md)
+    feeder: str | None = Field(default=None, pattern=NAME_PATTERN, description="id of the meter feeding this one")
 
     def own_defaults(self) -> dict[str, Any]:
         """The entries of ``defaults`` besides interval and timeout this device sets itself (its protocol's)."""

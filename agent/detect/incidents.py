@@ -18,6 +18,9 @@ ATTACK_TYPES = [
     ("pressure", "Sensor Tampering"), ("frozen", "Sensor Tampering"), ("range", "Sensor Tampering"),
     ("rate", "Sensor Tampering"),
     ("residual", "Process Anomaly"), ("baseline", "Process Anomaly"),
+    # power meters (agent.detect.meters): a phase out of line is injected data; the rest says a register lies
+    ("phase_balance", "False Data Injection"), ("physics", "Meter Tampering"), ("energy", "Meter Tampering"),
+    ("feeder", "Meter Tampering"), ("load_profile", "Load Anomaly"),
 ]
 #: an open detection is refreshed at most this often unless its threat level changes
 UPDATE_EVERY_US = 60_000_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from agent.detect.load import LoadWatch
+from agent.detect.meters.profile import PROFILE_THRESHOLD
 from agent.records import Event, power_event
 from agent.settings import AnyDevice
 from drivers.base import Reading
@@ -33,8 +34,12 @@ class PowerSampler:
             if d.type == "power_meter" and roles:
                 self._roles[d.id] = roles
 
-    def sample(self, device: str, readings: Sequence[Reading]) -> Event | None:
-        """The power event of this poll, or None for other devices or an all-bad poll."""
+    def sample(self, device: str, readings: Sequence[Reading], profile_z: float | None = None) -> Event | None:
+        """The power event of this poll, or None for other devices or an all-bad poll.
+
+        ``profile_z``: the reading's z-score against the meter's learned load profile (once it has
+        learned this hour of the day); the row's score is the larger of it and the EWMA baseline's.
+        """
         roles = self._roles.get(device)
         if roles is None:
             return None
@@ -51,5 +56,7 @@ class PowerSampler:
                                            for role, v in groups.items()}
         if "power" in groups:
             score, anomalous = self._load.setdefault(device, LoadWatch()).score(float(fields["power_consumption"]))
+            if profile_z is not None:
+                score, anomalous = max(score, round(profile_z, 3)), anomalous or profile_z >= PROFILE_THRESHOLD
             fields.update(anomaly_score=score, is_anomaly=anomalous)
         return power_event({"device": device, "ts_us": ts, "fields": fields})

@@ -15,6 +15,7 @@ from typing import Any
 
 from agent.central.engine import nodes_of, redacted, resolve_url
 from agent.checks import AlertTracker, CheckEngine, Condition, build_checks
+from agent.detect.meters import MeterDetection
 from agent.detect.runner import DetectionRunner, load_model
 from agent.pipeline.child import SPLIT_FROM_POINTS_PER_S
 from agent.pipeline.delivery import Delivery
@@ -92,6 +93,7 @@ class Agent:
         self.drivers: dict[str, Driver] = {}
         self.checks = CheckEngine(build_checks(cfg))
         self.power = PowerSampler([d.config for d in self.devices.values()])
+        self.meters = MeterDetection([d.config for d in self.devices.values()])
         self.thinning = Thinning([d.config for d in self.devices.values()])
         self.tracker = AlertTracker()
         self.detection: DetectionRunner | None = None
@@ -158,6 +160,8 @@ class Agent:
     async def _run(self, stop: asyncio.Event) -> None:
         buffer = await self.delivery.open()
         self.tracker = AlertTracker(await self.delivery.in_buffer(buffer.load_state, "open_alerts"))
+        self.meters = MeterDetection([d.config for d in self.devices.values()],
+                                     state=await self.delivery.in_buffer(buffer.load_state, "open_meter_attacks"))
         if self.cfg.detection is not None:
             model = await asyncio.to_thread(load_model, self.cfg.detection)
             self.detection = DetectionRunner(self.cfg.detection, [d.config for d in self.devices.values()], model,
@@ -256,6 +260,8 @@ class Agent:
         self.cfg, self.devices = new, wanted
         self.checks = self.checks.reconfigured(new)
         self.power = PowerSampler([d.config for d in wanted.values()], self.power)
+        self.meters = MeterDetection([d.config for d in wanted.values()], self.meters)
+        self._pending_events.extend(self.meters.retired(now_us()))
         self.thinning = Thinning([d.config for d in wanted.values()], self.thinning)
         for device_id in removed:
             self.device_stats.pop(device_id, None)
@@ -351,9 +357,11 @@ class Agent:
         health = driver.health
         conditions = self.checks.evaluate(device_id, readings) + self._degraded_conditions(device_id, health)
         events = self.tracker.process(conditions, ts)
-        sample = self.power.sample(device_id, readings)
+        meter_events = self.meters.observe(device_id, readings)  # first: it scores the load profile
+        sample = self.power.sample(device_id, readings, self.meters.load_score(device_id))
         if sample is not None:
             events.append(sample)
+        events.extend(meter_events)
         status = self._status_event(device_id, health, ts)
         if status is not None:
             events.append(status)
@@ -528,8 +536,8 @@ class Agent:
         self._pending_events.append(self.gateway_beat())
 
     def _state(self) -> dict[str, Any]:
-        """What must survive a restart with the buffer: open alerts and the open detection."""
-        state: dict[str, Any] = {"open_alerts": self.tracker.state()}
+        """What must survive a restart with the buffer: open alerts, the open detection and meter incidents."""
+        state: dict[str, Any] = {"open_alerts": self.tracker.state(), "open_meter_attacks": self.meters.state()}
         if self.detection is not None:
             state["open_attacks"] = self.detection.incidents.state()
         return state
