@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from agent.configload import ConfigError, load_config
 from agent.detect.cli import add_commands as add_detection_commands
 from agent.detect.meters.cli import add_meter_commands
+from agent.detect.robustness_cli import add_command as add_robustness_command
 from agent.discover.cli import add_discover_commands
 from agent.logsetup import setup_logging
 from agent.profiles.cli import add_profile_commands
@@ -588,6 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_detection_commands(sub)
     add_meter_commands(sub)
+    add_robustness_command(sub)
     add_profile_commands(sub)
     add_discover_commands(sub)
     return parser
