@@ -41,8 +41,12 @@ def _train_from_db(args: argparse.Namespace) -> DetectorModel:
                             parse_time(args.since), parse_time(args.until))
     finally:
         engine.dispose()
-    return fit(data.values, data.hours, data.signals, relations, Tuning(resolution=args.resolution),
+    return fit(data.values, data.hours, data.signals, relations, _tuning(args),
                meta={"trained_on": f"{cfg.gateway.id} readings {args.since} .. {args.until}"})
+
+
+def _tuning(args: argparse.Namespace) -> Tuning:
+    return Tuning(resolution=args.resolution, calibration_folds=args.folds, false_alarm_budget=args.budget)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -53,8 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         sys.stderr.write("train from either --csv FILE or --from-db MAP (readings in its central database)\n")
         return 2
     try:
-        model = (train_from_csv(args.csv, args.relations, Tuning(resolution=args.resolution)) if args.csv
-                 else _train_from_db(args))
+        model = (train_from_csv(args.csv, args.relations, _tuning(args)) if args.csv else _train_from_db(args))
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
         return 1
@@ -67,26 +70,41 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{args.out}: {len(model.signals)} signals, {len(res.names)} residuals "
         f"({sum(k != 'signal' for k in res.kinds)} from declared relations), {len(model.bands.kinds)} bands, "
         f"{len(model.replay_signals)} signals watched for replay; trained on {model.meta['rows']} rows\n")
+    cal = model.meta.get("calibration")
+    if cal:
+        wider = ", ".join(f"{k} x{v:.2f}" for k, v in cal["multipliers"].items() if v > 1) or "none"
+        sys.stdout.write(
+            f"limits from {cal['folds']}-fold cross-validation: out-of-fold false alarms "
+            f"{1000 * cal['false_alarm_rate']:.1f} per 1,000 rows (budget {1000 * cal['false_alarm_budget']:.1f}); "
+            f"widened: {wider}\n")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Train on NORMAL, stream LABELLED through the detector, print the BATADAL scores."""
-    from agent.detect.evaluate import evaluate, report
+    from dataclasses import asdict
+
+    from agent.detect.evaluate import cross, cross_report, evaluate, report
     from agent.detect.model import DetectorModel
 
     try:
         model = DetectorModel.load(args.model) if args.model else None
         ev = evaluate(args.train, args.test, args.relations, model)
+        spread = [] if args.single else cross(args.train, args.test, args.relations)
     except (DatasetError, ValueError, OSError) as exc:
         sys.stderr.write(f"cannot evaluate: {exc}\n")
         return 1
     if args.predictions:
         ev.write_predictions(args.predictions)
     if args.json:
-        sys.stdout.write(json.dumps(ev.as_dict(), indent=2) + "\n")
+        doc = ev.as_dict()
+        if spread:
+            doc["cross"] = [{**asdict(r), "tnr": r.tnr} for r in spread]
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         sys.stdout.write(report(ev))
+        if spread:
+            sys.stdout.write("\nLimits chosen on one file, scored on the other:\n\n" + cross_report(spread))
     return 0
 
 
@@ -102,6 +120,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--relations", help="YAML with a plant: section (default: C-Town's for BATADAL columns)")
     p.add_argument("--resolution", type=float, default=Tuning.resolution,
                    help="reporting resolution of the signals (training rows are rounded to it)")
+    p.add_argument("--folds", type=int, default=Tuning.calibration_folds,
+                   help="widen the limits by time-ordered cross-validation over this many blocks (0: off)")
+    p.add_argument("--budget", type=float, default=Tuning.false_alarm_budget,
+                   help="with --folds: share of out-of-fold normal rows the limits may alarm on")
     p.add_argument("-o", "--out", required=True, help="model file to write (.npz)")
     p.set_defaults(func=cmd_train)
 
@@ -112,4 +134,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--model", help="use this trained model instead of fitting on --train")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--predictions", metavar="OUT.csv", help="write DATETIME, ATT_FLAG, alarm, score per row")
+    p.add_argument("--single", action="store_true",
+                   help="only train -> test (skip the cross-file table: each procedure trained on either file, "
+                        "scored on the other)")
     p.set_defaults(func=cmd_evaluate)

@@ -41,13 +41,15 @@ def load_relations(path: str | Path | None, signals: list[str]) -> PlantRelation
 
 def train_from_csv(path: str | Path, relations: str | Path | None = None, tuning: Tuning | None = None
                    ) -> DetectorModel:
-    """Fit a model on a CSV of normal operation (labelled attack rows, if any, are left out)."""
+    """Fit a model on a CSV of normal operation (rows labelled as attacks or unlabelled are left out,
+    and no lag or change is taken across the gap they leave)."""
     data = load_csv(path)
     rows = np.ones(len(data.values), dtype=bool) if data.labels is None else data.labels == 0
     plant = load_relations(relations, data.signals)
+    after_gap = np.r_[True, ~rows[:-1]][rows]
     return fit(data.values[rows], data.hours[rows], data.signals, plant, tuning,
                meta={"trained_on": Path(path).name, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "relations": str(relations or (CTOWN_RELATIONS if plant.tanks else ""))})
+                     "relations": str(relations or (CTOWN_RELATIONS if plant.tanks else ""))}, starts=after_gap)
 
 
 def stream(model: DetectorModel, data: Dataset) -> list[Verdict]:
@@ -121,4 +123,71 @@ def report(ev: Evaluation) -> str:
     lines += ["", f"TPR {d['tpr']:.3f}  TNR {d['tnr']:.3f}  precision {d['precision']:.3f}  F1 {d['f1']:.3f}  "
               f"(TP {d['tp']}, FP {d['fp']}, TN {d['tn']}, FN {d['fn']})",
               f"S_TTD {d['s_ttd']:.3f}  S_CLF {d['s_clf']:.3f}  S {d['s']:.3f}"]
+    return "\n".join(lines) + "\n"
+
+
+#: the procedures the cross-file table compares: how each model's limits are chosen
+PROCEDURES = {"training rows": Tuning(), "4-fold cross-validation": Tuning(calibration_folds=4)}
+
+
+@dataclass
+class CrossRow:
+    """One model (limits chosen by ``procedure`` on ``trained_on``'s normal rows) scored on another file."""
+
+    procedure: str
+    trained_on: str
+    scored_on: str
+    normal_rows: int
+    false_alarms: int
+    attacks: int
+    detected: int
+    tpr: float | None          # None: the scored file has no attack rows
+    s: float | None
+    estimated_false_alarm_rate: float | None  # cross-validation's own estimate, on the training file
+
+    @property
+    def tnr(self) -> float:
+        return 1 - self.false_alarms / self.normal_rows if self.normal_rows else 0.0
+
+
+def cross(first: str | Path, second: str | Path, relations: str | Path | None = None) -> list[CrossRow]:
+    """Each procedure on each file's normal rows, scored on the other file (where it has normal rows to learn)."""
+    files = {Path(first): load_csv(first), Path(second): load_csv(second)}
+    out = []
+    estimates: dict[Path, dict[str, float]] = {}
+    trained_on: list[Path] = []
+    for name, tuning in PROCEDURES.items():
+        for train, test in ((Path(first), Path(second)), (Path(second), Path(first))):
+            labels = files[train].labels
+            if labels is not None and (labels == 0).sum() < 48:
+                continue  # too few normal rows to learn from (BATADAL's original dataset04)
+            model = train_from_csv(train, relations, tuning)
+            cal = model.meta.get("calibration")
+            if cal:
+                estimates[train] = {"training rows": cal["unwidened_false_alarm_rate"], name: cal["false_alarm_rate"]}
+            data = files[test]
+            verdicts = stream(model, data)
+            truth = data.labels if data.labels is not None else np.zeros(len(verdicts), dtype=int)
+            alarm = np.array([v.alarm for v in verdicts])
+            sc = score(alarm, truth)
+            trained_on.append(train)
+            out.append(CrossRow(name, train.name, test.name, int((truth == 0).sum()), sc.fp, len(sc.attacks),
+                                sum(a.detected_after is not None for a in sc.attacks),
+                                sc.tpr if sc.attacks else None, sc.s if sc.attacks else None, None))
+    for r, train in zip(out, trained_on, strict=True):  # cross-validation also estimates the training rows' limits
+        r.estimated_false_alarm_rate = estimates.get(train, {}).get(r.procedure)
+    return out
+
+
+def cross_report(rows: list[CrossRow]) -> str:
+    """The cross-file table: the spread between choosing limits on one file and scoring on the other."""
+    lines = ["| limits chosen on | procedure | scored on | attacks detected | TPR | TNR | false alarms / 1,000 h "
+             "| out-of-fold estimate / 1,000 h | S |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        estimate = "" if r.estimated_false_alarm_rate is None else f"{1000 * r.estimated_false_alarm_rate:.1f}"
+        lines.append(
+            f"| {r.trained_on} | {r.procedure} | {r.scored_on} | "
+            f"{f'{r.detected}/{r.attacks}' if r.attacks else '-'} | {'-' if r.tpr is None else f'{r.tpr:.3f}'} | "
+            f"{r.tnr:.3f} | {1000 * r.false_alarms / max(r.normal_rows, 1):.1f} | {estimate} | "
+            f"{'-' if r.s is None else f'{r.s:.3f}'} |")
     return "\n".join(lines) + "\n"

@@ -66,6 +66,8 @@ class Tuning:
     clear_after: int = 3              # quiet samples before an incident closes
     resolution: float = 0.01          # sensor reporting resolution the model assumes
     daily_baseline: bool = True       # learn an hour-of-day baseline (only for data with real daily cycles)
+    calibration_folds: int = 0        # >1: widen limits by time-ordered cross-validation (agent.detect.calibrate)
+    false_alarm_budget: float = 0.005  # out-of-fold share of normal rows the calibrated limits may alarm on
 
 
 @dataclass

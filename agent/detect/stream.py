@@ -76,7 +76,7 @@ class Verdict(NamedTuple):
 
 
 @dataclass
-class _Rows:
+class RowScores:
     """What the detectors computed for a batch of rows; findings are built only for rows that alarm."""
 
     x: np.ndarray            # (T, n) values, gaps filled
@@ -139,6 +139,11 @@ class StreamingDetector:
             verdicts[t] = Verdict(True, max(f.score for f in findings), tuple(findings))
         return verdicts
 
+    def inspect(self, x: np.ndarray, hours: np.ndarray) -> RowScores:
+        """Score rows like :meth:`step_many` (same state after), returning every detector's numbers
+        instead of verdicts: what threshold calibration looks at."""
+        return self._compute(self._fill(np.asarray(x, dtype=float)), np.asarray(hours, dtype=float))
+
     def raw_scores(self, x: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Smoothed group scores (not yet divided by thresholds) and residual z-scores of rows.
 
@@ -180,7 +185,7 @@ class StreamingDetector:
         last = np.maximum.accumulate(at, axis=0)
         return known[last, np.arange(x.shape[1])[None, :]][1:]
 
-    def _compute(self, x: np.ndarray, hours: np.ndarray) -> _Rows:
+    def _compute(self, x: np.ndarray, hours: np.ndarray) -> RowScores:
         ps = self.model.per_signal
         b = self.model.bands
         scored = np.ones(len(x), dtype=bool)
@@ -199,7 +204,7 @@ class StreamingDetector:
         self._band_run = band_run[-1].copy()
         replay = self._replays(x)
         smoothed, z = self.raw_scores(x, hours)
-        return _Rows(x=x, hour=hour, scored=scored,
+        return RowScores(x=x, hour=hour, scored=scored,
                      tod=np.abs(x - ps.tod_median[hour]) / ps.tod_scale[hour] / ps.tod_limit,
                      rate=np.abs(delta) / ps.rate_limit, delta=delta, frozen=frozen,
                      frozen_hit=self._checked_frozen & (frozen >= ps.frozen_limit),
@@ -216,7 +221,7 @@ class StreamingDetector:
                 found.setdefault(t, []).append((i, back))
         return dict(sorted(found.items()))
 
-    def _findings(self, r: _Rows) -> dict[int, list[Finding]]:
+    def _findings(self, r: RowScores) -> dict[int, list[Finding]]:
         """The findings of every row that has any, kind by kind (each row's list in step's order:
         per signal, residuals, bands, replay; signals in model order)."""
         ps = self.model.per_signal

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from agent.detect.calibrate import apply, calibrate
 from agent.detect.model import Bands, DetectorModel, PerSignal, Residuals, Tuning
 from agent.detect.plant import PlantRelations
 from agent.detect.replay import ReplayWatch
-from agent.detect.stream import StreamingDetector, feature_vector
+from agent.detect.stream import StreamingDetector, feature_rows
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,7 @@ class _Design:
     x: np.ndarray          # (rows, n) quantized values
     f: np.ndarray          # (rows, 2n + 5)
     signals: list[str]
+    starts: np.ndarray     # (rows,) True where a row does not follow the one before (a gap)
 
     def at(self, name: str, lag: int = 0) -> int:
         return lag * len(self.signals) + self.signals.index(name)
@@ -128,10 +131,10 @@ def _bands(d: _Design, active: list[str], plant: PlantRelations, resolution: flo
                  np.array(margin, dtype=float))
 
 
-def _longest_constant_run(q: np.ndarray) -> int:
-    """Longest stretch of samples equal to the one before."""
+def _longest_constant_run(q: np.ndarray, starts: np.ndarray) -> int:
+    """Longest stretch of samples equal to the one before (within a stretch without gaps)."""
     longest = run = 0
-    for same in q[1:] == q[:-1]:
+    for same in (q[1:] == q[:-1]) & ~starts[1:]:
         run = run + 1 if same else 0
         longest = max(longest, run)
     return longest
@@ -149,10 +152,10 @@ def _per_signal(d: _Design, hours: np.ndarray, active: list[str], resolution: fl
     for s in active:
         i = d.signals.index(s)
         v = d.x[:, i]
-        rate[i] = 1.25 * float(np.abs(np.diff(v)).max()) + 2 * floor
+        rate[i] = 1.25 * float(np.abs(np.diff(v))[~d.starts[1:]].max(initial=0.0)) + 2 * floor
         q = np.round(v / floor).astype(np.int64)
         if len(np.unique(q)) > 10:  # a continuous signal: an exact freeze is suspicious past its normal longest
-            longest = _longest_constant_run(q)
+            longest = _longest_constant_run(q, d.starts)
             frozen[i] = max(2 * longest, longest + 3)
         for h in range(24):
             at = v[bucket == h] if (bucket == h).any() else v
@@ -179,10 +182,33 @@ def _replay_candidates(d: _Design, active: list[str], tuning: Tuning) -> list[in
 
 
 def fit(values: np.ndarray, hours: np.ndarray, signals: list[str], plant: PlantRelations | None = None,
-        tuning: Tuning | None = None, meta: dict[str, object] | None = None) -> DetectorModel:
-    """Learn a model from normal rows (time order, regular sampling) and calibrate its thresholds."""
-    plant = plant or PlantRelations()
-    tuning = tuning or Tuning()
+        tuning: Tuning | None = None, meta: dict[str, object] | None = None,
+        starts: np.ndarray | None = None) -> DetectorModel:
+    """Learn a model from normal rows (time order, regular sampling) and calibrate its thresholds.
+
+    ``starts`` marks rows that do not follow the row before them (rows left out in between):
+    no change, lag or run is taken across them. With ``tuning.calibration_folds`` > 1 the limits
+    are then widened by cross-validation (:mod:`agent.detect.calibrate`).
+    """
+    starts = np.zeros(len(values), dtype=bool) if starts is None else np.asarray(starts, dtype=bool).copy()
+    if len(starts):
+        starts[0] = True
+    model = _fit_once(values, hours, signals, plant or PlantRelations(), tuning or Tuning(), meta, starts)
+    folds = model.tuning.calibration_folds
+    if folds > 1:
+        def fit_block(rows: np.ndarray) -> DetectorModel:
+            cut = starts[rows] | np.r_[True, ~rows[:-1]][rows]  # a held-out block leaves a gap
+            return _fit_once(values[rows], hours[rows], signals, plant or PlantRelations(),
+                             replace(model.tuning, calibration_folds=0), None, cut)
+
+        _, cal = calibrate(values, hours, folds, model.tuning.false_alarm_budget, fit_block, starts)
+        apply(model, cal)
+    return model
+
+
+def _fit_once(values: np.ndarray, hours: np.ndarray, signals: list[str], plant: PlantRelations, tuning: Tuning,
+              meta: dict[str, object] | None, starts: np.ndarray) -> DetectorModel:
+    """:func:`fit` without cross-validation: limits from the training rows alone."""
     unknown = sorted(plant.signals() - set(signals))
     if unknown:
         raise ValueError(f"relations name signals the data does not have: {', '.join(unknown)}")
@@ -191,18 +217,26 @@ def fit(values: np.ndarray, hours: np.ndarray, signals: list[str], plant: PlantR
     res = tuning.resolution
     x = np.round(values / res) * res if res > 0 else values.astype(float)
     prev = np.vstack((x[:1], x[:-1]))
-    f = np.array([feature_vector(x[i], prev[i], float(hours[i])) for i in range(len(x))])
-    d = _Design(x, f, signals)
+    prev[starts] = x[starts]
+    d = _Design(x, feature_rows(x, prev, np.asarray(hours, dtype=float)), signals, starts)
     active = [s for s in signals if x[:, signals.index(s)].std() > 5 * max(res, 1e-9)]
     if not active:
         raise ValueError(f"no signal varies by more than 5 x the resolution ({res:g}) in the training rows")
     model = DetectorModel(signals, _residuals(d, active, plant, res), _bands(d, active, plant, res),
                           _per_signal(d, hours, active, res, tuning.daily_baseline),
                           _replay_candidates(d, active, tuning), tuning, dict(meta or {}))
-    detector = StreamingDetector(model, np.ones(1 + int(sum(k != "signal" for k in model.residuals.kinds))))
-    scores = detector.raw_scores(x, np.asarray(hours, dtype=float))[0]
+    groups = np.ones(1 + int(sum(k != "signal" for k in model.residuals.kinds)))
+    hours = np.asarray(hours, dtype=float)
+    scores = np.vstack([StreamingDetector(model, groups).raw_scores(x[seg], hours[seg])[0]
+                        for seg in _segments(starts)])
     thresholds = tuning.headroom * np.concatenate((
         np.quantile(scores[:, :1], tuning.quantile, axis=0),
         np.quantile(scores[:, 1:], tuning.relation_quantile, axis=0)))
     model.meta.update(thresholds=[float(t) for t in thresholds], rows=len(x), active_signals=active)
     return model
+
+
+def _segments(starts: np.ndarray) -> list[slice]:
+    """The stretches of rows without a gap."""
+    at = [*np.flatnonzero(starts).tolist(), len(starts)]
+    return [slice(a, b) for a, b in itertools.pairwise(at) if b > a]
