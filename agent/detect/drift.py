@@ -16,7 +16,7 @@ import numpy as np
 
 from agent.detect.model import DetectorModel, Tuning
 from agent.detect.plant import PlantRelations
-from agent.detect.stream import Finding, feature_vector
+from agent.detect.stream import Finding, feature_rows, feature_vector
 from agent.detect.train import fit
 
 
@@ -58,7 +58,7 @@ class Cusum:
 def residual_z(model: DetectorModel, values: np.ndarray, hours: np.ndarray) -> np.ndarray:
     """Every row's residual z-scores (rows x residuals), as the streaming detector computes them."""
     prev = np.vstack((values[:1], values[:-1]))
-    f = np.array([feature_vector(values[i], prev[i], float(hours[i])) for i in range(len(values))])
+    f = feature_rows(values, prev, np.asarray(hours, dtype=float))
     return (f @ model.residuals.matrix.T) / model.residuals.scale
 
 

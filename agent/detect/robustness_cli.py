@@ -19,6 +19,9 @@ def cmd_evaluate_robustness(args: argparse.Namespace) -> int:
         water_plant_scenario,
     )
 
+    if args.count < 1:
+        sys.stderr.write("--count must be at least 1\n")
+        return 2
     kinds = args.kinds.split(",") if args.kinds else list(KINDS)
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:

@@ -175,3 +175,50 @@ def test_the_power_row_takes_the_larger_of_baseline_and_profile_scores() -> None
     fields = [r.payload["fields"] for r in rows if r is not None]  # type: ignore[index]
     assert fields[-2]["anomaly_score"] == 2.0 and fields[-2]["is_anomaly"] is False
     assert fields[-1]["anomaly_score"] == 7.5 and fields[-1]["is_anomaly"] is True
+
+
+def _poll(detection: MeterDetection, device: str, ts_us: int, power: float) -> list[object]:
+    return list(detection.observe(device, [Reading(device, "active_power", ts_us, power)]))
+
+
+def test_a_feeder_reading_zero_for_days_neither_crashes_nor_alarms() -> None:
+    """A feeder whose breaker is open reads exactly 0 kW: the deviation, relative to its power, is undefined."""
+    detection = MeterDetection(devices(), zone=UTC)
+    start = int(START * 1e6)
+    for k in range(3 * 1440):
+        for device in ("sub-1", "sub-2", "sub-3", "feeder"):
+            assert _poll(detection, device, start + k * 60_000_000, 0.0) == []
+
+
+def test_a_reading_that_is_not_a_number_counts_as_not_read() -> None:
+    detection = MeterDetection(devices(), zone=UTC)
+    layout = detection.watches["sub-1"].layout
+    poll = layout.poll([Reading("sub-1", "active_power", 1, float("nan")), Reading("sub-1", "frequency", 1, 50.0)])
+    assert poll is not None and poll.power is None
+
+
+def test_standby_load_in_an_hour_that_is_usually_off_is_not_thousands_of_spreads_off() -> None:
+    profile = LoadProfile("m", ("m/p",), UTC)
+    day = 86400_000_000
+    start = int(START * 1e6)
+    for d in range(3):  # off at 02:00, 100 kW at 12:00 (Thursday to Saturday: two weekdays)
+        for hour, power in ((2, 0.0), (12, 100.0)):
+            for minute in range(0, 60, 5):
+                profile.step(start + d * day + hour * 3600_000_000 + minute * 60_000_000, power)
+    z, finding = profile.step(start + 7 * day + 2 * 3600_000_000, 0.05)  # a Thursday again: 50 W of standby
+    assert z is not None and z < 1.0 and finding is None
+
+
+def test_a_meter_reporting_power_in_watts_is_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    plant = Plant(seed=3, interval=INTERVAL)
+    meter = plant.meters["sub-2"]
+    real = meter.refresh
+
+    def in_watts(now: float) -> None:
+        real(now)
+        meter.reported["active_power"] *= 1000
+
+    meter.refresh = in_watts  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="agent.detect.meters.check"):
+        list(plant.run(2 * 3600))
+    assert any("physics check of sub-2" in r.getMessage() and "kW" in r.getMessage() for r in caplog.records)

@@ -43,6 +43,17 @@ class LearnedCheck(ABC):
     def judge(self, row: tuple[float, ...]) -> tuple[float, Detail]:
         """(deviation in the threshold's unit, evidence: expected vs read) of one row."""
 
+    def warn_on_scale(self, read: np.ndarray, expected: np.ndarray, hint: str) -> None:
+        """Log once when what learning read is typically far from what it expected (half or twice):
+        a unit or scale slip in the device map, which would widen the threshold until the check cannot fire."""
+        usable = expected > 0
+        if not usable.any():
+            return
+        ratio = float(np.median(read[usable] / expected[usable]))
+        if not 0.5 <= ratio <= 2.0:
+            log.warning("%s check of %s: read %.3g x what it expected while learning (%s); it can hardly fire "
+                        "until the device map is fixed", self.kind, self.name, ratio, hint)
+
     def step(self, ts_us: int, values: Any) -> Finding | None:
         """The finding of this sample, once the deviation persisted; None while learning."""
         row = self.row(ts_us, values)

@@ -71,6 +71,9 @@ class EnergyCheck(LearnedCheck):
         return math.copysign(beyond, counted - integrated) / max(integrated, WINDOW_STEPS * resolution)
 
     def fit(self, table: np.ndarray) -> float:
+        counted, integrated, resolution = table[:, 0], table[:, 1], table[:, 2]
+        filled = integrated >= WINDOW_STEPS * resolution
+        self.warn_on_scale(counted[filled], integrated[filled], "the counter should be in kWh, power in kW")
         deviations = [self._deviation(c, i, r) for c, i, r, _ in table]
         return learned_threshold(np.asarray(deviations), ENERGY_FLOOR)
 

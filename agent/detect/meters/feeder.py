@@ -50,8 +50,8 @@ class FeederCheck(LearnedCheck):
             return None
         total = sum(p for p in parts if p is not None)
         self.peak = max(self.peak, abs(values))
-        if abs(values) < LOW_LOAD * self.peak:
-            return None
+        if not abs(values) > LOW_LOAD * self.peak:
+            return None  # little load (or none: the deviation is relative to the feeder's power)
         return values, total
 
     def fit(self, table: np.ndarray) -> float:

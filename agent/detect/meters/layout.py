@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,7 +14,8 @@ from drivers.base import Reading
 class MeterPoll:
     """One poll of a meter: total power (kW), phase volts (L-N) and amps, power factor, energy (kWh).
 
-    A quantity is None (a phase list empty) when one of its points was not read this poll.
+    A quantity is None (a phase list empty) when one of its points was not read this poll (a bad
+    quality, or a value that is not a finite number).
     """
 
     ts_us: int
@@ -59,7 +61,7 @@ class MeterLayout:
         values: dict[str, float] = {}
         ts = 0
         for r in readings:
-            if r.value is not None and r.good:
+            if r.value is not None and r.good and math.isfinite(r.value):
                 values[r.point] = r.value
                 ts = max(ts, r.ts_us)
         if not values:

@@ -59,6 +59,8 @@ class PhysicsCheck(LearnedCheck):
 
     def fit(self, table: np.ndarray) -> float:
         read, expected = table[:, 0], table[:, 1]
+        self.warn_on_scale(read, expected, "power should be in kW, volts line-to-neutral, the power factor "
+                                           "a fraction")
         return learned_threshold((read - expected) / np.maximum(np.maximum(read, expected), 1e-9), PHYSICS_FLOOR)
 
     def judge(self, row: tuple[float, ...]) -> tuple[float, Detail]:

@@ -21,6 +21,9 @@ PROFILE_DAYS = 7
 CLIP = 3.0
 #: spread never below this share of the mean (a perfectly flat load, or a meter that rounds)
 MIN_SPREAD = 0.01
+#: nor below this share of the meter's largest hourly mean: an hour whose load is off (0 kW) would
+#: otherwise call any standby load or creep of a few watts thousands of spreads off
+LEVEL_SPREAD = 0.001
 #: off-profile for this many readings in a row makes a finding (a machine started early is not an attack)
 PERSIST = 10
 
@@ -33,9 +36,9 @@ class Bucket:
     mean: float = 0.0
     var: float = 0.0
 
-    def spread(self) -> float:
-        """Standard deviation, at least MIN_SPREAD of the mean."""
-        return math.sqrt(self.var + (MIN_SPREAD * self.mean) ** 2) + 1e-9
+    def spread(self, level: float = 0.0) -> float:
+        """Standard deviation, at least MIN_SPREAD of the mean and LEVEL_SPREAD of the meter's ``level``."""
+        return math.sqrt(self.var + (MIN_SPREAD * self.mean) ** 2 + (LEVEL_SPREAD * level) ** 2) + 1e-9
 
 
 @dataclass
@@ -59,6 +62,7 @@ class LoadProfile:
         self.name, self.signals, self.zone = device, signals, zone
         self.buckets: dict[tuple[int, bool], Bucket] = {}
         self.visit: Visit | None = None
+        self.level = 0.0  # the largest |mean| of a bucket: the meter's load level
         self._until_us = 0
         self.streak = Streak(PERSIST)
 
@@ -83,6 +87,7 @@ class LoadProfile:
             d = mean - b.mean
             b.mean += a * d
             b.var = (1 - a) * (b.var + a * d * d) + a * var
+        self.level = max(abs(x.mean) for x in self.buckets.values())
 
     def step(self, ts_us: int, power: float) -> tuple[float | None, Finding | None]:
         """(z-score, or None while the hour's bucket learns; the finding once off-profile persisted)."""
@@ -97,7 +102,7 @@ class LoadProfile:
         z = None
         learned = power
         if bucket is not None and bucket.days >= MIN_DAYS:
-            spread = bucket.spread()
+            spread = bucket.spread(self.level)
             z = abs(power - bucket.mean) / spread
             learned = min(max(power, bucket.mean - CLIP * spread), bucket.mean + CLIP * spread)
         visit.n += 1
@@ -107,5 +112,6 @@ class LoadProfile:
             return z, None
         assert bucket is not None and z is not None
         return z, Finding(self.kind, self.name, self.signals, z / PROFILE_THRESHOLD, {
-            "read_kw": round(power, 4), "expected_kw": round(bucket.mean, 4), "spread_kw": round(bucket.spread(), 4),
-            "hour": visit.bucket[0], "weekend": float(visit.bucket[1])})
+            "read_kw": round(power, 4), "expected_kw": round(bucket.mean, 4),
+            "spread_kw": round(bucket.spread(self.level), 4), "hour": visit.bucket[0],
+            "weekend": float(visit.bucket[1])})
