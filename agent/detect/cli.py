@@ -94,7 +94,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         model = DetectorModel.load(args.model) if args.model else None
         ev = evaluate(args.train, args.test, args.relations, model)
-        spread = [] if args.single else cross(args.train, args.test, args.relations)
+        spread = [] if args.single or args.model else cross(args.train, args.test, args.relations)
     except (DatasetError, ValueError, OSError) as exc:
         sys.stderr.write(f"cannot evaluate: {exc}\n")
         return 1
@@ -140,5 +140,5 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--predictions", metavar="OUT.csv", help="write DATETIME, ATT_FLAG, alarm, score per row")
     p.add_argument("--single", action="store_true",
                    help="only train -> test (skip the cross-file table: each procedure trained on either file, "
-                        "scored on the other)")
+                        "scored on the other; skipped with --model too)")
     p.set_defaults(func=cmd_evaluate)
