@@ -145,7 +145,7 @@ class _Outcome:
 def stream_series(model: DetectorModel, series: AttackedSeries, checks: CheckFactory | None = None
                   ) -> tuple[_Outcome, _Outcome]:
     """Stream one series through a fresh detector: its own outcome, and with the extra checks composed."""
-    detector = StreamingDetector(model)
+    verdicts = StreamingDetector(model).step_many(series.values, series.hours)  # the same verdicts as row by row
     extra = checks(model) if checks else ()
     attack_at = np.full(len(series.values), -1)
     for k, a in enumerate(series.attacks):
@@ -154,7 +154,7 @@ def stream_series(model: DetectorModel, series: AttackedSeries, checks: CheckFac
             _Outcome(np.zeros(len(series.values), dtype=bool), [False] * len(series.attacks)))
     for i, x in enumerate(series.values):
         hour = float(series.hours[i])
-        own = list(detector.step(x, hour).findings)
+        own = list(verdicts[i].findings)
         composed = own + [f for c in extra for f in c.step(x, hour)]
         for out, findings in zip(runs, (own, composed), strict=True):
             out.alarm[i] = bool(findings)
