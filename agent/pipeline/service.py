@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import sqlite3
 import sys
@@ -41,6 +42,8 @@ from drivers.modbus import ConnectionPool
 log = logging.getLogger(__name__)
 
 STATUS_EVERY = 2.0
+#: the meters' learned state is saved with the buffer when a check finished learning, else this often (s)
+SAVE_LEARNING_EVERY = 900.0
 SHUTDOWN_DRAIN_SECONDS = 10.0
 STATUS_OF_HEALTH = {"up": "online", "degraded": "degraded", "down": "offline", "unknown": "unknown"}
 #: A device that keeps answering gets its central ``last_seen`` refreshed this often (one
@@ -109,6 +112,8 @@ class Agent:
         self._pending_readings: list[Reading] = []
         self._pending_events: list[Event] = []
         self._state_dirty = False
+        #: when the meters' learned state was last saved (monotonic; -inf: at the next commit)
+        self._learning_saved = -math.inf
         self._reports: dict[str, DeviceReport] = {}
         self._in_flight = 0
         self._crashed: set[str] = set()
@@ -161,7 +166,9 @@ class Agent:
         buffer = await self.delivery.open()
         self.tracker = AlertTracker(await self.delivery.in_buffer(buffer.load_state, "open_alerts"))
         self.meters = MeterDetection([d.config for d in self.devices.values()],
-                                     state=await self.delivery.in_buffer(buffer.load_state, "open_meter_attacks"))
+                                     state=await self.delivery.in_buffer(buffer.load_state, "open_meter_attacks"),
+                                     learned=await self.delivery.in_buffer(buffer.load_state, "meter_learning"))
+        self._learning_saved = time.monotonic()
         if self.cfg.detection is not None:
             model = await asyncio.to_thread(load_model, self.cfg.detection)
             self.detection = DetectionRunner(self.cfg.detection, [d.config for d in self.devices.values()], model,
@@ -216,6 +223,7 @@ class Agent:
         self._pending_events.extend(self._stopped_events())  # before the drain: so central hears it now
         self._pending_events.append(self.gateway_beat(stopped=True))
         self._gateway_conditions()
+        self._learning_saved = -math.inf  # what the meters learned since the last save is kept
         await self._commit()
         delivered = await self.delivery.drain(time.monotonic() + SHUTDOWN_DRAIN_SECONDS)
         assert self.delivery.buffer is not None
@@ -542,6 +550,15 @@ class Agent:
             state["open_attacks"] = self.detection.incidents.state()
         return state
 
+    def _meter_learning(self) -> dict[str, Any] | None:
+        """The meters' learned state when due: a check finished learning, or :data:`SAVE_LEARNING_EVERY`
+        passed (the load profile never stops learning: saving it with every poll would be wasted writes)."""
+        now = time.monotonic()
+        if not self.meters.finished_learning() and now - self._learning_saved < SAVE_LEARNING_EVERY:
+            return None
+        self._learning_saved = now
+        return {"meter_learning": self.meters.learned()}
+
     async def _commit(self) -> None:
         """Group-commit everything polled since the last commit into the disk buffer."""
         if not self._pending_readings and not self._pending_events:
@@ -550,16 +567,19 @@ class Agent:
         events, self._pending_events = self._pending_events, []
         state = self._state() if self._state_dirty else None
         self._state_dirty = False
+        learning = self._meter_learning()
+        saved = {**(state or {}), **(learning or {})} or None
         try:
             # a task of its own: if the commit loop is cancelled at shutdown, the put still completes
             # and _shutdown waits for it before the final commit and drain
-            self._put_task = asyncio.ensure_future(self.delivery.put(readings, events, state))
+            self._put_task = asyncio.ensure_future(self.delivery.put(readings, events, saved))
             result = await asyncio.shield(self._put_task)
         except sqlite3.Error as exc:
             # keep what was polled (in order, ahead of newer polls) and try again next commit
             self._pending_readings[:0] = readings
             self._pending_events[:0] = events
             self._state_dirty = state is not None or self._state_dirty
+            self._learning_saved = -math.inf if learning else self._learning_saved
             if not self._commit_failing:
                 log.error("cannot write the disk buffer (%s); holding %d readings in memory", exc,
                           len(self._pending_readings))
@@ -571,6 +591,7 @@ class Agent:
         if not result.events_stored:  # disk full: readings were dropped (counted), events wait
             self._pending_events[:0] = events
             self._state_dirty = self._state_dirty or state is not None
+            self._learning_saved = -math.inf if learning else self._learning_saved
         if result.dropped:
             self.stats.readings_dropped += result.dropped
         full = Condition(

@@ -1,10 +1,13 @@
-"""Power meter detectors: every simulated attack kind caught, normal days quiet, feeders checked at load."""
+"""Power meter detectors: every simulated attack kind caught, normal days quiet, feeders checked at load,
+what meters learned kept over a reload and a restart."""
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from datetime import UTC
+from typing import Any
 
 import pytest
 
@@ -13,15 +16,18 @@ from agent.detect.meters import MeterDetection
 from agent.detect.meters.evaluate import (
     ATTACKED,
     ATTACKS,
+    FEEDER,
     START,
     Evaluation,
     Plant,
     devices,
     evaluate,
     meter_device,
+    readings,
 )
 from agent.detect.meters.profile import LoadProfile
 from agent.pipeline.power import PowerSampler
+from agent.settings import AnyDevice
 from drivers.base import Reading
 from tests.clock import PinnedClock
 
@@ -103,6 +109,67 @@ def test_open_incidents_survive_a_restart(plant: Plant) -> None:
     restarted = MeterDetection(devices(), state=saved)
     assert restarted.trackers[f"meter/{ATTACKED}"].open is not None
     assert restarted.state() == saved
+
+
+def run(plant: Plant, seconds: float) -> list[tuple[str, list[Any], float | None]]:
+    """Each poll's events and load-profile z-score, meter by meter, as :meth:`Plant.run` feeds them."""
+    seen = []
+    for _ in range(round(seconds / plant.interval)):
+        ts_us = int((START + plant.t) * 1e6)
+        for device, meter in plant.meters.items():
+            meter.refresh(plant.t)
+            events = plant.detection.observe(device, readings(device, meter, ts_us))
+            seen.append((device, [e.payload for e in events], plant.detection.load_score(device)))
+        plant.t += plant.interval
+    return seen
+
+
+def restarted(plant: Plant, map_devices: list[AnyDevice] | None = None) -> Plant:
+    """The plant with a new MeterDetection given what the running one learned, through JSON as the buffer keeps it."""
+    saved = json.loads(json.dumps(plant.detection.learned()))
+    again = copy.deepcopy(plant)
+    again.detection = MeterDetection(map_devices or devices(), zone=UTC, learned=saved)
+    return again
+
+
+def test_learned_state_through_json_gives_the_same_verdicts_as_the_running_detection(plant: Plant) -> None:
+    again = restarted(plant)
+    assert not any(c.is_learning for w in again.detection.watches.values() for c in w.checks)
+    assert not again.detection.feeders[FEEDER].is_learning
+    assert again.detection.learned() == plant.detection.learned()
+    assert len(json.dumps(plant.detection.learned())) < 40_000, "thresholds and buckets, no learning samples"
+    for p in (plant, again):
+        run(p, 1800)
+        p.meters[ATTACKED].attack = copy.deepcopy(ATTACKS["phase_current"])
+    running, restored = run(plant, 3600), run(again, 3600)
+    assert any(events for _, events, _ in running), "the attack opened an incident"
+    assert restored == running
+
+
+def test_a_changed_layout_learns_again_and_unchanged_meters_do_not(plant: Plant) -> None:
+    sub1 = meter_device(ATTACKED, FEEDER)
+    rescaled = [p.model_copy(update={"scale": 0.001}) if p.name == "active_power" else p for p in sub1.points]
+    changed = [sub1.model_copy(update={"points": rescaled}), *devices()[1:]]
+    again = restarted(plant, changed).detection
+    assert all(c.is_learning for c in again.watches[ATTACKED].checks)
+    assert again.watches[ATTACKED].profile.buckets == {}
+    assert not any(c.is_learning for c in again.watches["sub-2"].checks)
+    assert again.feeders[FEEDER].is_learning, "one of its sub-meters changed"
+    # a check's alarm limit is not what is read: the meter keeps what it learned
+    limited = [p.model_copy(update={"stuck_after": 5}) if p.name == "active_power" else p for p in sub1.points]
+    kept = restarted(plant, [sub1.model_copy(update={"points": limited}), *devices()[1:]]).detection
+    assert not any(c.is_learning for c in kept.watches[ATTACKED].checks)
+
+
+def test_learned_state_of_another_shape_or_broken_learns_again(plant: Plant) -> None:
+    saved = plant.detection.learned()
+    assert all(c.is_learning for c in MeterDetection(devices(), learned={**saved, "version": 0})
+               .watches["sub-2"].checks)
+    broken = copy.deepcopy(saved)
+    del broken["meters"]["meter/sub-2"]["physics"]["peak"]
+    again = MeterDetection(devices(), learned=broken)
+    assert all(c.is_learning for c in again.watches["sub-2"].checks)
+    assert not any(c.is_learning for c in again.watches["sub-3"].checks)
 
 
 @pytest.mark.parametrize(("feeder", "message"), [

@@ -21,6 +21,9 @@ class LearnedCheck(ABC):
     each row is judged (:meth:`judge`); a finding needs ``persist`` rows over the threshold in a row."""
 
     kind = ""
+    #: repeat the last finding on a row that says nothing while the streak holds: only for a check
+    #: whose rows come seldom (the energy check's windows), not one whose rows stop with the load
+    carries_finding = False
 
     def __init__(self, name: str, signals: tuple[str, ...], width: int, learning: LearningPeriod,
                  persist: int) -> None:
@@ -43,6 +46,36 @@ class LearnedCheck(ABC):
     def judge(self, row: tuple[float, ...]) -> tuple[float, Detail]:
         """(deviation in the threshold's unit, evidence: expected vs read) of one row."""
 
+    @property
+    def key(self) -> str:
+        """This check among its meter's, in :meth:`learned` state."""
+        return self.kind
+
+    @property
+    def is_learning(self) -> bool:
+        """Still in its learning period."""
+        return self.sample is not None
+
+    @abstractmethod
+    def fitted(self) -> dict[str, Any]:
+        """What :meth:`fit` fixed besides the threshold (JSON-able), and what the rows keep learning (peaks)."""
+
+    @abstractmethod
+    def refit(self, fitted: dict[str, Any]) -> None:
+        """Take up :meth:`fitted` again (before a restart); raise KeyError, TypeError or ValueError when unreadable."""
+
+    def learned(self) -> dict[str, Any] | None:
+        """What learning fixed, JSON-able and small; None while still learning (it then learns again)."""
+        if self.threshold is None:
+            return None
+        return {"threshold": self.threshold, **self.fitted()}
+
+    def restore(self, learned: dict[str, Any]) -> None:
+        """Take up what :meth:`learned` gave (before a restart): no learning period."""
+        self.refit(learned)
+        self.threshold = float(learned["threshold"])
+        self.sample = None
+
     def warn_on_scale(self, read: np.ndarray, expected: np.ndarray, hint: str) -> None:
         """Log once when what learning read is typically far from what it expected (half or twice):
         a unit or scale slip in the device map, which would widen the threshold until the check cannot fire."""
@@ -58,7 +91,7 @@ class LearnedCheck(ABC):
         """The finding of this sample, once the deviation persisted; None while learning."""
         row = self.row(ts_us, values)
         if row is None:
-            return self.last if self.streak.run else None
+            return self.last if self.carries_finding and self.streak.run else None
         if self.sample is not None:
             if not self.learning.over(ts_us):
                 self.sample.add(*row)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from agent.detect.meters.check import Detail, LearnedCheck
@@ -22,9 +24,12 @@ class FeederCheck(LearnedCheck):
 
     kind = "feeder"
 
-    def __init__(self, feeder: str, subs: tuple[str, ...], signals: tuple[str, ...], persist: int = 3) -> None:
+    def __init__(self, feeder: str, subs: tuple[str, ...], signals: tuple[str, ...], fingerprint: str = "",
+                 persist: int = 3) -> None:
         super().__init__(feeder, signals, 2, LearningPeriod(100, 86400), persist)
         self.feeder, self.subs = feeder, subs
+        #: a digest of the feeder's and its sub-meters' layouts: what it learned is kept only for the same
+        self.fingerprint = fingerprint
         self._history: dict[str, tuple[tuple[int, float], ...]] = {}
         self.alpha, self.beta = 1.0, 0.0
         self.peak = 0.0
@@ -53,6 +58,12 @@ class FeederCheck(LearnedCheck):
         if not abs(values) > LOW_LOAD * self.peak:
             return None  # little load (or none: the deviation is relative to the feeder's power)
         return values, total
+
+    def fitted(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "beta": self.beta, "peak": self.peak}
+
+    def refit(self, fitted: dict[str, Any]) -> None:
+        self.alpha, self.beta, self.peak = float(fitted["alpha"]), float(fitted["beta"]), float(fitted["peak"])
 
     def fit(self, table: np.ndarray) -> float:
         feeder, subs = table[:, 0], table[:, 1]

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.settings import AnyDevice
 from drivers.base import Reading
+
+#: a point's settings that check or report its value, not what value is read: changing them keeps what
+#: the meter's checks learned
+NOT_READ = {"limits", "stuck_after", "max_rate", "heartbeat", "deadband", "sampling_interval", "queue_size"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,9 @@ class MeterLayout:
     amps: tuple[str, ...] = ()
     power_factor: str | None = None
     energy: str | None = None
+    #: a digest of how each of these points is read (address, type, scale, ...): learned state is kept
+    #: (over a reload or a restart) only for the same fingerprint
+    fingerprint: str = ""
 
     @classmethod
     def of(cls, device: AnyDevice) -> MeterLayout | None:
@@ -43,14 +52,17 @@ class MeterLayout:
         if device.type != "power_meter":
             return None
         by_role: dict[str, list[str]] = {}
+        read = []
         for p in device.points:
             if p.role is not None:
                 by_role.setdefault(p.role, []).append(p.name)
+                read.append(p.model_dump(mode="json", exclude=NOT_READ))
         if not by_role.get("power"):
             return None
+        fingerprint = hashlib.sha256(json.dumps(read, sort_keys=True).encode()).hexdigest()[:16]
         return cls(device.id, tuple(by_role["power"]), tuple(by_role.get("voltage", ())),
                    tuple(by_role.get("current", ())), next(iter(by_role.get("power_factor", ())), None),
-                   next(iter(by_role.get("energy", ())), None))
+                   next(iter(by_role.get("energy", ())), None), fingerprint)
 
     def signal(self, point: str) -> str:
         """``device/point``, as findings name their signals."""

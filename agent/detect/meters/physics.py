@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from agent.detect.meters.check import Detail, LearnedCheck
@@ -57,6 +59,12 @@ class PhysicsCheck(LearnedCheck):
             return None
         return read, expected
 
+    def fitted(self) -> dict[str, Any]:
+        return {"peak": self.peak}
+
+    def refit(self, fitted: dict[str, Any]) -> None:
+        self.peak = float(fitted["peak"])
+
     def fit(self, table: np.ndarray) -> float:
         read, expected = table[:, 0], table[:, 1]
         self.warn_on_scale(read, expected, "power should be in kW, volts line-to-neutral, the power factor "
@@ -81,6 +89,19 @@ class PhaseBalanceCheck(LearnedCheck):
                          balance_learning(), persist)
         self.offsets: tuple[float, ...] = (0.0,) * len(points)
         self.peak = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind} {self.quantity}"
+
+    def fitted(self) -> dict[str, Any]:
+        return {"offsets": list(self.offsets), "peak": self.peak}
+
+    def refit(self, fitted: dict[str, Any]) -> None:
+        offsets = tuple(float(x) for x in fitted["offsets"])
+        if len(offsets) != len(self.signals):
+            raise ValueError(f"{len(offsets)} phase offsets saved for {len(self.signals)} phases")
+        self.offsets, self.peak = offsets, float(fitted["peak"])
 
     def row(self, ts_us: int, values: MeterPoll) -> tuple[float, ...] | None:
         phases = values.volts if self.quantity == "voltage" else values.amps

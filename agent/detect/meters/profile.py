@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from typing import Any
 
 from agent.detect.meters.learning import Streak
 from agent.detect.stream import Finding
@@ -88,6 +89,26 @@ class LoadProfile:
             b.mean += a * d
             b.var = (1 - a) * (b.var + a * d * d) + a * var
         self.level = max(abs(x.mean) for x in self.buckets.values())
+
+    def learned(self) -> dict[str, Any] | None:
+        """The buckets (hour, weekend, days, mean, var), the meter's level and this hour's readings so far,
+        JSON-able; None before the first reading."""
+        if not self.buckets and self.visit is None:
+            return None
+        v = self.visit
+        return {"buckets": [[hour, int(weekend), b.days, b.mean, b.var] for (hour, weekend), b in self.buckets.items()],
+                "level": self.level,
+                "visit": None if v is None else [v.day, v.bucket[0], int(v.bucket[1]), v.n, v.total, v.squares]}
+
+    def restore(self, learned: dict[str, Any]) -> None:
+        """Take up what :meth:`learned` gave (before a restart)."""
+        self.buckets = {(int(hour), bool(weekend)): Bucket(int(days), float(mean), float(var))
+                        for hour, weekend, days, mean, var in learned["buckets"]}
+        self.level = float(learned["level"])
+        visit = learned["visit"]
+        self.visit = None if visit is None else Visit(int(visit[0]), (int(visit[1]), bool(visit[2])), int(visit[3]),
+                                                      float(visit[4]), float(visit[5]))
+        self._until_us = 0  # the next reading finds its hour again
 
     def step(self, ts_us: int, power: float) -> tuple[float | None, Finding | None]:
         """(z-score, or None while the hour's bucket learns; the finding once off-profile persisted)."""
