@@ -68,7 +68,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (DatasetError, ValueError, OSError, SQLAlchemyError) as exc:
         sys.stderr.write(f"cannot train: {exc}\n")
         return 1
-    model.save(args.out)
+    try:
+        model.save(args.out)
+    except OSError as exc:
+        sys.stderr.write(f"cannot write the model: {exc}\n")
+        return 1
     res = model.residuals
     sys.stdout.write(
         f"{args.out}: {len(model.signals)} signals, {len(res.names)} residuals "
@@ -78,9 +82,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cal:
         wider = ", ".join(f"{k} x{v:.2f}" for k, v in cal["multipliers"].items() if v > 1) or "none"
         sys.stdout.write(
-            f"limits from {cal['folds']}-fold cross-validation: out-of-fold false alarms "
-            f"{1000 * cal['false_alarm_rate']:.1f} per 1,000 rows (budget {1000 * cal['false_alarm_budget']:.1f}); "
-            f"widened: {wider}\n")
+            f"limits from {cal['folds']}-fold cross-validation: out-of-fold false alarms per 1,000 rows "
+            f"{1000 * cal['unwidened_false_alarm_rate']:.1f} with the training rows' limits, "
+            f"{1000 * cal['false_alarm_rate']:.1f} widened (budget {1000 * cal['false_alarm_budget']:.1f}; per block "
+            f"{', '.join(f'{1000 * r:.1f}' for r in cal['fold_false_alarm_rates'])}); widened: {wider}\n")
+    elif args.budget != Tuning.false_alarm_budget:
+        sys.stderr.write("note: --budget applies only with --folds N (cross-validation); it was not used\n")
     return 0
 
 
@@ -91,9 +98,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from agent.detect.evaluate import cross, cross_report, evaluate, report
     from agent.detect.model import DetectorModel
 
+    if bool(args.train) == bool(args.model):
+        sys.stderr.write("evaluate a model trained now on --train NORMAL.csv, or a saved one: --model MODEL.npz\n")
+        return 2
     try:
         model = DetectorModel.load(args.model) if args.model else None
-        ev = evaluate(args.train, args.test, args.relations, model)
+        ev = evaluate(args.train or args.model, args.test, args.relations, model)
         spread = [] if args.single or args.model else cross(args.train, args.test, args.relations)
     except (DatasetError, ValueError, OSError) as exc:
         sys.stderr.write(f"cannot evaluate: {exc}\n")
@@ -132,7 +142,7 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score the detectors on a labelled CSV (ATT_FLAG)")
-    p.add_argument("--train", required=True, help="CSV of normal operation to fit on")
+    p.add_argument("--train", help="CSV of normal operation to fit on (or --model)")
     p.add_argument("--test", required=True, help="CSV with an ATT_FLAG column (1 attack, 0 normal, -999 skip)")
     p.add_argument("--relations", help="YAML with a plant: section (default: C-Town's for BATADAL columns)")
     p.add_argument("--model", help="use this trained model instead of fitting on --train")
