@@ -56,6 +56,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if bool(args.csv) == bool(args.from_db):
         sys.stderr.write("train from either --csv FILE or --from-db MAP (readings in its central database)\n")
         return 2
+    if args.resolution < 0:
+        sys.stderr.write("--resolution is the signals' reporting step: 0 (none) or a positive number\n")
+        return 2
     if args.folds == 1 or args.folds < 0 or not 0 < args.budget < 1:
         sys.stderr.write("--folds is 0 (off) or at least 2, --budget a share between 0 and 1 (0.005: 5 alarms "
                          "per 1,000 rows)\n")

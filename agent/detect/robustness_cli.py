@@ -22,7 +22,7 @@ def cmd_evaluate_robustness(args: argparse.Namespace) -> int:
     if args.count < 1:
         sys.stderr.write("--count must be at least 1\n")
         return 2
-    kinds = args.kinds.split(",") if args.kinds else list(KINDS)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else list(KINDS)
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         sys.stderr.write(f"unknown attack kind(s) {', '.join(unknown)}; choose from {', '.join(KINDS)}\n")

@@ -58,3 +58,17 @@ def test_no_change_or_freeze_is_learned_across_a_gap() -> None:
     with_gap: DetectorModel = fit(joined, hours, SIGNALS, tuning=Tuning(resolution=0.001), starts=starts)
     without: DetectorModel = fit(joined, hours, SIGNALS, tuning=Tuning(resolution=0.001))
     assert with_gap.per_signal.rate_limit[2] < 2 < 50 < without.per_signal.rate_limit[2]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--csv", "x.csv", "--folds", "1", "-o", "m.npz"], "--folds is 0 (off) or at least 2"),
+    (["train", "--csv", "x.csv", "--budget", "1.5", "--folds", "4", "-o", "m.npz"], "--budget a share"),
+    (["train", "--csv", "x.csv", "--resolution", "-1", "-o", "m.npz"], "--resolution is the signals' reporting"),
+    (["evaluate", "--test", "x.csv"], "--train NORMAL.csv, or a saved one: --model"),
+])
+def test_commands_refuse_settings_that_make_no_sense(args: list[str], message: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
