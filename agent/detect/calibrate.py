@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 #: families besides the residual score groups, in the order of :func:`family_ratios`' last columns
 OTHER_FAMILIES = ["bands", "rate", "baseline", "frozen"]
-#: quantile levels searched, from loose to strict, as shares of the budget
+#: quantile levels searched between 1 - budget and 1
 _LEVELS = 400
 
 
@@ -66,8 +66,8 @@ def family_ratios(detector: StreamingDetector, x: np.ndarray, hours: np.ndarray)
 
 
 def calibrate(values: np.ndarray, hours: np.ndarray, folds: int, budget: float,
-              fit_block: Callable[[np.ndarray], DetectorModel], starts: np.ndarray) -> tuple[list[str], Calibration]:
-    """Out-of-fold ratios of every family and the factors they call for.
+              fit_block: Callable[[np.ndarray], DetectorModel], starts: np.ndarray) -> Calibration:
+    """The factors the out-of-fold ratios of every family call for (keyed by family name).
 
     ``fit_block(rows)`` fits an uncalibrated model on the rows selected by a boolean mask;
     ``starts`` marks rows after a gap, where a held-out block's stream starts afresh.
@@ -92,7 +92,7 @@ def calibrate(values: np.ndarray, hours: np.ndarray, folds: int, budget: float,
                       float(alarms.mean()), float((oof > 1.0).any(axis=1).mean()), per_fold, n)
     log.info("calibrated on %d out-of-fold rows: level %.5f, false alarms %.4f (per fold %s)", n, level,
              cal.false_alarm_rate, ", ".join(f"{r:.4f}" for r in per_fold))
-    return names, cal
+    return cal
 
 
 def _choose(oof: np.ndarray, budget: float) -> tuple[float, np.ndarray]:

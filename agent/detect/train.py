@@ -193,15 +193,16 @@ def fit(values: np.ndarray, hours: np.ndarray, signals: list[str], plant: PlantR
     starts = np.zeros(len(values), dtype=bool) if starts is None else np.asarray(starts, dtype=bool).copy()
     if len(starts):
         starts[0] = True
-    model = _fit_once(values, hours, signals, plant or PlantRelations(), tuning or Tuning(), meta, starts)
+    plant = plant or PlantRelations()
+    model = _fit_once(values, hours, signals, plant, tuning or Tuning(), meta, starts)
     folds = model.tuning.calibration_folds
     if folds > 1:
         def fit_block(rows: np.ndarray) -> DetectorModel:
             cut = starts[rows] | np.r_[True, ~rows[:-1]][rows]  # a held-out block leaves a gap
-            return _fit_once(values[rows], hours[rows], signals, plant or PlantRelations(),
+            return _fit_once(values[rows], hours[rows], signals, plant,
                              replace(model.tuning, calibration_folds=0), None, cut)
 
-        _, cal = calibrate(values, hours, folds, model.tuning.false_alarm_budget, fit_block, starts)
+        cal = calibrate(values, hours, folds, model.tuning.false_alarm_budget, fit_block, starts)
         apply(model, cal)
     return model
 
