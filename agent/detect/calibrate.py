@@ -82,7 +82,7 @@ def calibrate(values: np.ndarray, hours: np.ndarray, folds: int, budget: float,
         model = fit_block(~held)
         names = StreamingDetector(model).group_names + OTHER_FAMILIES
         at = [*sorted({int(edges[k]), *(np.flatnonzero(starts[held]) + edges[k]).tolist()}), int(edges[k + 1])]
-        ratios += [family_ratios(StreamingDetector(model), values[a:b], hours[a:b])
+        ratios += [family_ratios(StreamingDetector(model, capped=False), values[a:b], hours[a:b])
                    for a, b in itertools.pairwise(at) if b > a]
     oof = np.vstack(ratios)
     level, factors = _choose(oof, budget)

@@ -56,6 +56,7 @@ class Tuning:
     """Streaming parameters; thresholds are calibrated on the training rows themselves."""
 
     alpha: float = 0.5                # EWMA weight of the newest residual score
+    score_cap: float = 8.0            # a row's residual score enters the EWMA at most this x its limit (0: no cap)
     quantile: float = 0.999           # training-score quantile that sets the cross-signal threshold
     relation_quantile: float = 1.0    # the same for each declared relation (many of them: stricter)
     headroom: float = 1.0             # thresholds multiplied by this after calibration

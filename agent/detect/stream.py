@@ -98,7 +98,9 @@ class RowScores:
 class StreamingDetector:
     """Scores rows in time order; keeps only the state a row needs (previous row, EWMA, runs, windows)."""
 
-    def __init__(self, model: DetectorModel, thresholds: np.ndarray | None = None) -> None:
+    def __init__(self, model: DetectorModel, thresholds: np.ndarray | None = None, capped: bool = True) -> None:
+        """``capped=False`` leaves residual scores uncapped (:attr:`Tuning.score_cap`): what training
+        and calibration measure, where the cap's own limit is not known yet or is being chosen."""
         self.model = model
         res = model.residuals
         self._signal_rows = np.array([k == "signal" for k in res.kinds], dtype=bool)
@@ -111,6 +113,9 @@ class StreamingDetector:
         self.thresholds = thresholds if thresholds is not None else np.asarray(
             model.meta.get("thresholds", np.ones(len(self.group_names))), dtype=float)
         self._inv_scale = 1.0 / res.scale
+        cap = model.tuning.score_cap
+        #: an alarm outlives its evidence by at most log(cap) / log(1 / (1 - alpha)) rows
+        self._cap = self.thresholds * cap if capped and cap > 0 else None
         self._prev: np.ndarray | None = None
         self._ewma = np.zeros(len(self.group_names))
         self._band_run = np.zeros(len(model.bands.kinds), dtype=int)
@@ -147,6 +152,9 @@ class StreamingDetector:
     def raw_scores(self, x: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Smoothed group scores (not yet divided by thresholds) and residual z-scores of rows.
 
+        A row's group score enters the average at most ``score_cap`` times its limit: one huge
+        row would otherwise keep the average above the limit for many quiet rows after it.
+
         The very first row only primes the lag: its own lag features would be made up, so its
         z-scores are 0 and the smoothed scores stay where they were.
         """
@@ -159,7 +167,10 @@ class StreamingDetector:
             z[0] = 0.0
         z2 = z * z
         mean = np.matmul(np.ascontiguousarray(z2[:, self._signal_rows])[:, None, :], self._mean_weights)[:, 0, :]
-        groups = np.hstack((mean, z2[:, self._relation_rows])).T.tolist()
+        stacked = np.hstack((mean, z2[:, self._relation_rows]))
+        if self._cap is not None:
+            stacked = np.minimum(stacked, self._cap)
+        groups = stacked.T.tolist()
         a = self.model.tuning.alpha
         b = 1 - a
         skip = 1 if first else 0

@@ -228,7 +228,7 @@ def _fit_once(values: np.ndarray, hours: np.ndarray, signals: list[str], plant: 
                           _replay_candidates(d, active, tuning), tuning, dict(meta or {}))
     groups = np.ones(1 + int(sum(k != "signal" for k in model.residuals.kinds)))
     hours = np.asarray(hours, dtype=float)
-    scores = np.vstack([StreamingDetector(model, groups).raw_scores(x[seg], hours[seg])[0]
+    scores = np.vstack([StreamingDetector(model, groups, capped=False).raw_scores(x[seg], hours[seg])[0]
                         for seg in _segments(starts)])
     thresholds = tuning.headroom * np.concatenate((
         np.quantile(scores[:, :1], tuning.quantile, axis=0),

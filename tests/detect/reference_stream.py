@@ -81,6 +81,8 @@ class StreamingDetector:
             int(self._signal_rows.sum()), 1))
         groups = np.concatenate(((float(mean[0, 0]) if self._signal_rows.any() else 0.0,),
                                  z2[self._relation_rows]))
+        if self.model.tuning.score_cap > 0:  # added with the cap (after batching), to keep the reference current
+            groups = np.minimum(groups, self.thresholds * self.model.tuning.score_cap)
         a = self.model.tuning.alpha
         self._ewma = groups if not self._rows else a * groups + (1 - a) * self._ewma
         self._rows += 1

@@ -27,8 +27,8 @@ def test_dataset04_scores_above_the_floor_with_every_attack_detected() -> None:
     ev = evaluate(TRAIN, TEST)
     s = ev.scores
     assert len(s.attacks) == 7 and all(a.detected_after is not None for a in s.attacks)
-    # floors a little below the measured result (S 0.969, TNR 0.988, TPR 0.929)
-    assert s.s >= 0.95 and s.tnr >= 0.98 and s.tpr >= 0.90
+    # floors a little below the measured result (S 0.969, TNR 0.992, TPR 0.925)
+    assert s.s >= 0.95 and s.tnr >= 0.985 and s.tpr >= 0.90
     assert max(a.detected_after or 0 for a in s.attacks) <= 12
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +180,23 @@ def test_frozen_sensor_and_sudden_jump_are_flagged_per_signal(cycling_model: Det
     rate = [f for f in verdicts[200].findings if f.kind == "rate"]
     assert rate and rate[0].signals == ("demand",)
     assert not any(v.alarm for v in verdicts[:100])
+
+
+def test_an_alarm_clears_a_few_rows_after_its_evidence(cycling_model: DetectorModel) -> None:
+    """One absurd reading alarms at once, but it enters the smoothed scores at most score_cap x
+    their limits: the alarm ends within log2(8) = 3 rows of the last row it touches (the glitch
+    and the row after, whose lag features hold it), not after the many rows an uncapped average
+    of a millionfold score needs to decay."""
+    x, hours = _cycling_plant(300, seed=8)
+    x[200, 0] += 50.0                                  # one glitch of ten times the tank's height
+    lasted = {}
+    for cap in (8.0, 0.0):
+        model = replace(cycling_model, tuning=replace(cycling_model.tuning, score_cap=cap))
+        verdicts = _stream(model, x, hours)
+        assert not any(v.alarm for v in verdicts[:200]) and verdicts[200].alarm
+        lasted[cap] = max(i for i, v in enumerate(verdicts) if v.alarm) - 200
+    assert 1 <= lasted[8.0] <= 4
+    assert lasted[0.0] >= 10
 
 
 def test_model_file_round_trip_gives_identical_verdicts(cycling_model: DetectorModel, tmp_path: Path) -> None:
