@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -104,6 +105,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if bool(args.train) == bool(args.model):
         sys.stderr.write("evaluate a model trained now on --train NORMAL.csv, or a saved one: --model MODEL.npz\n")
         return 2
+    if args.train and any(Path(t).resolve() == Path(args.test).resolve() for t in args.train):
+        sys.stderr.write("note: the test file is also a training file: its normal rows are scored by a model "
+                         "that learned them\n")
     try:
         model = DetectorModel.load(args.model) if args.model else None
         ev = evaluate(args.train or args.model, args.test, args.relations, model)
@@ -128,7 +132,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     """Register the detection sub-commands on the main parser."""
     p = sub.add_parser("train", help="learn a detector model from normal operation")
-    p.add_argument("--csv", help="rows of normal operation (BATADAL layout: DATETIME, signals...)")
+    p.add_argument("--csv", action="append",
+                   help="rows of normal operation (BATADAL layout: DATETIME, signals...); repeat it to learn "
+                        "from several files (their normal rows, joined in order)")
     p.add_argument("--from-db", metavar="MAP.yaml",
                    help="or: learn from the readings this device map's central database holds")
     p.add_argument("--since", default="1970-01-01 00:00:00", help="with --from-db: first reading (UTC)")
@@ -145,7 +151,8 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score the detectors on a labelled CSV (ATT_FLAG)")
-    p.add_argument("--train", help="CSV of normal operation to fit on (or --model)")
+    p.add_argument("--train", action="append",
+                   help="CSV of normal operation to fit on (or --model); repeat it to learn from several files")
     p.add_argument("--test", required=True, help="CSV with an ATT_FLAG column (1 attack, 0 normal, -999 skip)")
     p.add_argument("--relations", help="YAML with a plant: section (default: C-Town's for BATADAL columns)")
     p.add_argument("--model", help="use this trained model instead of fitting on --train")

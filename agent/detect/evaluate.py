@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,17 +40,48 @@ def load_relations(path: str | Path | None, signals: list[str]) -> PlantRelation
         raise ValueError(f"{path}: {problems}") from None
 
 
-def train_from_csv(path: str | Path, relations: str | Path | None = None, tuning: Tuning | None = None
+#: one training file, or several (their normal rows joined in the order given)
+Paths = str | Path | Sequence[str | Path]
+
+
+def _paths(paths: Paths) -> list[Path]:
+    return [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+
+
+def names(paths: Paths) -> str:
+    """The files' names, for reports: ``a.csv + b.csv``."""
+    return " + ".join(p.name for p in _paths(paths))
+
+
+def normal_rows(paths: Paths) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Signals, values, hours and gap marks of the normal rows of one or more CSVs.
+
+    Rows labelled as attacks (or unlabelled) are left out; each file's first row and the first
+    row after a left-out stretch start afresh (no lag or change is taken across them). The first
+    file's columns are the signals; a later file must have them all, in any order.
+    """
+    files = _paths(paths)
+    if not files:
+        raise ValueError("no training file")
+    first = load_csv(files[0])
+    signals = first.signals
+    values, hours, starts = [], [], []
+    for data in (first, *(load_csv(f) for f in files[1:])):
+        rows = np.ones(len(data.values), dtype=bool) if data.labels is None else data.labels == 0
+        values.append(data.select(signals)[rows])
+        hours.append(data.hours[rows])
+        starts.append(np.r_[True, ~rows[:-1]][rows])
+    return signals, np.vstack(values), np.concatenate(hours), np.concatenate(starts)
+
+
+def train_from_csv(paths: Paths, relations: str | Path | None = None, tuning: Tuning | None = None
                    ) -> DetectorModel:
-    """Fit a model on a CSV of normal operation (rows labelled as attacks or unlabelled are left out,
-    and no lag or change is taken across the gap they leave)."""
-    data = load_csv(path)
-    rows = np.ones(len(data.values), dtype=bool) if data.labels is None else data.labels == 0
-    plant = load_relations(relations, data.signals)
-    after_gap = np.r_[True, ~rows[:-1]][rows]
-    return fit(data.values[rows], data.hours[rows], data.signals, plant, tuning,
-               meta={"trained_on": Path(path).name, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "relations": str(relations or (CTOWN_RELATIONS if plant.tanks else ""))}, starts=after_gap)
+    """Fit a model on the normal rows of one CSV, or of several joined (see :func:`normal_rows`)."""
+    signals, values, hours, starts = normal_rows(paths)
+    plant = load_relations(relations, signals)
+    return fit(values, hours, signals, plant, tuning,
+               meta={"trained_on": names(paths), "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "relations": str(relations or (CTOWN_RELATIONS if plant.tanks else ""))}, starts=starts)
 
 
 def stream(model: DetectorModel, data: Dataset) -> list[Verdict]:
@@ -95,9 +127,9 @@ class Evaluation:
                 w.writerow([t.strftime("%d/%m/%y %H"), int(label), int(v.alarm), f"{v.score:.4f}"])
 
 
-def evaluate(train: str | Path, test: str | Path, relations: str | Path | None = None,
+def evaluate(train: Paths, test: str | Path, relations: str | Path | None = None,
              model: DetectorModel | None = None) -> Evaluation:
-    """Train on ``train`` (unless a model is given), stream ``test`` and score it against ATT_FLAG."""
+    """Train on ``train``'s normal rows (unless a model is given), stream ``test`` and score it against ATT_FLAG."""
     data = load_csv(test)
     if data.labels is None:
         raise ValueError(f"{test}: no ATT_FLAG column to score against")
@@ -106,13 +138,13 @@ def evaluate(train: str | Path, test: str | Path, relations: str | Path | None =
     verdicts = stream(model, data)
     seconds = time.perf_counter() - started
     alarm = np.array([v.alarm for v in verdicts])
-    return Evaluation(str(train), str(test), score(alarm, data.labels), len(verdicts), seconds, data, verdicts)
+    return Evaluation(names(train), str(test), score(alarm, data.labels), len(verdicts), seconds, data, verdicts)
 
 
 def report(ev: Evaluation) -> str:
     """The evaluation as a readable table."""
     d = ev.as_dict()
-    lines = [f"trained on {Path(ev.train).name}, tested on {Path(ev.test).name}: {ev.rows} rows "
+    lines = [f"trained on {ev.train}, tested on {Path(ev.test).name}: {ev.rows} rows "
              f"({d['rows_per_second']} rows/s through the streaming detector)", "",
              "| attack | start | end | hours | detected after (h) | first evidence |",
              "|---|---|---|---|---|---|"]
@@ -150,32 +182,34 @@ class CrossRow:
         return 1 - self.false_alarms / self.normal_rows if self.normal_rows else 0.0
 
 
-def cross(first: str | Path, second: str | Path, relations: str | Path | None = None) -> list[CrossRow]:
-    """Each procedure on each file's normal rows, scored on the other file (where it has normal rows to learn)."""
-    files = {Path(first): load_csv(first), Path(second): load_csv(second)}
+def cross(first: Paths, second: str | Path, relations: str | Path | None = None) -> list[CrossRow]:
+    """Each procedure on the normal rows of ``first`` (one file or several) scored on ``second``, and
+    on ``second``'s normal rows scored on each of ``first`` (where it has enough normal rows to learn)."""
+    firsts = _paths(first)
+    data = {Path(second): load_csv(second), **{f: load_csv(f) for f in firsts}}
+    directions = ((firsts, [Path(second)]), ([Path(second)], firsts))
     out = []
-    estimates: dict[Path, dict[str, float]] = {}
-    trained_on: list[Path] = []
+    estimates: dict[tuple[str, str], float] = {}  # (training files, procedure) -> out-of-fold false alarm rate
     for name, tuning in PROCEDURES.items():
-        for train, test in ((Path(first), Path(second)), (Path(second), Path(first))):
-            labels = files[train].labels
-            if labels is not None and (labels == 0).sum() < 48:
+        for train, test in directions:
+            tests = [data[f] for f in test]
+            learn = [data[f] for f in train]
+            if sum(len(d.values) if d.labels is None else int((d.labels == 0).sum()) for d in learn) < 48:
                 continue  # too few normal rows to learn from (BATADAL's original dataset04)
             model = train_from_csv(train, relations, tuning)
             cal = model.meta.get("calibration")
-            if cal:
-                estimates[train] = {"training rows": cal["unwidened_false_alarm_rate"], name: cal["false_alarm_rate"]}
-            data = files[test]
-            verdicts = stream(model, data)
-            truth = data.labels if data.labels is not None else np.zeros(len(verdicts), dtype=int)
-            alarm = np.array([v.alarm for v in verdicts])
+            if cal:  # cross-validation also estimates how often the training rows' own limits alarm on new rows
+                estimates[names(train), "training rows"] = cal["unwidened_false_alarm_rate"]
+                estimates[names(train), name] = cal["false_alarm_rate"]
+            alarm = np.concatenate([[v.alarm for v in stream(model, d)] for d in tests])
+            truth = np.concatenate([d.labels if d.labels is not None else np.zeros(len(d.values), dtype=int)
+                                    for d in tests])
             sc = score(alarm, truth)
-            trained_on.append(train)
-            out.append(CrossRow(name, train.name, test.name, int((truth == 0).sum()), sc.fp, len(sc.attacks),
+            out.append(CrossRow(name, names(train), names(test), int((truth == 0).sum()), sc.fp, len(sc.attacks),
                                 sum(a.detected_after is not None for a in sc.attacks),
                                 sc.tpr if sc.attacks else None, sc.s if sc.attacks else None, None))
-    for r, train in zip(out, trained_on, strict=True):  # cross-validation also estimates the training rows' limits
-        r.estimated_false_alarm_rate = estimates.get(train, {}).get(r.procedure)
+    for r in out:
+        r.estimated_false_alarm_rate = estimates.get((r.trained_on, r.procedure))
     return out
 
 
