@@ -62,7 +62,7 @@ class Tuning:
     headroom: float = 1.0             # thresholds multiplied by this after calibration
     threshold: float = 1.0            # residual threshold (mean z^2, smoothed)
     band_persist: int = 2             # band violations in a row before they count
-    replay_window: int = 12           # samples compared when looking for a replayed window
+    replay_window: int = 12           # longest window compared when looking for a replay (each signal's is learned)
     replay_history: int = 336         # samples searched back (two weeks of hourly data)
     clear_after: int = 3              # quiet samples before an incident closes
     resolution: float = 0.01          # sensor reporting resolution the model assumes
@@ -82,6 +82,12 @@ class DetectorModel:
     replay_signals: list[int]
     tuning: Tuning
     meta: dict[str, Any] = field(default_factory=dict)
+    #: per replay signal, the window a repeat of which is a replay (empty: tuning.replay_window for all)
+    replay_windows: list[int] = field(default_factory=list)
+
+    def replay_window(self, k: int) -> int:
+        """The replay window of the ``k``-th replay signal."""
+        return self.replay_windows[k] if self.replay_windows else self.tuning.replay_window
 
     def save(self, path: str | Path) -> None:
         """Write the model (numpy arrays + JSON metadata, no pickle)."""
@@ -90,6 +96,7 @@ class DetectorModel:
             "residuals": {"names": self.residuals.names, "kinds": self.residuals.kinds,
                           "signals": self.residuals.signals},
             "bands": {"kinds": self.bands.kinds}, "replay_signals": self.replay_signals,
+            "replay_windows": self.replay_windows,
         }
         with open(path, "wb") as f:
             np.savez_compressed(
@@ -116,6 +123,6 @@ class DetectorModel:
                     per_signal=PerSignal(z["rate_limit"], z["frozen_limit"], z["tod_median"], z["tod_scale"],
                                          z["tod_limit"]),
                     replay_signals=header["replay_signals"], tuning=Tuning(**header["tuning"]),
-                    meta=header["meta"])
+                    meta=header["meta"], replay_windows=header.get("replay_windows", []))
         except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path}: not a HackSky detector model ({exc})") from None

@@ -79,16 +79,32 @@ class ReplayWatch:
 
 def feed(watches: list[ReplayWatch], scaled: np.ndarray) -> list[list[tuple[int, int]]]:
     """Feed rows of samples (rows x watches, value / resolution, not yet rounded) to watches that
-    have seen the same number of samples; per watch, ``(row, samples back)`` of each repeat.
+    have seen the same number of samples (their windows may differ); per watch, ``(row, samples
+    back)`` of each repeat.
 
-    Long batches are scanned together (every window hashed, one sort); short ones, and values
-    too large for int64, go sample by sample.
+    Long batches are scanned together, watches of one window length at a time (every window
+    hashed, one sort); short ones, and values too large for int64, go sample by sample.
     """
-    if len(scaled) >= SCAN_FROM and watches and float(np.abs(scaled).max()) < _INT64_SAFE:
+    if len(scaled) < SCAN_FROM or not watches or float(np.abs(scaled).max()) >= _INT64_SAFE:
+        return _steps(watches, scaled)
+    q = np.rint(scaled).astype(np.int64)
+    groups: dict[int, list[int]] = {}
+    for k, watch in enumerate(watches):
+        groups.setdefault(watch.window, []).append(k)
+    out: list[list[tuple[int, int]]] = [[] for _ in watches]
+    for group in groups.values():
+        members = [watches[k] for k in group]
         try:
-            return _scan(watches, np.rint(scaled).astype(np.int64))
-        except OverflowError:
-            pass  # a tail holds a value beyond int64
+            found = _scan(members, q[:, group])
+        except OverflowError:  # a tail holds a value beyond int64 (raised before any state changes)
+            found = _steps(members, scaled[:, group])
+        for k, repeats in zip(group, found, strict=True):
+            out[k] = repeats
+    return out
+
+
+def _steps(watches: list[ReplayWatch], scaled: np.ndarray) -> list[list[tuple[int, int]]]:
+    """:func:`feed` sample by sample."""
     found: list[list[tuple[int, int]]] = [[] for _ in watches]
     for t, row in enumerate(scaled.tolist()):
         for k, (watch, v) in enumerate(zip(watches, row, strict=True)):

@@ -120,7 +120,8 @@ class StreamingDetector:
         self._ewma = np.zeros(len(self.group_names))
         self._band_run = np.zeros(len(model.bands.kinds), dtype=int)
         t = model.tuning
-        self._replay = {i: ReplayWatch(t.replay_window, t.replay_history) for i in model.replay_signals}
+        self._replay = {i: ReplayWatch(model.replay_window(k), t.replay_history)
+                        for k, i in enumerate(model.replay_signals)}
         self._rows = 0
         self._frozen_run = np.zeros(len(model.signals), dtype=int)
         self._checked_frozen = model.per_signal.frozen_limit > 0

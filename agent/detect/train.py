@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from agent.detect import replay
 from agent.detect.calibrate import apply, calibrate
 from agent.detect.model import Bands, DetectorModel, PerSignal, Residuals, Tuning
 from agent.detect.plant import PlantRelations
@@ -167,18 +168,40 @@ def _per_signal(d: _Design, hours: np.ndarray, active: list[str], resolution: fl
     return PerSignal(rate, frozen, median, scale, limit)
 
 
-def _replay_candidates(d: _Design, active: list[str], tuning: Tuning) -> list[int]:
-    """Continuous signals whose normal history never repeats a window (so a repeat means replay)."""
-    keep = []
+#: the shortest replay window: a window must hold 3 distinct values to count (see ReplayWatch)
+MIN_REPLAY_WINDOW = 3
+#: a signal's replay window is this many samples longer than the shortest that never repeats
+REPLAY_MARGIN = 2
+
+
+def _replay_candidates(d: _Design, active: list[str], tuning: Tuning) -> tuple[list[int], list[int]]:
+    """Continuous signals whose normal history never repeats a window (so a repeat means replay),
+    and each one's window: the shortest that never repeats in the training rows and is one sample
+    longer than another that never does (a margin), else ``tuning.replay_window`` if that never
+    repeats. The shorter the window, the sooner a replay is seen."""
+    q = {}
     for s in active:
         i = d.signals.index(s)
-        q = np.round(d.x[:, i] / max(tuning.resolution, 1e-6)).astype(int)
-        if len(np.unique(q)) <= 3:
-            continue  # on/off signals repeat by nature
-        watch = ReplayWatch(tuning.replay_window, tuning.replay_history)
-        if all(watch.step(int(v)) is None for v in q):
+        values = np.round(d.x[:, i] / max(tuning.resolution, 1e-6)).astype(np.int64)
+        if len(np.unique(values)) > 3:  # on/off signals repeat by nature
+            q[i] = values.astype(float)
+    if not q:
+        return [], []
+    longest = tuning.replay_window
+    clean: dict[int, set[int]] = {i: set() for i in q}   # signal -> windows that never repeat
+    for w in range(min(MIN_REPLAY_WINDOW, longest), longest + 1):
+        watches = [ReplayWatch(w, tuning.replay_history) for _ in q]
+        for i, found in zip(q, replay.feed(watches, np.column_stack(list(q.values()))), strict=True):
+            if not found:
+                clean[i].add(w)
+    keep, windows = [], []
+    for i in sorted(q):
+        fits = [w for w in sorted(clean[i]) if all(w - m in clean[i] for m in range(1, REPLAY_MARGIN + 1))]
+        fits = fits or [longest] * (longest in clean[i])
+        if fits:
             keep.append(i)
-    return keep
+            windows.append(fits[0])
+    return keep, windows
 
 
 def fit(values: np.ndarray, hours: np.ndarray, signals: list[str], plant: PlantRelations | None = None,
@@ -223,9 +246,10 @@ def _fit_once(values: np.ndarray, hours: np.ndarray, signals: list[str], plant: 
     active = [s for s in signals if x[:, signals.index(s)].std() > 5 * max(res, 1e-9)]
     if not active:
         raise ValueError(f"no signal varies by more than 5 x the resolution ({res:g}) in the training rows")
+    replay_signals, replay_windows = _replay_candidates(d, active, tuning)
     model = DetectorModel(signals, _residuals(d, active, plant, res), _bands(d, active, plant, res),
                           _per_signal(d, hours, active, res, tuning.daily_baseline),
-                          _replay_candidates(d, active, tuning), tuning, dict(meta or {}))
+                          replay_signals, tuning, dict(meta or {}), replay_windows)
     groups = np.ones(1 + int(sum(k != "signal" for k in model.residuals.kinds)))
     hours = np.asarray(hours, dtype=float)
     scores = np.vstack([StreamingDetector(model, groups, capped=False).raw_scores(x[seg], hours[seg])[0]

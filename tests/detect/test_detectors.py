@@ -13,7 +13,7 @@ from agent.detect.builtin import WATER_PLANT_SIGNALS, water_plant_model
 from agent.detect.model import DetectorModel, Tuning
 from agent.detect.plant import Actuator, PlantRelations, Tank
 from agent.detect.stream import StreamingDetector, Verdict
-from agent.detect.train import fit
+from agent.detect.train import MIN_REPLAY_WINDOW, REPLAY_MARGIN, fit
 from simulators.clock import START_ENV
 from simulators.water_plant import WaterPlant
 from tests.clock import PinnedClock
@@ -167,6 +167,29 @@ def test_replayed_window_is_recognised(cycling_model: DetectorModel) -> None:
     verdicts = _stream(cycling_model, replayed, hours)
     replay = [f for v in verdicts[250:270] for f in v.findings if f.kind == "replay"]
     assert replay and replay[0].signals == ("level",) and replay[0].detail["samples_back"] == 50
+
+
+def test_each_signal_gets_the_shortest_replay_window_its_history_never_repeats() -> None:
+    """A noisy signal never repeats even 3 samples, so its window is 3 + REPLAY_MARGIN; one that
+    repeats a 6-sample motif every 8 samples never repeats 7, so its window is 7 + REPLAY_MARGIN.
+    A replay of the noisy signal is then seen at its 5th replayed sample."""
+    rng = np.random.default_rng(9)
+    rows = 2000
+    noisy = np.round(rng.normal(0, 1, rows), 3)
+    motif = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    patterned = np.array([v for _ in range(rows // 8) for v in [*motif, *np.round(rng.uniform(10, 1000, 2), 3)]])
+    x = np.column_stack((noisy, patterned))
+    model = fit(x, np.arange(rows) % 24.0, ["noisy", "patterned"], None,
+                Tuning(resolution=0.001, replay_window=12, daily_baseline=False))
+    assert model.replay_signals == [0, 1]
+    assert model.replay_windows == [MIN_REPLAY_WINDOW + REPLAY_MARGIN, 7 + REPLAY_MARGIN]
+
+    live = np.column_stack((np.round(rng.normal(0, 1, 100), 3), patterned[:100]))
+    live[60:80, 0] = live[20:40, 0]                    # the noisy signal replays 20 samples from 40 back
+    verdicts = _stream(model, live, np.arange(100) % 24.0)
+    first = next(t for t, v in enumerate(verdicts) if any(f.kind == "replay" for f in v.findings))
+    assert first == 60 + model.replay_windows[0] - 1
+    assert not any(v.alarm for v in verdicts[:60])
 
 
 def test_frozen_sensor_and_sudden_jump_are_flagged_per_signal(cycling_model: DetectorModel) -> None:
