@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.detect import evaluate as evaluate_module
 from agent.detect.dataset import DatasetError, load_csv
 from agent.detect.evaluate import evaluate, normal_rows, train_from_csv
 from agent.detect.model import DetectorModel, Tuning
@@ -127,17 +128,21 @@ def test_training_on_several_files_joins_their_normal_rows_without_a_change_acro
         normal_rows([first, tmp_path / "short.csv"])
 
 
-def test_evaluate_cli_trains_on_several_files(tmp_path: Path) -> None:
+def test_evaluate_cli_trains_on_several_files(monkeypatch: pytest.MonkeyPatch) -> None:
     """dataset03 and the normal hours of dataset04 together (a model that has seen the later year),
-    scored on dataset04: the cross-file table then scores dataset04's model on both."""
+    scored on dataset04; the cross-file table then scores dataset04's model on both files."""
     result = subprocess.run(
         [sys.executable, "-m", "agent", "evaluate", "--train", str(TRAIN), "--train", str(TEST), "--test", str(TEST),
-         "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+         "--json", "--single"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert "the test file is also a training file" in result.stderr
     report = json.loads(result.stdout)
     both = f"{TRAIN.name} + {TEST.name}"
     assert report["train"] == both and report["tnr"] >= 0.99 and all(
         a["detected_after"] is not None for a in report["attacks"])
-    reverse = next(r for r in report["cross"] if r["trained_on"] == TEST.name and r["procedure"] == "training rows")
-    assert reverse["scored_on"] == both and reverse["normal_rows"] == 8761 + 3685
+    monkeypatch.setattr(evaluate_module, "PROCEDURES", {"training rows": Tuning()})  # one procedure is enough here
+    forward, reverse = evaluate_module.cross([TRAIN, TEST], TEST)
+    assert (forward.trained_on, forward.scored_on) == (both, TEST.name) and forward.tnr >= 0.99
+    assert (reverse.trained_on, reverse.scored_on) == (TEST.name, both)
+    assert reverse.normal_rows == 8761 + 3685 and reverse.attacks == 7
