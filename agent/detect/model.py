@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: format 2 files (before score_cap and per-signal replay windows) load with the new fields' defaults
+READABLE_FORMATS = (2, 3)
 
 
 @dataclass
@@ -112,8 +114,9 @@ class DetectorModel:
         try:
             with np.load(path, allow_pickle=False) as z:
                 header = json.loads(str(z["header"]))
-                if header.get("format") != FORMAT_VERSION:
-                    raise ValueError(f"{path}: model format {header.get('format')}, expected {FORMAT_VERSION}")
+                if header.get("format") not in READABLE_FORMATS:
+                    raise ValueError(f"{path}: model format {header.get('format')}, expected one of "
+                                     f"{', '.join(map(str, READABLE_FORMATS))}")
                 r = header["residuals"]
                 return cls(
                     signals=header["signals"],

@@ -113,9 +113,11 @@ class StreamingDetector:
         self.thresholds = thresholds if thresholds is not None else np.asarray(
             model.meta.get("thresholds", np.ones(len(self.group_names))), dtype=float)
         self._inv_scale = 1.0 / res.scale
-        cap = model.tuning.score_cap
-        #: an alarm outlives its evidence by at most log(cap) / log(1 / (1 - alpha)) rows
-        self._cap = self.thresholds * cap if capped and cap > 0 else None
+        cap = float(model.tuning.score_cap)
+        #: a capped row's own share of the average falls below its limit within log(cap) / log(1 / (1 - alpha))
+        #: rows; a limit of 0 (or a cap of 0, inf or NaN) leaves that group uncapped
+        self._cap = (np.where(self.thresholds > 0, self.thresholds * cap, np.inf)
+                     if capped and 0 < cap < np.inf else None)
         self._prev: np.ndarray | None = None
         self._ewma = np.zeros(len(self.group_names))
         self._band_run = np.zeros(len(model.bands.kinds), dtype=int)

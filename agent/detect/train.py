@@ -176,9 +176,10 @@ REPLAY_MARGIN = 2
 
 def _replay_candidates(d: _Design, active: list[str], tuning: Tuning) -> tuple[list[int], list[int]]:
     """Continuous signals whose normal history never repeats a window (so a repeat means replay),
-    and each one's window: the shortest that never repeats in the training rows and is one sample
-    longer than another that never does (a margin), else ``tuning.replay_window`` if that never
-    repeats. The shorter the window, the sooner a replay is seen."""
+    and each one's window: the shortest that never repeats in the training rows while the
+    ``REPLAY_MARGIN`` windows just shorter never repeat either, else ``tuning.replay_window`` if that
+    never repeats; a signal with neither is not watched. Each stretch between gaps is searched on
+    its own. The shorter the window, the sooner a replay is seen."""
     q = {}
     for s in active:
         i = d.signals.index(s)
@@ -189,11 +190,13 @@ def _replay_candidates(d: _Design, active: list[str], tuning: Tuning) -> tuple[l
         return [], []
     longest = tuning.replay_window
     clean: dict[int, set[int]] = {i: set() for i in q}   # signal -> windows that never repeat
+    columns = np.column_stack(list(q.values()))
     for w in range(min(MIN_REPLAY_WINDOW, longest), longest + 1):
-        watches = [ReplayWatch(w, tuning.replay_history) for _ in q]
-        for i, found in zip(q, replay.feed(watches, np.column_stack(list(q.values()))), strict=True):
-            if not found:
-                clean[i].add(w)
+        repeats = np.zeros(len(q), dtype=bool)
+        for seg in _segments(d.starts):
+            watches = [ReplayWatch(w, tuning.replay_history) for _ in q]
+            repeats |= [bool(found) for found in replay.feed(watches, columns[seg])]
+        clean.update({i: clean[i] | {w} for i, r in zip(q, repeats, strict=True) if not r})
     keep, windows = [], []
     for i in sorted(q):
         fits = [w for w in sorted(clean[i]) if all(w - m in clean[i] for m in range(1, REPLAY_MARGIN + 1))]

@@ -131,6 +131,30 @@ def test_values_beyond_int64_and_infinities_take_the_exact_path() -> None:
     assert det._prev is not None and det._prev.tolist() == [1.0, 2.5, 3.0]
 
 
+def test_watches_of_different_windows_scan_by_window_and_match_step_by_step() -> None:
+    """Watches of windows 3, 4 and 6 in one batch (each window scanned on its own); one window's
+    watches hold a value past int64 in their tails, so that group alone goes sample by sample.
+    Repeats and the state left behind match stepping every watch on its own."""
+    rng = np.random.default_rng(11)
+    windows = [3, 4, 6, 4, 3]
+    batched = [ReplayWatch(w, 40) for w in windows]
+    stepped = [ReplayWatch(w, 40) for w in windows]
+    for watch in (batched[0], stepped[0], batched[4], stepped[4]):  # window-3 watches: a huge value seen
+        watch.step(2**70)
+    for watch in batched[1:4] + stepped[1:4]:
+        watch.step(0)
+    motif = rng.integers(0, 50, size=(30, len(windows))).astype(float)
+    scaled = np.vstack([motif, rng.integers(0, 50, size=(20, len(windows))), motif, motif])  # repeats 30 and 50 back
+    got = feed(batched, scaled)
+    want = [[(t, back) for t in range(len(scaled)) if (back := watch.step(round(scaled[t, k]))) is not None]
+            for k, watch in enumerate(stepped)]
+    assert got == want and all(got)
+    rest = rng.integers(0, 50, size=(80, len(windows))).astype(float)
+    want = [[(t, back) for t in range(80) if (back := w.step(round(rest[t, k]))) is not None]
+            for k, w in enumerate(stepped)]
+    assert feed(batched, rest) == want
+
+
 def test_helpers_match_their_row_by_row_definitions() -> None:
     rng = np.random.default_rng(6)
     hit = rng.random((300, 4)) < 0.7

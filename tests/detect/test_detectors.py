@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -228,9 +229,46 @@ def test_model_file_round_trip_gives_identical_verdicts(cycling_model: DetectorM
     loaded = DetectorModel.load(path)
     x, hours = _cycling_plant(200, seed=5)
     x[150:, 0] += 1.0
+    assert loaded.replay_windows == cycling_model.replay_windows and loaded.replay_windows
+    assert loaded.tuning == cycling_model.tuning
     a, b = _stream(cycling_model, x, hours), _stream(loaded, x, hours)
     assert [(v.alarm, round(v.score, 9)) for v in a] == [(v.alarm, round(v.score, 9)) for v in b]
     assert any(v.alarm for v in a)
+
+
+def test_a_format_2_model_file_loads_with_the_defaults_of_later_fields(cycling_model: DetectorModel,
+                                                                          tmp_path: Path) -> None:
+    """Files written before score_cap and per-signal replay windows: every signal keeps the
+    tuning's replay window, and the cap takes its default."""
+    path = tmp_path / "m.npz"
+    cycling_model.save(path)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(str(arrays["header"]))
+    header["format"] = 2
+    del header["replay_windows"], header["tuning"]["score_cap"]
+    arrays["header"] = np.array(json.dumps(header))
+    old = tmp_path / "old.npz"
+    np.savez_compressed(old, **arrays)
+    loaded = DetectorModel.load(old)
+    assert loaded.replay_windows == [] and loaded.tuning.score_cap == Tuning().score_cap
+    assert [loaded.replay_window(k) for k in range(len(loaded.replay_signals))] == [
+        loaded.tuning.replay_window] * len(loaded.replay_signals)
+    header["format"] = 1
+    arrays["header"] = np.array(json.dumps(header))
+    np.savez_compressed(old, **arrays)
+    with pytest.raises(ValueError, match=r"old\.npz: model format 1, expected one of 2, 3"):
+        DetectorModel.load(old)
+
+
+def test_a_limit_of_zero_is_left_uncapped(cycling_model: DetectorModel) -> None:
+    """A group whose limit is 0 alarms on any score, capped or not (a cap of 0 x the limit would
+    clip every score to 0 and 0 / 0 would never alarm)."""
+    thresholds = np.asarray(cycling_model.meta["thresholds"], dtype=float).copy()
+    thresholds[0] = 0.0
+    x, hours = _cycling_plant(50, seed=6)
+    verdicts = StreamingDetector(cycling_model, thresholds).step_many(x, hours)
+    assert all(any(f.kind == "residual" for f in v.findings) for v in verdicts[2:])
 
 
 def test_damaged_model_file_is_refused_with_its_name(tmp_path: Path) -> None:
