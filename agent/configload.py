@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from sqlalchemy.engine import make_url
@@ -83,21 +83,21 @@ def _suggestion(model_fields: Iterable[str], key: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _model_fields_at(loc: ConfigPath) -> Iterable[str]:
+def _model_fields_at(loc: ConfigPath, root: Any = AgentConfig) -> Iterable[str]:
     """Field names valid at the parent of ``loc`` (as pydantic tags it), for 'did you mean' hints."""
-    model = _model_at(loc[:-1])
+    model = _model_at(loc[:-1], root)
     return model.model_fields.keys() if model is not None else []
 
 
-def _field_at(loc: ConfigPath) -> FieldInfo | None:
+def _field_at(loc: ConfigPath, root: Any = AgentConfig) -> FieldInfo | None:
     """The model field at ``loc`` (as pydantic tags it), if there is one."""
-    model = _model_at(loc[:-1])
+    model = _model_at(loc[:-1], root)
     return model.model_fields.get(str(loc[-1])) if model is not None and loc else None
 
 
-def _model_at(loc: ConfigPath) -> Any:
-    """The model class validating the value at ``loc`` (as pydantic tags it), or None."""
-    model: Any = AgentConfig
+def _model_at(loc: ConfigPath, root: Any = AgentConfig) -> Any:
+    """The model class validating the value at ``loc`` (as pydantic tags it, from ``root``), or None."""
+    model: Any = root
     parts = list(loc)
     i = 0
     while i < len(parts):
@@ -318,6 +318,29 @@ def _password_issues(doc: MapDocument, cfg: AgentConfig) -> list[tuple[ConfigPat
     return issues
 
 
+def parse_document(text: str, file: str) -> MapDocument:
+    """``text`` read as YAML with the place of every value; a syntax error raises :class:`ConfigError` at its place."""
+    try:
+        return MapDocument(file, text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise ConfigError([ConfigIssue(file, line, col, "", f"YAML syntax: {exc.problem or exc}")]) from None
+
+
+def validation_issues(doc: MapDocument, exc: ValidationError, root: type[BaseModel],
+                      at: ConfigPath = ()) -> list[ConfigIssue]:
+    """``root``'s validation errors (its data read from ``at`` in ``doc``), each placed in the file."""
+    issues = []
+    for error in exc.errors():
+        tagged = tuple(error["loc"])
+        message = _pydantic_message(error, _field_at(tagged, root))
+        if error["type"] == "extra_forbidden":
+            message += _suggestion(_model_fields_at(tagged, root), str(tagged[-1]))
+        issues.append(doc.located((*at, *tagged), message, key=error["type"] == "extra_forbidden"))
+    return issues
+
+
 def load_config_text(text: str, file: str = "<string>", check_model: bool = True,
                      check_secrets: bool = True) -> AgentConfig:
     """Parse and validate a device map given as text; raise :class:`ConfigError`.
@@ -325,12 +348,7 @@ def load_config_text(text: str, file: str = "<string>", check_model: bool = True
     ``check_secrets`` also requires every password file and variable the map names to be
     readable now (``status`` does without: it connects to nothing).
     """
-    try:
-        doc = MapDocument(file, text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise ConfigError([ConfigIssue(file, line, col, "", f"YAML syntax: {exc.problem or exc}")]) from None
+    doc = parse_document(text, file)
     if not isinstance(doc.data, dict):
         raise ConfigError([ConfigIssue(file, 1, 1, "", "the device map must be a mapping with gateway, devices, ...")])
     if doc.issues:

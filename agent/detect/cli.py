@@ -43,11 +43,31 @@ def _train_from_db(args: argparse.Namespace) -> DetectorModel:
     finally:
         engine.dispose()
     return fit(data.values, data.hours, data.signals, relations, _tuning(args),
-               meta={"trained_on": f"{cfg.gateway.id} readings {args.since} .. {args.until}"})
+               meta={"trained_on": f"{cfg.gateway.id} readings {args.since} .. {args.until}",
+                     "relations": str(args.relations or "")})
 
 
 def _tuning(args: argparse.Namespace) -> Tuning:
     return Tuning(resolution=args.resolution, calibration_folds=args.folds, false_alarm_budget=args.budget)
+
+
+#: the detectors that only exist for declared plant relations (residual and band kinds)
+RELATION_KINDS = ("mass_balance", "pressure", "control", "actuator")
+
+
+def _relations_note(model: DetectorModel) -> str | None:
+    """A note for a model without any relation detector: which ones are left out and how to declare relations."""
+    if set(model.residuals.kinds + model.bands.kinds) & set(RELATION_KINDS):
+        return None
+    from agent.detect.evaluate import RELATIONS_FORMAT
+
+    detectors = "the mass-balance, pressure, control and actuator detectors"
+    declared = model.meta.get("relations")
+    if declared:
+        return (f"note: the relations in {declared} gave none of {detectors}: they need tanks with flows or "
+                "pressures, or pumps with a flow or that switch on and off in the training rows\n")
+    return (f"note: no plant relations in effect, so {detectors} are left out: declare them in a YAML file's "
+            f"plant: section ({RELATIONS_FORMAT}) and train with --relations FILE; see docs/train-your-plant.md\n")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -92,6 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{', '.join(f'{1000 * r:.1f}' for r in cal['fold_false_alarm_rates'])}); widened: {wider}\n")
     elif args.budget != Tuning.false_alarm_budget:
         sys.stderr.write("note: --budget applies only with --folds N (cross-validation); it was not used\n")
+    sys.stderr.write(_relations_note(model) or "")
     return 0
 
 
@@ -112,6 +133,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model = DetectorModel.load(args.model) if args.model else None
         ev = evaluate(args.train or args.model, args.test, args.relations, model)
         spread = [] if args.single or args.model else cross(args.train, args.test, args.relations)
+    except ConfigError as exc:  # the relations file: its own file:line: field: message
+        sys.stderr.write(f"{exc}\n")
+        return 1
     except (DatasetError, ValueError, OSError) as exc:
         sys.stderr.write(f"cannot evaluate: {exc}\n")
         return 1

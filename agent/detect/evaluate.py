@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import ValidationError
 
+from agent.configload import ConfigError, parse_document, validation_issues
 from agent.detect.dataset import Dataset, load_csv
 from agent.detect.model import DetectorModel, Tuning
 from agent.detect.plant import PlantRelations
@@ -22,6 +22,9 @@ from agent.detect.train import fit
 
 #: The C-Town relations shipped with the vendored BATADAL data, used when a file has its columns.
 CTOWN_RELATIONS = Path(__file__).resolve().parents[2] / "data" / "batadal" / "ctown.yaml"
+#: what a relations file holds, for error messages and notes
+RELATIONS_FORMAT = ("tanks: each a level, pumps with status and flow, inflows, outflows, pressures; "
+                    "actuators: status and flow; e.g. data/batadal/ctown.yaml")
 
 
 def load_relations(path: str | Path | None, signals: list[str]) -> PlantRelations:
@@ -31,13 +34,16 @@ def load_relations(path: str | Path | None, signals: list[str]) -> PlantRelation
             path = CTOWN_RELATIONS
         else:
             return PlantRelations()
-    with open(path) as f:
-        doc = yaml.safe_load(f) or {}
+    doc = parse_document(Path(path).read_text(encoding="utf-8"), str(path))
+    if doc.issues:  # a key written twice, a ${VAR} not set
+        raise ConfigError(doc.issues)
+    if not isinstance(doc.data, dict) or "plant" not in doc.data:
+        raise ConfigError([doc.located((), f"no plant: section; a relations file is a mapping with one "
+                                           f"({RELATIONS_FORMAT})")])
     try:
-        return PlantRelations(**(doc.get("plant") or {}))
+        return PlantRelations.model_validate({} if doc.data["plant"] is None else doc.data["plant"])
     except ValidationError as exc:
-        problems = "; ".join(f"plant.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"{path}: {problems}") from None
+        raise ConfigError(validation_issues(doc, exc, PlantRelations, ("plant",))) from None
 
 
 #: one training file, or several (their normal rows joined in the order given)
@@ -127,26 +133,35 @@ class Evaluation:
                 w.writerow([t.strftime("%d/%m/%y %H"), int(label), int(v.alarm), f"{v.score:.4f}"])
 
 
-def evaluate(train: Paths, test: str | Path, relations: str | Path | None = None,
+def evaluate(train: Paths | None, test: str | Path, relations: str | Path | None = None,
              model: DetectorModel | None = None) -> Evaluation:
     """Train on ``train``'s normal rows (unless a model is given), stream ``test`` and score it against ATT_FLAG."""
     data = load_csv(test)
     if data.labels is None:
         raise ValueError(f"{test}: no ATT_FLAG column to score against")
-    model = model or train_from_csv(train, relations)
+    if model is None:
+        if train is None:
+            raise ValueError("evaluate needs training files or a model")
+        model = train_from_csv(train, relations)
     started = time.perf_counter()
     verdicts = stream(model, data)
     seconds = time.perf_counter() - started
     alarm = np.array([v.alarm for v in verdicts])
-    return Evaluation(names(train), str(test), score(alarm, data.labels), len(verdicts), seconds, data, verdicts)
+    trained = names(train) if train is not None else str(model.meta.get("trained_on", "a saved model"))
+    return Evaluation(trained, str(test), score(alarm, data.labels), len(verdicts), seconds, data, verdicts)
 
 
 def report(ev: Evaluation) -> str:
     """The evaluation as a readable table."""
     d = ev.as_dict()
     lines = [f"trained on {ev.train}, tested on {Path(ev.test).name}: {ev.rows} rows "
-             f"({d['rows_per_second']} rows/s through the streaming detector)", "",
-             "| attack | start | end | hours | detected after (h) | first evidence |",
+             f"({d['rows_per_second']} rows/s through the streaming detector)", ""]
+    if not ev.scores.attack_rows:  # TPR, S and the attack table would mean nothing
+        lines += [f"no attack rows in {Path(ev.test).name} (ATT_FLAG is never 1): false alarms only, no TPR or S",
+                  "", f"TNR {d['tnr']:.3f}  false alarms per 1,000 rows {ev.scores.false_alarms_per_1000:.1f}  "
+                      f"(FP {d['fp']}, TN {d['tn']})"]
+        return "\n".join(lines) + "\n"
+    lines += ["| attack | start | end | hours | detected after (h) | first evidence |",
              "|---|---|---|---|---|---|"]
     for i, a in enumerate(d["attacks"], start=1):
         after = "missed" if a["detected_after"] is None else str(a["detected_after"])
@@ -189,9 +204,10 @@ def cross(first: Paths, second: str | Path, relations: str | Path | None = None)
     data = {Path(second): load_csv(second), **{f: load_csv(f) for f in firsts}}
     directions = ((firsts, [Path(second)]), ([Path(second)], firsts))
     out = []
-    estimates: dict[tuple[str, str], float] = {}  # (training files, procedure) -> out-of-fold false alarm rate
+    estimates: dict[tuple[int, str], float] = {}  # (direction, procedure) -> out-of-fold false alarm rate
+    direction: list[int] = []                     # each row's direction
     for name, tuning in PROCEDURES.items():
-        for train, test in directions:
+        for way, (train, test) in enumerate(directions):
             tests = [data[f] for f in test]
             learn = [data[f] for f in train]
             if sum(len(d.values) if d.labels is None else int((d.labels == 0).sum()) for d in learn) < 48:
@@ -199,17 +215,18 @@ def cross(first: Paths, second: str | Path, relations: str | Path | None = None)
             model = train_from_csv(train, relations, tuning)
             cal = model.meta.get("calibration")
             if cal:  # cross-validation also estimates how often the training rows' own limits alarm on new rows
-                estimates[names(train), "training rows"] = cal["unwidened_false_alarm_rate"]
-                estimates[names(train), name] = cal["false_alarm_rate"]
+                estimates[way, "training rows"] = cal["unwidened_false_alarm_rate"]
+                estimates[way, name] = cal["false_alarm_rate"]
             alarm = np.concatenate([[v.alarm for v in stream(model, d)] for d in tests])
             truth = np.concatenate([d.labels if d.labels is not None else np.zeros(len(d.values), dtype=int)
                                     for d in tests])
             sc = score(alarm, truth)
+            direction.append(way)
             out.append(CrossRow(name, names(train), names(test), int((truth == 0).sum()), sc.fp, len(sc.attacks),
                                 sum(a.detected_after is not None for a in sc.attacks),
                                 sc.tpr if sc.attacks else None, sc.s if sc.attacks else None, None))
-    for r in out:
-        r.estimated_false_alarm_rate = estimates.get((r.trained_on, r.procedure))
+    for r, way in zip(out, direction, strict=True):
+        r.estimated_false_alarm_rate = estimates.get((way, r.procedure))
     return out
 
 

@@ -23,6 +23,10 @@ class Attack:
         return self.end - self.start + 1
 
 
+#: the figures that need attack rows to mean anything (TPR 0 and S 0.25 on a file without attacks)
+ATTACK_FIGURES = ("tpr", "precision", "f1", "s_ttd", "s_clf", "s")
+
+
 @dataclass
 class Scores:
     """The competition's scores plus the usual classification figures."""
@@ -40,8 +44,22 @@ class Scores:
     s: float
     attacks: list[Attack] = field(default_factory=list)
 
+    @property
+    def attack_rows(self) -> int:
+        """Scored rows labelled as attacks; without any, only the false-alarm figures mean something."""
+        return self.tp + self.fn
+
+    @property
+    def false_alarms_per_1000(self) -> float:
+        """Alarms per 1,000 scored normal rows."""
+        return 1000 * self.fp / (self.fp + self.tn) if self.fp + self.tn else 0.0
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The figures by name; those about attacks are None when no row is an attack."""
+        d = asdict(self)
+        if not self.attack_rows:
+            d.update(dict.fromkeys(ATTACK_FIGURES))
+        return d
 
 
 def attacks_of(labels: np.ndarray) -> list[tuple[int, int]]:
